@@ -1,0 +1,142 @@
+//! The HTTP layer: the router with Scrapyd's webservices (`*.json`) and web pages, the envelope
+//! that turns handler answers into Scrapyd's JSON, CORS and OPTIONS, wrong-method answers, and
+//! basic authentication over the whole site.
+
+pub mod auth;
+pub mod params;
+pub mod webservices;
+
+use crate::AppState;
+use crate::config::Service;
+use crate::error::{ApiError, Envelope};
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, get, post};
+
+/// Whether a service is POST-only (else GET-only), as in Scrapyd 1.6.
+pub fn is_post(service: Service) -> bool {
+    matches!(
+        service,
+        Service::AddVersion
+            | Service::Schedule
+            | Service::Cancel
+            | Service::DelVersion
+            | Service::DelProject
+    )
+}
+
+fn allowed(service: Service) -> &'static str {
+    if is_post(service) {
+        "OPTIONS, HEAD, POST"
+    } else {
+        "OPTIONS, HEAD, GET"
+    }
+}
+
+fn service_route(service: Service) -> MethodRouter<AppState> {
+    use webservices as ws;
+    let route = match service {
+        Service::DaemonStatus => get(ws::daemonstatus),
+        Service::ListProjects => get(ws::listprojects),
+        Service::ListVersions => get(ws::listversions),
+        Service::ListSpiders => get(ws::listspiders),
+        Service::ListJobs => get(ws::listjobs),
+        Service::Status => get(ws::status),
+        Service::AddVersion => post(ws::addversion),
+        Service::Schedule => post(ws::schedule),
+        Service::Cancel => post(ws::cancel),
+        Service::DelVersion => post(ws::delversion),
+        Service::DelProject => post(ws::delproject),
+    };
+    let methods = allowed(service);
+    route
+        .options(move || async move {
+            let mut r = StatusCode::NO_CONTENT.into_response();
+            r.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static(methods));
+            r
+        })
+        .fallback(
+            move || async move { ApiError::unsupported_method(&methods[9..]).into_response() },
+        )
+        .layer(middleware::map_response(
+            move |mut r: Response| async move {
+                let no_content = r.status() == StatusCode::NO_CONTENT;
+                let h = r.headers_mut();
+                h.insert(
+                    header::ACCESS_CONTROL_ALLOW_ORIGIN,
+                    HeaderValue::from_static("*"),
+                );
+                h.insert(
+                    header::ACCESS_CONTROL_ALLOW_METHODS,
+                    HeaderValue::from_static(methods),
+                );
+                h.insert(
+                    header::ACCESS_CONTROL_ALLOW_HEADERS,
+                    HeaderValue::from_static("X-Requested-With"),
+                );
+                if no_content {
+                    h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+                }
+                r
+            },
+        ))
+}
+
+/// Renders [`Envelope`] answers as Scrapyd's JSON: the endpoint's keys, `"status"`, then
+/// `"node_name"`, Python-style, ending with a newline.
+async fn render_envelope(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let mut response = next.run(req).await;
+    let Some(envelope) = response.extensions_mut().remove::<Envelope>() else {
+        return response;
+    };
+    let mut map = match envelope {
+        Envelope::Ok(mut map) => {
+            map.insert("status".into(), "ok".into());
+            map
+        }
+        Envelope::Error(message) => {
+            let mut map = serde_json::Map::new();
+            map.insert("status".into(), "error".into());
+            map.insert("message".into(), message.into());
+            map
+        }
+    };
+    map.insert("node_name".into(), state.config.node_name.clone().into());
+    let mut body = crate::pyjson::to_vec(&serde_json::Value::Object(map));
+    body.push(b'\n');
+    let (mut parts, _) = response.into_parts();
+    parts.status = StatusCode::OK;
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    parts
+        .headers
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    Response::from_parts(parts, axum::body::Body::from(body))
+}
+
+/// The whole application: webservices, pages, logs and items, auth.
+pub fn router(state: AppState) -> Router {
+    let mut api = Router::new();
+    for (path, service) in &state.config.services {
+        api = api.route(&format!("/{path}"), service_route(*service));
+    }
+    let api = api.layer(DefaultBodyLimit::max(params::MAX_BODY));
+    let app = api
+        .merge(crate::web::routes(&state))
+        .fallback(crate::web::not_found)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            render_envelope,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_auth,
+        ));
+    app.with_state(state)
+}

@@ -1,0 +1,272 @@
+//! Request parameters the way Scrapyd reads them: the query string, and for POST a urlencoded or
+//! multipart body; a body key replaces the query key of the same name; a repeated key keeps its
+//! values in order (most parameters use the first, `setting` uses all). Values stay bytes until a
+//! handler asks for text, so invalid UTF-8 is reported with the parameter's name.
+
+use crate::error::ApiError;
+use axum::extract::{FromRequest, Multipart, Request};
+use axum::http::{Method, header};
+
+/// Largest request body accepted (an egg upload).
+pub const MAX_BODY: usize = 100 * 1024 * 1024;
+
+/// The merged parameters of one request, keys in first-seen order.
+#[derive(Debug, Default, Clone)]
+pub struct Params {
+    entries: Vec<(String, Vec<Vec<u8>>)>,
+}
+
+impl Params {
+    /// Builds parameters from decoded pairs (later pairs of a key append to its values).
+    pub fn from_pairs(pairs: impl IntoIterator<Item = (Vec<u8>, Vec<u8>)>) -> Params {
+        let mut p = Params::default();
+        for (k, v) in pairs {
+            p.push(String::from_utf8_lossy(&k).into_owned(), v);
+        }
+        p
+    }
+
+    fn push(&mut self, key: String, value: Vec<u8>) {
+        match self.entries.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, values)) => values.push(value),
+            None => self.entries.push((key, vec![value])),
+        }
+    }
+
+    /// `dict.update`: every key of `other` replaces this one's values (keeping its position).
+    pub fn update(&mut self, other: Params) {
+        for (key, values) in other.entries {
+            match self.entries.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, slot)) => *slot = values,
+                None => self.entries.push((key, values)),
+            }
+        }
+    }
+
+    /// The first raw value of `key`.
+    pub fn bytes(&self, key: &str) -> Option<&[u8]> {
+        self.entries
+            .iter()
+            .find(|(k, _)| k == key)
+            .and_then(|(_, v)| v.first())
+            .map(Vec::as_slice)
+    }
+
+    /// The first value of `key` as text; invalid UTF-8 is an error naming the parameter.
+    pub fn text(&self, key: &str) -> Result<Option<String>, ApiError> {
+        self.bytes(key).map(|b| decode(key, b)).transpose()
+    }
+
+    /// Like [`Params::text`], but the parameter must be present.
+    pub fn required(&self, key: &str) -> Result<String, ApiError> {
+        self.text(key)?.ok_or_else(|| ApiError::missing(key))
+    }
+
+    /// Every value of `key`, as text.
+    pub fn all(&self, key: &str) -> Result<Vec<String>, ApiError> {
+        match self.entries.iter().find(|(k, _)| k == key) {
+            Some((_, values)) => values.iter().map(|v| decode(key, v)).collect(),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// The keys, in order.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.entries.iter().map(|(k, _)| k.as_str())
+    }
+
+    /// How many distinct keys.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether there are no parameters.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+/// Decodes a value as UTF-8, with Python's wording when it is not.
+fn decode(key: &str, bytes: &[u8]) -> Result<String, ApiError> {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => Ok(s.to_owned()),
+        Err(e) => {
+            let pos = e.valid_up_to();
+            let byte = bytes[pos];
+            let reason = match e.error_len() {
+                None => "unexpected end of data",
+                Some(_) if (0xc2..=0xf4).contains(&byte) => "invalid continuation byte",
+                Some(_) => "invalid start byte",
+            };
+            Err(ApiError::invalid(
+                key,
+                format!("'utf-8' codec can't decode byte 0x{byte:02x} in position {pos}: {reason}"),
+            ))
+        }
+    }
+}
+
+/// Percent-decodes one component of `application/x-www-form-urlencoded` data (`+` is a space;
+/// a `%` not followed by two hex digits stays as it is, as in Python).
+pub fn percent_decode(input: &[u8]) -> Vec<u8> {
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let mut out = Vec::with_capacity(input.len());
+    let mut i = 0;
+    while i < input.len() {
+        match input[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < input.len() => match (hex(input[i + 1]), hex(input[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h * 16 + l);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    out
+}
+
+/// Parses urlencoded data (`a=1&b=2`, `&` or `;` separated, blank values kept).
+pub fn parse_urlencoded(data: &[u8]) -> Params {
+    Params::from_pairs(
+        data.split(|b| *b == b'&' || *b == b';')
+            .filter(|p| !p.is_empty())
+            .map(|pair| {
+                let mut it = pair.splitn(2, |b| *b == b'=');
+                let k = it.next().unwrap_or_default();
+                let v = it.next().unwrap_or_default();
+                (percent_decode(k), percent_decode(v))
+            }),
+    )
+}
+
+impl<S: Send + Sync> FromRequest<S> for Params {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let mut params = parse_urlencoded(req.uri().query().unwrap_or("").as_bytes());
+        if req.method() != Method::POST {
+            return Ok(params);
+        }
+        let content_type = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        if content_type.starts_with("application/x-www-form-urlencoded") {
+            let body = axum::body::to_bytes(req.into_body(), MAX_BODY)
+                .await
+                .map_err(body_error)?;
+            params.update(parse_urlencoded(&body));
+        } else if content_type.starts_with("multipart/form-data") {
+            let mut multipart = Multipart::from_request(req, state)
+                .await
+                .map_err(|e| ApiError::new(format!("invalid multipart body: {}", e.body_text())))?;
+            let mut body = Params::default();
+            let mut total = 0usize;
+            while let Some(field) = multipart
+                .next_field()
+                .await
+                .map_err(|e| multipart_error(&e.body_text()))?
+            {
+                let name = field.name().unwrap_or_default().to_owned();
+                let data = field
+                    .bytes()
+                    .await
+                    .map_err(|e| multipart_error(&e.body_text()))?;
+                total += data.len();
+                if total > MAX_BODY {
+                    return Err(too_large());
+                }
+                body.push(name, data.to_vec());
+            }
+            params.update(body);
+        }
+        Ok(params)
+    }
+}
+
+fn too_large() -> ApiError {
+    ApiError::new(format!(
+        "request body is too large (at most {} MiB)",
+        MAX_BODY >> 20
+    ))
+}
+
+fn body_error(e: axum::Error) -> ApiError {
+    if format!("{e:?}").contains("LengthLimit") {
+        too_large()
+    } else {
+        ApiError::new(format!("cannot read the request body: {e}"))
+    }
+}
+
+fn multipart_error(text: &str) -> ApiError {
+    if text.contains("limit") {
+        too_large()
+    } else {
+        ApiError::new(format!("invalid multipart body: {text}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_like_python() {
+        assert_eq!(percent_decode(b"a+b%20c%zz%4"), b"a b c%zz%4");
+        assert_eq!(percent_decode(b"%C3%B1"), "ñ".as_bytes());
+        assert_eq!(percent_decode(b"%"), b"%");
+        assert_eq!(percent_decode(b"%4"), b"%4");
+        assert_eq!(percent_decode(b"x%41"), b"xA");
+    }
+
+    #[test]
+    fn body_replaces_query_and_first_value_wins() {
+        let mut p = parse_urlencoded(b"project=q&setting=A=1&setting=B=2&arg=1&arg=2");
+        p.update(parse_urlencoded(b"project=b&extra="));
+        assert_eq!(p.text("project").unwrap().as_deref(), Some("b"));
+        assert_eq!(p.all("setting").unwrap(), ["A=1", "B=2"]);
+        assert_eq!(p.text("arg").unwrap().as_deref(), Some("1"));
+        assert_eq!(p.text("extra").unwrap().as_deref(), Some(""));
+        assert_eq!(
+            p.keys().collect::<Vec<_>>(),
+            ["project", "setting", "arg", "extra"]
+        );
+    }
+
+    #[test]
+    fn invalid_utf8_names_the_parameter() {
+        let p = parse_urlencoded(b"project=%C3");
+        assert_eq!(
+            p.required("project").unwrap_err().message,
+            "project is invalid: 'utf-8' codec can't decode byte 0xc3 in position 0: unexpected end of data"
+        );
+        let p = parse_urlencoded(b"project=%C3%28");
+        assert!(
+            p.required("project")
+                .unwrap_err()
+                .message
+                .ends_with("invalid continuation byte")
+        );
+        let p = parse_urlencoded(b"project=%FF");
+        assert!(
+            p.required("project")
+                .unwrap_err()
+                .message
+                .ends_with("invalid start byte")
+        );
+        assert_eq!(
+            parse_urlencoded(b"")
+                .required("project")
+                .unwrap_err()
+                .message,
+            "'project' parameter is required"
+        );
+    }
+}

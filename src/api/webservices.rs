@@ -1,0 +1,402 @@
+//! Scrapyd's eleven webservices. Each handler parses its parameters in Scrapyd's order, calls
+//! the egg store, the job store or the launcher, and returns the endpoint's keys.
+
+use super::params::Params;
+use crate::AppState;
+use crate::error::{ApiError, ApiResult, Reply};
+use crate::jobs::{JobRecord, JobState, format_time, now_micros};
+use crate::launcher::parse_signal;
+use crate::names;
+use crate::queue::{PendingJob, pairs_to_map};
+use crate::store::StoreError;
+use axum::extract::State;
+use serde_json::{Value, json};
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        ApiError::internal("DatabaseError", e)
+    }
+}
+
+/// Parameters that `schedule.json` consumes; every other one is a spider argument.
+const SCHEDULE_PARAMS: [&str; 6] = [
+    "project", "spider", "_version", "jobid", "priority", "setting",
+];
+/// Spider-argument names that would collide with the queued message's own keys.
+const RESERVED_ARGS: [&str; 3] = ["_job", "settings", "name"];
+
+fn known_project(state: &AppState, project: &str) -> Result<(), ApiError> {
+    if state.eggs.is_known(project) {
+        Ok(())
+    } else {
+        Err(ApiError::project_not_found(project))
+    }
+}
+
+/// Python's `repr()` of a bytes value, for Scrapyd's `priority` message.
+fn py_bytes_repr(bytes: &[u8]) -> String {
+    let mut out = String::from("b'");
+    for &b in bytes {
+        match b {
+            b'\\' => out.push_str("\\\\"),
+            b'\'' => out.push_str("\\'"),
+            b'\n' => out.push_str("\\n"),
+            b'\r' => out.push_str("\\r"),
+            b'\t' => out.push_str("\\t"),
+            0x20..=0x7e => out.push(b as char),
+            _ => out.push_str(&format!("\\x{b:02x}")),
+        }
+    }
+    out.push('\'');
+    out
+}
+
+/// Parses `priority` as Python's `float()` would (surrounding spaces, `inf`, exponents).
+fn parse_priority(raw: &[u8]) -> Result<f64, ApiError> {
+    let bad = || {
+        ApiError::invalid(
+            "priority",
+            format!("could not convert string to float: {}", py_bytes_repr(raw)),
+        )
+    };
+    let text = std::str::from_utf8(raw).map_err(|_| bad())?.trim();
+    let cleaned = if text.contains('_') {
+        // Python accepts single underscores between digits.
+        let ok = text.split('_').all(|part| {
+            !part.is_empty() && part.chars().last().is_some_and(|c| c.is_ascii_digit())
+        });
+        if !ok {
+            return Err(bad());
+        }
+        text.replace('_', "")
+    } else {
+        text.to_owned()
+    };
+    let value: f64 = cleaned.parse().map_err(|_| bad())?;
+    if value.is_nan() {
+        return Err(ApiError::invalid("priority", "nan cannot order jobs"));
+    }
+    Ok(value)
+}
+
+/// `daemonstatus.json`.
+pub async fn daemonstatus(State(state): State<AppState>) -> ApiResult {
+    let projects = state.eggs.projects();
+    let (pending, running, finished) = state
+        .store
+        .call(move |db| {
+            Ok((
+                db.pending_count(&projects)?,
+                db.running()?.len(),
+                db.finished_count()?,
+            ))
+        })
+        .await?;
+    Ok(Reply::empty()
+        .with("pending", pending)
+        .with("running", running)
+        .with("finished", finished))
+}
+
+/// `addversion.json`.
+pub async fn addversion(State(state): State<AppState>, params: Params) -> ApiResult {
+    let project = params.required("project")?;
+    let version = params.required("version")?;
+    let egg = params
+        .bytes("egg")
+        .ok_or_else(|| ApiError::missing("egg"))?;
+    let spiders = state.eggs.add(&project, &version, egg).await?;
+    tracing::info!(project = %project, version = %version, spiders, "added version");
+    state.launcher.wake();
+    Ok(Reply::empty()
+        .with("project", project)
+        .with("version", version)
+        .with("spiders", spiders))
+}
+
+/// `schedule.json`.
+pub async fn schedule(State(state): State<AppState>, params: Params) -> ApiResult {
+    let project = params.required("project")?;
+    let spider = params.required("spider")?;
+    let version = params.text("_version")?;
+    let jobid = params.text("jobid")?;
+    let priority = params
+        .bytes("priority")
+        .map(parse_priority)
+        .transpose()?
+        .unwrap_or(0.0);
+    let mut settings = Vec::new();
+    for s in params.all("setting")? {
+        match s.split_once('=') {
+            Some((k, v)) => settings.push((k.to_owned(), v.to_owned())),
+            None => {
+                return Err(ApiError::invalid(
+                    "setting",
+                    format!("expected NAME=value, got '{s}'"),
+                ));
+            }
+        }
+    }
+    let mut args = Vec::new();
+    for key in params.keys().filter(|k| !SCHEDULE_PARAMS.contains(k)) {
+        if RESERVED_ARGS.contains(&key) {
+            return Err(ApiError::new(format!(
+                "'{key}' is reserved and cannot be a spider argument"
+            )));
+        }
+        args.push((key.to_owned(), params.required(key)?));
+    }
+    known_project(&state, &project)?;
+    if let Some(v) = &version {
+        names::check(v)?;
+        if state.eggs.resolve(&project, Some(v))?.is_none() {
+            return Err(ApiError::version_not_found(v));
+        }
+    }
+    let spiders = state.eggs.spiders(&project, version.as_deref()).await?;
+    if !spiders.iter().any(|s| *s == spider) {
+        return Err(ApiError::spider_not_found(&spider));
+    }
+    names::check(&spider)?;
+    let job = match jobid {
+        Some(j) => {
+            names::check(&j)?;
+            j
+        }
+        None => crate::new_job_id(),
+    };
+    let pending = PendingJob {
+        project,
+        spider,
+        job: job.clone(),
+        priority,
+        version,
+        settings,
+        args,
+        created: now_micros(),
+    };
+    tracing::debug!(project = %pending.project, spider = %pending.spider, job = %job, "scheduled");
+    state.store.call(move |db| db.enqueue(&pending)).await?;
+    state.launcher.wake();
+    Ok(Reply::empty().with("jobid", job))
+}
+
+/// `cancel.json`.
+pub async fn cancel(State(state): State<AppState>, params: Params) -> ApiResult {
+    let project = params.required("project")?;
+    let job = params.required("job")?;
+    let signal_text = params.text("signal")?.unwrap_or_else(|| "INT".to_owned());
+    known_project(&state, &project)?;
+    let signal = parse_signal(&signal_text)
+        .ok_or_else(|| ApiError::invalid("signal", format!("unknown signal '{signal_text}'")))?;
+    let mut prevstate = Value::Null;
+    let (p, j) = (project.clone(), job.clone());
+    if state
+        .store
+        .call(move |db| db.remove_pending(&p, &j))
+        .await?
+        > 0
+    {
+        prevstate = "pending".into();
+    }
+    if state.launcher.cancel(&project, &job, signal).await > 0 {
+        prevstate = "running".into();
+    }
+    Ok(Reply::empty().with("prevstate", prevstate))
+}
+
+/// `status.json`.
+pub async fn status(State(state): State<AppState>, params: Params) -> ApiResult {
+    let job = params.required("job")?;
+    let project = params.text("project")?;
+    if let Some(p) = &project {
+        known_project(&state, p)?;
+    }
+    let projects = state.eggs.projects();
+    let current = state
+        .store
+        .call(move |db| db.job_state(project.as_deref(), &job, &projects))
+        .await?;
+    Ok(Reply::empty().with("currstate", current.map(JobState::as_str)))
+}
+
+/// `listprojects.json`.
+pub async fn listprojects(State(state): State<AppState>) -> ApiResult {
+    Ok(Reply::empty().with("projects", state.eggs.projects()))
+}
+
+/// `listversions.json`.
+pub async fn listversions(State(state): State<AppState>, params: Params) -> ApiResult {
+    let project = params.required("project")?;
+    Ok(Reply::empty().with("versions", state.eggs.versions(&project)?))
+}
+
+/// `listspiders.json`.
+pub async fn listspiders(State(state): State<AppState>, params: Params) -> ApiResult {
+    let project = params.required("project")?;
+    let version = params.text("_version")?;
+    known_project(&state, &project)?;
+    let spiders = state.eggs.spiders(&project, version.as_deref()).await?;
+    Ok(Reply::empty().with("spiders", spiders.as_slice()))
+}
+
+/// The jobs listing shared by `listjobs.json` and the jobs page.
+pub struct JobsSnapshot {
+    pub pending: Vec<PendingJob>,
+    pub running: Vec<JobRecord>,
+    pub finished: Vec<JobRecord>,
+}
+
+/// Reads pending, running and finished jobs in one step (optionally for one project).
+pub async fn jobs_snapshot(
+    state: &AppState,
+    project: Option<String>,
+) -> Result<JobsSnapshot, ApiError> {
+    let projects = match &project {
+        Some(p) => vec![p.clone()],
+        None => state.eggs.projects(),
+    };
+    let snapshot = state
+        .store
+        .call(move |db| {
+            let pending = db.pending(&projects)?;
+            let mut running = db.running()?;
+            let finished = db.finished(project.as_deref())?;
+            if let Some(p) = &project {
+                running.retain(|r| r.project == *p);
+            }
+            Ok(JobsSnapshot {
+                pending,
+                running,
+                finished,
+            })
+        })
+        .await?;
+    Ok(snapshot)
+}
+
+/// `/logs/…` URL of a job's log, when the file exists.
+pub fn log_url(state: &AppState, project: &str, spider: &str, job: &str) -> Option<String> {
+    let dir = state.config.logs_dir.as_ref()?;
+    dir.join(project)
+        .join(spider)
+        .join(format!("{job}.log"))
+        .is_file()
+        .then(|| format!("/logs/{project}/{spider}/{job}.log"))
+}
+
+/// `/items/…` URL of a job's items, when the file exists.
+pub fn items_url(state: &AppState, project: &str, spider: &str, job: &str) -> Option<String> {
+    let dir = state.config.items_local()?;
+    dir.join(project)
+        .join(spider)
+        .join(format!("{job}.jl"))
+        .is_file()
+        .then(|| format!("/items/{project}/{spider}/{job}.jl"))
+}
+
+/// `listjobs.json`.
+pub async fn listjobs(State(state): State<AppState>, params: Params) -> ApiResult {
+    let project = params.text("project")?;
+    if let Some(p) = &project {
+        known_project(&state, p)?;
+    }
+    let snap = jobs_snapshot(&state, project).await?;
+    let pending: Vec<Value> = snap
+        .pending
+        .iter()
+        .map(|p| {
+            json!({
+                "id": p.job, "project": p.project, "spider": p.spider, "version": p.version,
+                "settings": pairs_to_map(&p.settings), "args": pairs_to_map(&p.args),
+            })
+        })
+        .collect();
+    let running: Vec<Value> = snap
+        .running
+        .iter()
+        .map(|r| {
+            json!({
+                "id": r.job, "project": r.project, "spider": r.spider, "pid": r.pid,
+                "start_time": format_time(r.start_time),
+                "log_url": log_url(&state, &r.project, &r.spider, &r.job),
+                "items_url": items_url(&state, &r.project, &r.spider, &r.job),
+            })
+        })
+        .collect();
+    let finished: Vec<Value> = snap
+        .finished
+        .iter()
+        .map(|r| {
+            json!({
+                "id": r.job, "project": r.project, "spider": r.spider,
+                "start_time": format_time(r.start_time),
+                "end_time": format_time(r.end_time.unwrap_or(r.start_time)),
+                "log_url": log_url(&state, &r.project, &r.spider, &r.job),
+                "items_url": items_url(&state, &r.project, &r.spider, &r.job),
+            })
+        })
+        .collect();
+    Ok(Reply::empty()
+        .with("pending", pending)
+        .with("running", running)
+        .with("finished", finished))
+}
+
+/// After a project lost its last egg: its pending jobs go too (Scrapyd kept them, and a later
+/// project of the same name inherited them).
+async fn forget_project_if_gone(state: &AppState, project: &str) -> Result<(), ApiError> {
+    if state.eggs.is_known(project) {
+        return Ok(());
+    }
+    let p = project.to_owned();
+    let removed = state.store.call(move |db| db.clear_pending(&p)).await?;
+    if removed > 0 {
+        tracing::info!(project = %project, removed, "removed the pending jobs of a deleted project");
+    }
+    Ok(())
+}
+
+/// `delversion.json`.
+pub async fn delversion(State(state): State<AppState>, params: Params) -> ApiResult {
+    let project = params.required("project")?;
+    let version = params.required("version")?;
+    state.eggs.delete_version(&project, &version).await?;
+    forget_project_if_gone(&state, &project).await?;
+    Ok(Reply::empty())
+}
+
+/// `delproject.json`.
+pub async fn delproject(State(state): State<AppState>, params: Params) -> ApiResult {
+    let project = params.required("project")?;
+    state.eggs.delete_project(&project).await?;
+    forget_project_if_gone(&state, &project).await?;
+    Ok(Reply::empty())
+}
+
+/// Handled at start-up, for [`now_micros`] consumers that need a clock in tests.
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn priority_parses_like_python_float() {
+        assert_eq!(parse_priority(b" 5 ").unwrap(), 5.0);
+        assert_eq!(parse_priority(b"1e3").unwrap(), 1000.0);
+        assert_eq!(parse_priority(b"-1").unwrap(), -1.0);
+        assert_eq!(parse_priority(b"1_000").unwrap(), 1000.0);
+        assert!(parse_priority(b"inf").unwrap().is_infinite());
+        assert_eq!(
+            parse_priority(b"x").unwrap_err().message,
+            "priority is invalid: could not convert string to float: b'x'"
+        );
+        assert!(parse_priority(b"nan").is_err());
+        assert!(parse_priority(b"1__0").is_err());
+        assert!(
+            parse_priority(b"\xff")
+                .unwrap_err()
+                .message
+                .contains("b'\\xff'")
+        );
+    }
+}

@@ -1,0 +1,489 @@
+//! The filesystem egg store: `{eggs_dir}/{project}/{version}.egg`, with the spider list of each
+//! version kept beside it (`{version}.spiders`, JSON) so listing spiders never starts Python.
+//!
+//! Uploads are written to a temporary file in the project folder, listed with the runner, and
+//! only then renamed into place: a failed upload stores nothing. Versions are ordered as Python's
+//! `packaging` orders them (PEP 440), falling back to plain string order, as Scrapyd does.
+
+use crate::error::ApiError;
+use crate::names;
+use crate::runner::{ProjectSource, Runner};
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::{Arc, Mutex, RwLock};
+
+const EGG_SUFFIX: &str = ".egg";
+const SPIDERS_SUFFIX: &str = ".spiders";
+const UPLOAD_PREFIX: &str = ".upload-";
+
+/// Largest total uncompressed size accepted for an egg (zip bomb guard).
+pub const MAX_EGG_UNCOMPRESSED: u64 = 1 << 30;
+/// Largest number of entries accepted in an egg.
+pub const MAX_EGG_ENTRIES: usize = 100_000;
+
+/// Orders versions as Scrapyd does: by PEP 440 when every version is valid, else as strings.
+pub fn sort_versions(versions: &mut [String]) {
+    let parsed: Option<Vec<pep440_rs::Version>> = versions
+        .iter()
+        .map(|v| pep440_rs::Version::from_str(v.trim()).ok())
+        .collect();
+    match parsed {
+        Some(parsed) => {
+            let mut pairs: Vec<(pep440_rs::Version, String)> =
+                parsed.into_iter().zip(versions.iter().cloned()).collect();
+            pairs.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
+            for (slot, (_, v)) in versions.iter_mut().zip(pairs) {
+                *slot = v;
+            }
+        }
+        None => versions.sort(),
+    }
+}
+
+/// Scrapyd's file-name form of a version (`1.0` → `1_0`), used to find eggs Scrapyd stored.
+pub fn scrapyd_sanitized(version: &str) -> String {
+    version
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// Checks that `data` is a zip archive of sane size; the message is Scrapyd's for a non-zip.
+pub fn check_egg(data: &[u8]) -> Result<(), ApiError> {
+    let not_zip =
+        || ApiError::new("egg is not a ZIP file (if using curl, use egg=@path not egg=path)");
+    let archive = zip::ZipArchive::new(std::io::Cursor::new(data)).map_err(|_| not_zip())?;
+    if archive.len() > MAX_EGG_ENTRIES {
+        return Err(ApiError::new(format!(
+            "egg has {} entries (at most {MAX_EGG_ENTRIES})",
+            archive.len()
+        )));
+    }
+    let total: u64 = archive
+        .decompressed_size()
+        .map(|s| s as u64)
+        .unwrap_or(u64::MAX);
+    if total > MAX_EGG_UNCOMPRESSED {
+        return Err(ApiError::new(format!(
+            "egg uncompresses to more than {} MiB",
+            MAX_EGG_UNCOMPRESSED >> 20
+        )));
+    }
+    Ok(())
+}
+
+/// The egg store and the set of projects the daemon knows.
+pub struct EggStore {
+    root: PathBuf,
+    /// `[settings]` projects: name → settings module.
+    settings: Vec<(String, String)>,
+    /// Project folders found in `root`, refreshed at start and after every change.
+    egg_projects: RwLock<Vec<String>>,
+    /// Spider lists by (project, version); `[settings]` projects use version "".
+    spiders: Mutex<HashMap<(String, String), Arc<Vec<String>>>>,
+    /// Serializes changes (commit of an upload, deletions).
+    changes: tokio::sync::Mutex<()>,
+    runner: Runner,
+}
+
+impl EggStore {
+    /// Opens the store at `root` (created if missing) and removes leftovers of interrupted uploads.
+    pub fn open(
+        root: &Path,
+        settings: Vec<(String, String)>,
+        runner: Runner,
+    ) -> std::io::Result<EggStore> {
+        std::fs::create_dir_all(root)?;
+        let store = EggStore {
+            root: root.to_owned(),
+            settings,
+            egg_projects: RwLock::new(Vec::new()),
+            spiders: Mutex::new(HashMap::new()),
+            changes: tokio::sync::Mutex::new(()),
+            runner,
+        };
+        for project in store.scan_projects()? {
+            if let Ok(entries) = std::fs::read_dir(store.root.join(&project)) {
+                for entry in entries.flatten() {
+                    if entry
+                        .file_name()
+                        .to_string_lossy()
+                        .starts_with(UPLOAD_PREFIX)
+                    {
+                        let _ = std::fs::remove_file(entry.path());
+                    }
+                }
+            }
+        }
+        store.refresh()?;
+        Ok(store)
+    }
+
+    /// The runner used for listings.
+    pub fn runner(&self) -> &Runner {
+        &self.runner
+    }
+
+    fn scan_projects(&self) -> std::io::Result<Vec<String>> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(&self.root)? {
+            let entry = entry?;
+            if entry.file_type()?.is_dir()
+                && let Ok(name) = entry.file_name().into_string()
+                && names::is_safe(&name)
+            {
+                out.push(name);
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Re-reads the project folders (Scrapyd refreshes its project list only after changes).
+    pub fn refresh(&self) -> std::io::Result<()> {
+        let projects = self.scan_projects()?;
+        *self.egg_projects.write().unwrap_or_else(|e| e.into_inner()) = projects;
+        Ok(())
+    }
+
+    /// Every known project: egg projects (sorted), then `[settings]` projects not among them.
+    pub fn projects(&self) -> Vec<String> {
+        let mut out = self
+            .egg_projects
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        for (name, _) in &self.settings {
+            if !out.contains(name) {
+                out.push(name.clone());
+            }
+        }
+        out
+    }
+
+    /// Whether `project` is known (has eggs or is in `[settings]`).
+    pub fn is_known(&self, project: &str) -> bool {
+        self.settings.iter().any(|(n, _)| n == project)
+            || self
+                .egg_projects
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .any(|p| p == project)
+    }
+
+    /// The settings module of a `[settings]` project.
+    pub fn settings_module(&self, project: &str) -> Option<&str> {
+        self.settings
+            .iter()
+            .find(|(n, _)| n == project)
+            .map(|(_, m)| m.as_str())
+    }
+
+    fn project_dir(&self, project: &str) -> Result<PathBuf, ApiError> {
+        names::check(project)?;
+        Ok(self.root.join(project))
+    }
+
+    /// The versions of `project`, ordered, as uploaded. Unknown project → empty.
+    pub fn versions(&self, project: &str) -> Result<Vec<String>, ApiError> {
+        let dir = self.project_dir(project)?;
+        let mut out = Vec::new();
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(ApiError::internal("OSError", e)),
+        };
+        for entry in entries.flatten() {
+            if let Ok(name) = entry.file_name().into_string()
+                && let Some(stem) = name.strip_suffix(EGG_SUFFIX)
+                && !name.starts_with(UPLOAD_PREFIX)
+                && names::is_safe(stem)
+                && entry.file_type().map(|t| t.is_file()).unwrap_or(false)
+            {
+                out.push(stem.to_owned());
+            }
+        }
+        sort_versions(&mut out);
+        Ok(out)
+    }
+
+    /// Finds the stored version matching `version` (as uploaded, or as Scrapyd stored it), or the
+    /// latest when `None`. Returns the version's stored name.
+    pub fn resolve(
+        &self,
+        project: &str,
+        version: Option<&str>,
+    ) -> Result<Option<String>, ApiError> {
+        let versions = self.versions(project)?;
+        Ok(match version {
+            None => versions.last().cloned(),
+            Some(v) => {
+                names::check(v)?;
+                if versions.iter().any(|s| s == v) {
+                    Some(v.to_owned())
+                } else {
+                    let sanitized = scrapyd_sanitized(v);
+                    versions.into_iter().find(|s| *s == sanitized)
+                }
+            }
+        })
+    }
+
+    /// Path of a stored egg.
+    pub fn egg_path(&self, project: &str, version: &str) -> PathBuf {
+        self.root
+            .join(project)
+            .join(format!("{version}{EGG_SUFFIX}"))
+    }
+
+    /// What the runner needs to run `project` at `version` (latest when `None`).
+    pub fn source(&self, project: &str, version: Option<&str>) -> Result<ProjectSource, ApiError> {
+        match self.resolve(project, version)? {
+            Some(v) => Ok(ProjectSource::Egg {
+                path: self.egg_path(project, &v),
+                version: v,
+            }),
+            None => match (version, self.settings_module(project)) {
+                (None, Some(module)) => Ok(ProjectSource::Settings {
+                    module: module.to_owned(),
+                }),
+                (Some(v), _) => Err(ApiError::version_not_found(v)),
+                (None, None) => Err(ApiError::project_not_found(project)),
+            },
+        }
+    }
+
+    /// The spiders of `project` at `version` (latest when `None`): from the cache, the stored
+    /// list, or (for eggs stored by another program, and `[settings]` projects) one listing.
+    pub async fn spiders(
+        &self,
+        project: &str,
+        version: Option<&str>,
+    ) -> Result<Arc<Vec<String>>, ApiError> {
+        let source = self.source(project, version)?;
+        let key = match &source {
+            ProjectSource::Egg { version, .. } => (project.to_owned(), version.clone()),
+            ProjectSource::Settings { .. } => (project.to_owned(), String::new()),
+        };
+        if let Some(list) = self
+            .spiders
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+        {
+            return Ok(list.clone());
+        }
+        let stored = match &source {
+            ProjectSource::Egg { version, .. } => self.read_spider_file(project, version),
+            ProjectSource::Settings { .. } => None,
+        };
+        let list = match stored {
+            Some(list) => list,
+            None => {
+                let list = self
+                    .runner
+                    .list_spiders(project, &source)
+                    .await
+                    .map_err(|stderr| ApiError::new(format!("RunnerError: {stderr}")))?;
+                if let ProjectSource::Egg { version, .. } = &source {
+                    let _ = self.write_spider_file(project, version, &list);
+                }
+                list
+            }
+        };
+        let list = Arc::new(list);
+        self.spiders
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, list.clone());
+        Ok(list)
+    }
+
+    fn spider_file(&self, project: &str, version: &str) -> PathBuf {
+        self.root
+            .join(project)
+            .join(format!("{version}{SPIDERS_SUFFIX}"))
+    }
+
+    fn read_spider_file(&self, project: &str, version: &str) -> Option<Vec<String>> {
+        let text = std::fs::read(self.spider_file(project, version)).ok()?;
+        serde_json::from_slice(&text).ok()
+    }
+
+    fn write_spider_file(
+        &self,
+        project: &str,
+        version: &str,
+        list: &[String],
+    ) -> std::io::Result<()> {
+        let path = self.spider_file(project, version);
+        let tmp = self.root.join(project).join(format!(
+            "{UPLOAD_PREFIX}{}.tmp",
+            uuid::Uuid::new_v4().simple()
+        ));
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&serde_json::to_vec(list).unwrap_or_default())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &path)
+    }
+
+    /// Stores an egg: checks it, lists its spiders from a temporary copy, and only when that
+    /// succeeds moves it into place. Returns the number of spiders.
+    pub async fn add(&self, project: &str, version: &str, egg: &[u8]) -> Result<usize, ApiError> {
+        check_egg(egg)?;
+        let dir = self.project_dir(project)?;
+        names::check(version)?;
+        let created_dir = !dir.exists();
+        std::fs::create_dir_all(&dir).map_err(|e| ApiError::internal("OSError", e))?;
+        let tmp = dir.join(format!(
+            "{UPLOAD_PREFIX}{}.tmp",
+            uuid::Uuid::new_v4().simple()
+        ));
+        let cleanup = |tmp: &Path| {
+            let _ = std::fs::remove_file(tmp);
+            if created_dir {
+                // Only removes the folder if nothing else landed in it meanwhile.
+                let _ = std::fs::remove_dir(&dir);
+            }
+        };
+        let write = (|| {
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(egg)?;
+            f.sync_all()
+        })();
+        if let Err(e) = write {
+            cleanup(&tmp);
+            return Err(ApiError::internal(
+                "OSError",
+                format!("cannot store the egg: {e}"),
+            ));
+        }
+        let source = ProjectSource::Egg {
+            path: tmp.clone(),
+            version: version.to_owned(),
+        };
+        let list = match self.runner.list_spiders(project, &source).await {
+            Ok(list) => list,
+            Err(stderr) => {
+                cleanup(&tmp);
+                return Err(ApiError::new(format!("RunnerError: {stderr}")));
+            }
+        };
+        let _guard = self.changes.lock().await;
+        let commit = self
+            .write_spider_file(project, version, &list)
+            .and_then(|()| std::fs::rename(&tmp, self.egg_path(project, version)));
+        if let Err(e) = commit {
+            cleanup(&tmp);
+            let _ = std::fs::remove_file(self.spider_file(project, version));
+            return Err(ApiError::internal(
+                "OSError",
+                format!("cannot store the egg: {e}"),
+            ));
+        }
+        if let Ok(d) = std::fs::File::open(&dir) {
+            let _ = d.sync_all();
+        }
+        let count = list.len();
+        self.spiders
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((project.to_owned(), version.to_owned()), Arc::new(list));
+        self.refresh()
+            .map_err(|e| ApiError::internal("OSError", e))?;
+        Ok(count)
+    }
+
+    /// Deletes one version; the project goes when its last version does.
+    pub async fn delete_version(&self, project: &str, version: &str) -> Result<(), ApiError> {
+        let dir = self.project_dir(project)?;
+        names::check(version)?;
+        let _guard = self.changes.lock().await;
+        let stored = self
+            .resolve(project, Some(version))?
+            .ok_or_else(|| ApiError::version_not_found(version))?;
+        std::fs::remove_file(self.egg_path(project, &stored))
+            .map_err(|e| ApiError::internal("OSError", e))?;
+        let _ = std::fs::remove_file(self.spider_file(project, &stored));
+        self.spiders
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&(project.to_owned(), stored));
+        if self.versions(project)?.is_empty() {
+            std::fs::remove_dir_all(&dir).map_err(|e| ApiError::internal("OSError", e))?;
+        }
+        self.refresh().map_err(|e| ApiError::internal("OSError", e))
+    }
+
+    /// Deletes a project's eggs.
+    pub async fn delete_project(&self, project: &str) -> Result<(), ApiError> {
+        let dir = self.project_dir(project)?;
+        let _guard = self.changes.lock().await;
+        if !dir.is_dir() {
+            return Err(ApiError::project_not_found(project));
+        }
+        std::fs::remove_dir_all(&dir).map_err(|e| ApiError::internal("OSError", e))?;
+        self.spiders
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(p, _), _| p != project);
+        self.refresh().map_err(|e| ApiError::internal("OSError", e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sorted(list: &[&str]) -> Vec<String> {
+        let mut v: Vec<String> = list.iter().map(|s| s.to_string()).collect();
+        sort_versions(&mut v);
+        v
+    }
+
+    #[test]
+    fn pep440_order_when_all_versions_are_valid() {
+        assert_eq!(sorted(&["1.10", "1.9", "1.0"]), ["1.0", "1.9", "1.10"]);
+        assert_eq!(
+            sorted(&["1.0", "1.0rc1", "1.0.post1", "1.0.dev0"]),
+            ["1.0.dev0", "1.0rc1", "1.0", "1.0.post1"]
+        );
+        assert_eq!(sorted(&["2.11", "2.01", "2.9"]), ["2.01", "2.9", "2.11"]);
+        assert_eq!(
+            sorted(&["1700000100", "999", "1700000000"]),
+            ["999", "1700000000", "1700000100"]
+        );
+    }
+
+    #[test]
+    fn string_order_when_any_version_is_not_pep440() {
+        assert_eq!(sorted(&["r10", "r1", "r9"]), ["r1", "r10", "r9"]);
+        assert_eq!(sorted(&["123456789", "b3b8fd2"]), ["123456789", "b3b8fd2"]);
+        assert_eq!(sorted(&["1_10", "1_9", "1_0"]), ["1_0", "1_10", "1_9"]);
+    }
+
+    #[test]
+    fn sanitizes_like_scrapyd() {
+        assert_eq!(scrapyd_sanitized("1.0+abc"), "1_0_abc");
+        assert_eq!(scrapyd_sanitized("r23-main_x"), "r23-main_x");
+    }
+
+    #[test]
+    fn refuses_non_zip_eggs() {
+        assert!(
+            check_egg(b"not a zip")
+                .unwrap_err()
+                .message
+                .starts_with("egg is not a ZIP file")
+        );
+    }
+}

@@ -1,0 +1,117 @@
+//! The one error type of the webservices. Scrapyd answers every API error with HTTP 200 and
+//! `{"status": "error", "message": …, "node_name": …}`; handlers return [`ApiError`] and the
+//! envelope layer in [`crate::api`] renders it with the node name.
+
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value};
+
+/// What a webservice answered, before the envelope layer adds `status` and `node_name`.
+#[derive(Debug, Clone)]
+pub enum Envelope {
+    /// The endpoint's own keys, in order.
+    Ok(Map<String, Value>),
+    /// An error message.
+    Error(String),
+}
+
+/// A successful webservice answer: the endpoint's keys, in order.
+#[derive(Debug, Default)]
+pub struct Reply(pub Map<String, Value>);
+
+impl Reply {
+    /// An answer with no keys of its own (`{"status": "ok", "node_name": …}`).
+    pub fn empty() -> Self {
+        Reply(Map::new())
+    }
+
+    /// Appends a key.
+    pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
+        self.0.insert(key.to_owned(), value.into());
+        self
+    }
+}
+
+impl IntoResponse for Reply {
+    fn into_response(self) -> Response {
+        let mut response = Response::default();
+        response.extensions_mut().insert(Envelope::Ok(self.0));
+        response
+    }
+}
+
+/// An error answered to an API client. The message is what Scrapyd would say.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ApiError {
+    /// The text of the `message` key.
+    pub message: String,
+}
+
+impl ApiError {
+    /// Any message.
+    pub fn new(message: impl Into<String>) -> Self {
+        ApiError {
+            message: message.into(),
+        }
+    }
+
+    /// `'<name>' parameter is required`.
+    pub fn missing(name: &str) -> Self {
+        Self::new(format!("'{name}' parameter is required"))
+    }
+
+    /// `<name> is invalid: <reason>`.
+    pub fn invalid(name: &str, reason: impl std::fmt::Display) -> Self {
+        Self::new(format!("{name} is invalid: {reason}"))
+    }
+
+    /// `project '<p>' not found`.
+    pub fn project_not_found(project: &str) -> Self {
+        Self::new(format!("project '{project}' not found"))
+    }
+
+    /// `version '<v>' not found`.
+    pub fn version_not_found(version: &str) -> Self {
+        Self::new(format!("version '{version}' not found"))
+    }
+
+    /// `spider '<s>' not found`.
+    pub fn spider_not_found(spider: &str) -> Self {
+        Self::new(format!("spider '{spider}' not found"))
+    }
+
+    /// `DirectoryTraversalError: <name>`: a name that would escape or alias a folder.
+    pub fn traversal(name: &str) -> Self {
+        Self::new(format!("DirectoryTraversalError: {name}"))
+    }
+
+    /// `UnsupportedMethod: Expected one of [b'HEAD', b'OPTIONS', b'GET']`.
+    pub fn unsupported_method(allowed: &str) -> Self {
+        let list = allowed
+            .split(", ")
+            .map(|m| format!("b'{m}'"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        Self::new(format!("UnsupportedMethod: Expected one of [{list}]"))
+    }
+
+    /// An internal failure, logged here once, answered as `<Kind>: <detail>` like Scrapyd.
+    pub fn internal(kind: &str, detail: impl std::fmt::Display) -> Self {
+        let message = format!("{kind}: {detail}");
+        tracing::error!(target: "scrapyd_rs::api", "{message}");
+        Self::new(message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = Response::default();
+        response
+            .extensions_mut()
+            .insert(Envelope::Error(self.message));
+        response
+    }
+}
+
+/// The result type of every webservice handler.
+pub type ApiResult = Result<Reply, ApiError>;

@@ -1,0 +1,476 @@
+//! Job records in `{dbs_dir}/jobs.db`: a row per job from the moment the launcher takes it off a
+//! queue (`running`) to its end (`finished`, with end time, exit status and outcome). Only the
+//! launcher writes these rows; the API reads them. The newest `finished_to_keep` finished jobs
+//! are kept. Times are microseconds since the epoch, shown as Python's `str(datetime)` in local
+//! time, as Scrapyd shows them.
+
+use crate::queue::PendingJob;
+use crate::store::{Db, StoreError};
+use chrono::{DateTime, Local, NaiveDateTime};
+use rusqlite::{Connection, OptionalExtension, params};
+
+/// Name of the job store's database (`{dbs_dir}/jobs.db`).
+pub const JOBS_DB: &str = "jobs";
+
+/// Where a job is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobState {
+    Pending,
+    Running,
+    Finished,
+}
+
+impl JobState {
+    /// The word Scrapyd uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Pending => "pending",
+            JobState::Running => "running",
+            JobState::Finished => "finished",
+        }
+    }
+}
+
+/// How a finished job ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Exit code 0.
+    Finished,
+    /// Non-zero exit code.
+    Failed,
+    /// Stopped by a cancel.
+    Cancelled,
+    /// Ended by a signal nobody sent through the API.
+    Killed,
+    /// The daemon stopped while it ran, or lost track of it.
+    Lost,
+    /// Its process could not be started.
+    LaunchFailed,
+}
+
+impl Outcome {
+    /// The stored word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Finished => "finished",
+            Outcome::Failed => "failed",
+            Outcome::Cancelled => "cancelled",
+            Outcome::Killed => "killed",
+            Outcome::Lost => "lost",
+            Outcome::LaunchFailed => "launch-failed",
+        }
+    }
+}
+
+/// A running or finished job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobRecord {
+    /// Row id (unique, unlike job ids which Scrapyd lets clients reuse).
+    pub id: i64,
+    pub project: String,
+    pub spider: String,
+    pub job: String,
+    pub version: Option<String>,
+    pub settings: Vec<(String, String)>,
+    pub args: Vec<(String, String)>,
+    pub priority: f64,
+    pub state: JobState,
+    pub pid: Option<u32>,
+    pub start_time: i64,
+    pub end_time: Option<i64>,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub outcome: Option<String>,
+    pub reason: Option<String>,
+}
+
+/// Microseconds since the epoch, now.
+pub fn now_micros() -> i64 {
+    chrono::Utc::now().timestamp_micros()
+}
+
+fn local(micros: i64) -> NaiveDateTime {
+    DateTime::from_timestamp_micros(micros)
+        .unwrap_or_default()
+        .with_timezone(&Local)
+        .naive_local()
+}
+
+/// Local wall-clock time of a timestamp.
+pub fn local_time(micros: i64) -> NaiveDateTime {
+    local(micros)
+}
+
+/// Python's `str(datetime)` of the local time: `2026-11-22 06:01:25.758439`, without the
+/// fraction when it is zero.
+pub fn format_time(micros: i64) -> String {
+    let t = local(micros);
+    if t.and_utc().timestamp_subsec_micros() == 0 {
+        t.format("%Y-%m-%d %H:%M:%S").to_string()
+    } else {
+        t.format("%Y-%m-%d %H:%M:%S%.6f").to_string()
+    }
+}
+
+/// Creates the jobs table if needed.
+pub fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS jobs (
+            id INTEGER PRIMARY KEY,
+            project TEXT NOT NULL,
+            spider TEXT NOT NULL,
+            job TEXT NOT NULL,
+            version TEXT,
+            settings TEXT NOT NULL DEFAULT '{}',
+            args TEXT NOT NULL DEFAULT '{}',
+            priority REAL NOT NULL DEFAULT 0,
+            state TEXT NOT NULL,
+            pid INTEGER,
+            start_time INTEGER NOT NULL,
+            end_time INTEGER,
+            exit_code INTEGER,
+            signal INTEGER,
+            outcome TEXT,
+            reason TEXT
+        );
+        CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, end_time);
+        CREATE INDEX IF NOT EXISTS jobs_by_job ON jobs (job);",
+    )
+}
+
+fn pairs_json(pairs: &[(String, String)]) -> String {
+    serde_json::to_string(&serde_json::Value::Array(
+        pairs
+            .iter()
+            .map(|(k, v)| serde_json::json!([k, v]))
+            .collect(),
+    ))
+    .unwrap_or_else(|_| "[]".into())
+}
+
+fn json_pairs(text: &str) -> Vec<(String, String)> {
+    serde_json::from_str::<Vec<(String, String)>>(text).unwrap_or_default()
+}
+
+const COLUMNS: &str = "id, project, spider, job, version, settings, args, priority, state, pid, start_time, \
+                       end_time, exit_code, signal, outcome, reason";
+
+fn row_to_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRecord> {
+    let state: String = r.get(8)?;
+    Ok(JobRecord {
+        id: r.get(0)?,
+        project: r.get(1)?,
+        spider: r.get(2)?,
+        job: r.get(3)?,
+        version: r.get(4)?,
+        settings: json_pairs(&r.get::<_, String>(5)?),
+        args: json_pairs(&r.get::<_, String>(6)?),
+        priority: r.get(7)?,
+        state: if state == "running" {
+            JobState::Running
+        } else {
+            JobState::Finished
+        },
+        pid: r.get::<_, Option<i64>>(9)?.map(|p| p as u32),
+        start_time: r.get(10)?,
+        end_time: r.get(11)?,
+        exit_code: r.get(12)?,
+        signal: r.get(13)?,
+        outcome: r.get(14)?,
+        reason: r.get(15)?,
+    })
+}
+
+/// How a job ended, as recorded.
+#[derive(Debug, Clone)]
+pub struct Ending {
+    pub end_time: i64,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub outcome: Outcome,
+    pub reason: Option<String>,
+}
+
+impl Db {
+    fn jobs(&mut self) -> Result<&Connection, StoreError> {
+        self.conn(JOBS_DB)
+    }
+
+    /// Takes the next pending job off the queues and records it as running, in one step, so no
+    /// reader ever sees it in neither state.
+    pub fn start_next(
+        &mut self,
+        projects: &[String],
+        now: i64,
+    ) -> Result<Option<JobRecord>, StoreError> {
+        let Some(p) = self.pop_next(projects)? else {
+            return Ok(None);
+        };
+        let record = self.insert_running(&p, now)?;
+        Ok(Some(record))
+    }
+
+    fn insert_running(&mut self, p: &PendingJob, now: i64) -> Result<JobRecord, StoreError> {
+        let conn = self.jobs()?;
+        conn.execute(
+            "INSERT INTO jobs (project, spider, job, version, settings, args, priority, state, start_time)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'running', ?8)",
+            params![p.project, p.spider, p.job, p.version, pairs_json(&p.settings), pairs_json(&p.args), p.priority, now],
+        )?;
+        let id = conn.last_insert_rowid();
+        Ok(JobRecord {
+            id,
+            project: p.project.clone(),
+            spider: p.spider.clone(),
+            job: p.job.clone(),
+            version: p.version.clone(),
+            settings: p.settings.clone(),
+            args: p.args.clone(),
+            priority: p.priority,
+            state: JobState::Running,
+            pid: None,
+            start_time: now,
+            end_time: None,
+            exit_code: None,
+            signal: None,
+            outcome: None,
+            reason: None,
+        })
+    }
+
+    /// Records the pid of a running job.
+    pub fn set_pid(&mut self, id: i64, pid: u32) -> Result<(), StoreError> {
+        self.jobs()?
+            .execute("UPDATE jobs SET pid = ?2 WHERE id = ?1", params![id, pid])?;
+        Ok(())
+    }
+
+    /// Records a job's end, then keeps only the newest `keep` finished jobs.
+    pub fn finish(&mut self, id: i64, ending: &Ending, keep: usize) -> Result<(), StoreError> {
+        let conn = self.jobs()?;
+        conn.execute(
+            "UPDATE jobs SET state = 'finished', end_time = ?2, exit_code = ?3, signal = ?4, outcome = ?5, reason = ?6
+             WHERE id = ?1",
+            params![id, ending.end_time, ending.exit_code, ending.signal, ending.outcome.as_str(), ending.reason],
+        )?;
+        conn.execute(
+            "DELETE FROM jobs WHERE state = 'finished' AND id NOT IN
+               (SELECT id FROM jobs WHERE state = 'finished' ORDER BY end_time DESC, id DESC LIMIT ?1)",
+            [keep as i64],
+        )?;
+        Ok(())
+    }
+
+    /// Jobs recorded as running (in start order).
+    pub fn running(&mut self) -> Result<Vec<JobRecord>, StoreError> {
+        let conn = self.jobs()?;
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM jobs WHERE state = 'running' ORDER BY id"
+        ))?;
+        let rows = stmt
+            .query_map([], row_to_record)?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// Finished jobs, newest first.
+    pub fn finished(&mut self, project: Option<&str>) -> Result<Vec<JobRecord>, StoreError> {
+        let conn = self.jobs()?;
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM jobs WHERE state = 'finished' AND (?1 IS NULL OR project = ?1)
+             ORDER BY end_time DESC, id DESC"
+        ))?;
+        let rows = stmt
+            .query_map([project], row_to_record)?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// Number of finished jobs kept.
+    pub fn finished_count(&mut self) -> Result<usize, StoreError> {
+        let n: i64 = self.jobs()?.query_row(
+            "SELECT count(*) FROM jobs WHERE state = 'finished'",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(n as usize)
+    }
+
+    /// The state of a job id, Scrapyd's precedence: finished, then running, then pending.
+    pub fn job_state(
+        &mut self,
+        project: Option<&str>,
+        job: &str,
+        projects: &[String],
+    ) -> Result<Option<JobState>, StoreError> {
+        let state: Option<String> = self
+            .jobs()?
+            .query_row(
+                "SELECT state FROM jobs WHERE job = ?1 AND (?2 IS NULL OR project = ?2)
+                 ORDER BY state = 'finished' DESC LIMIT 1",
+                params![job, project],
+                |r| r.get(0),
+            )
+            .optional()?;
+        match state.as_deref() {
+            Some("finished") => return Ok(Some(JobState::Finished)),
+            Some(_) => return Ok(Some(JobState::Running)),
+            None => {}
+        }
+        let scope: Vec<String> = match project {
+            Some(p) => vec![p.to_owned()],
+            None => projects.to_vec(),
+        };
+        for p in &scope {
+            if self.is_pending(p, job)? {
+                return Ok(Some(JobState::Pending));
+            }
+        }
+        Ok(None)
+    }
+
+    /// After a restart: jobs still recorded as running were left behind by the previous daemon.
+    /// A job that never got a process is put back in its queue; the others are finished as
+    /// `lost`. Returns the jobs finished that way.
+    pub fn recover(&mut self, now: i64, keep: usize) -> Result<Vec<JobRecord>, StoreError> {
+        let running = self.running()?;
+        let mut lost = Vec::new();
+        for r in running {
+            if r.pid.is_none() {
+                let pending = PendingJob {
+                    project: r.project.clone(),
+                    spider: r.spider.clone(),
+                    job: r.job.clone(),
+                    priority: r.priority,
+                    version: r.version.clone(),
+                    settings: r.settings.clone(),
+                    args: r.args.clone(),
+                    created: r.start_time,
+                };
+                if !self.is_pending(&r.project, &r.job)? {
+                    self.enqueue(&pending)?;
+                }
+                self.jobs()?
+                    .execute("DELETE FROM jobs WHERE id = ?1", [r.id])?;
+            } else {
+                let ending = Ending {
+                    end_time: now,
+                    exit_code: None,
+                    signal: None,
+                    outcome: Outcome::Lost,
+                    reason: Some("the daemon stopped while the job ran".into()),
+                };
+                self.finish(r.id, &ending, keep)?;
+                lost.push(r);
+            }
+        }
+        Ok(lost)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::DbsDir;
+
+    fn pending(id: &str) -> PendingJob {
+        PendingJob {
+            project: "p".into(),
+            spider: "s".into(),
+            job: id.into(),
+            priority: 0.0,
+            version: None,
+            settings: vec![],
+            args: vec![("a".into(), "1".into())],
+            created: 1,
+        }
+    }
+
+    fn ending(t: i64) -> Ending {
+        Ending {
+            end_time: t,
+            exit_code: Some(0),
+            signal: None,
+            outcome: Outcome::Finished,
+            reason: None,
+        }
+    }
+
+    #[test]
+    fn keeps_the_newest_finished_jobs() {
+        let mut db = Db::new_for_tests(DbsDir::Memory);
+        let projects = vec!["p".to_string()];
+        for (i, id) in ["j1", "j2", "j3"].iter().enumerate() {
+            db.enqueue(&pending(id)).unwrap();
+            let r = db.start_next(&projects, 10).unwrap().unwrap();
+            assert_eq!(r.args, [("a".to_string(), "1".to_string())]);
+            db.finish(r.id, &ending(100 + i as i64), 2).unwrap();
+        }
+        let jobs: Vec<String> = db
+            .finished(None)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.job)
+            .collect();
+        assert_eq!(jobs, ["j3", "j2"]);
+        assert_eq!(db.finished_count().unwrap(), 2);
+    }
+
+    #[test]
+    fn state_precedence_is_finished_running_pending() {
+        let mut db = Db::new_for_tests(DbsDir::Memory);
+        let projects = vec!["p".to_string()];
+        db.enqueue(&pending("j")).unwrap();
+        assert_eq!(
+            db.job_state(None, "j", &projects).unwrap(),
+            Some(JobState::Pending)
+        );
+        let r = db.start_next(&projects, 1).unwrap().unwrap();
+        assert_eq!(
+            db.job_state(None, "j", &projects).unwrap(),
+            Some(JobState::Running)
+        );
+        db.enqueue(&pending("j")).unwrap();
+        assert_eq!(
+            db.job_state(Some("p"), "j", &projects).unwrap(),
+            Some(JobState::Running)
+        );
+        db.finish(r.id, &ending(2), 10).unwrap();
+        assert_eq!(
+            db.job_state(None, "j", &projects).unwrap(),
+            Some(JobState::Finished)
+        );
+        assert_eq!(db.job_state(None, "other", &projects).unwrap(), None);
+    }
+
+    #[test]
+    fn recovery_requeues_unstarted_and_loses_started_jobs() {
+        let mut db = Db::new_for_tests(DbsDir::Memory);
+        let projects = vec!["p".to_string()];
+        db.enqueue(&pending("a")).unwrap();
+        db.enqueue(&pending("b")).unwrap();
+        let a = db.start_next(&projects, 1).unwrap().unwrap();
+        db.set_pid(a.id, 4242).unwrap();
+        let _b = db.start_next(&projects, 1).unwrap().unwrap();
+        let lost = db.recover(5, 10).unwrap();
+        assert_eq!(lost.len(), 1);
+        assert_eq!(lost[0].job, "a");
+        assert!(db.running().unwrap().is_empty());
+        assert_eq!(db.pending(&projects).unwrap()[0].job, "b");
+        assert_eq!(
+            db.finished(None).unwrap()[0].outcome.as_deref(),
+            Some("lost")
+        );
+    }
+
+    #[test]
+    fn formats_times_like_python() {
+        let t = chrono::NaiveDate::from_ymd_opt(2001, 2, 3)
+            .unwrap()
+            .and_hms_micro_opt(4, 5, 6, 9)
+            .unwrap();
+        let micros = t.and_local_timezone(Local).unwrap().timestamp_micros();
+        assert_eq!(format_time(micros), "2001-02-03 04:05:06.000009");
+        assert_eq!(format_time(micros - 9), "2001-02-03 04:05:06");
+    }
+}

@@ -1,0 +1,547 @@
+//! The launcher: one task that owns the running crawls. It is woken by events — a schedule, a
+//! process exit, a cancel — and starts pending jobs the moment a slot is free (`poll_interval`
+//! is only a safety net). Every child runs `scrapy crawl` through the runner in its own process
+//! group; the launcher reaps every child and records its end, so no job vanishes and no slot is
+//! held by a job that is not running.
+
+use crate::config::{Config, ItemsDir};
+use crate::eggs::EggStore;
+use crate::jobs::{Ending, JobRecord, Outcome, now_micros};
+use crate::names;
+use crate::runner::{self, ProjectSource};
+use crate::store::Store;
+use nix::sys::signal::Signal;
+use std::collections::HashMap;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncBufReadExt;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+/// How long crawls get to stop after SIGINT when the daemon shuts down, before SIGKILL.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Sends `signal` to the process group led by `pid`; returns whether it was delivered.
+pub fn signal_group(pid: u32, signal: Signal) -> bool {
+    nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid as i32), signal).is_ok()
+}
+
+/// Parses a signal as Scrapyd's `cancel.json` takes it: a name (`INT`, `TERM`, `KILL`, with or
+/// without `SIG`) or a number.
+pub fn parse_signal(text: &str) -> Option<Signal> {
+    let text = text.trim();
+    if let Ok(n) = text.parse::<i32>() {
+        return Signal::try_from(n).ok();
+    }
+    let upper = text.to_ascii_uppercase();
+    let name = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    name.parse::<Signal>().ok()
+}
+
+enum Event {
+    Wake,
+    Cancel {
+        project: String,
+        job: String,
+        signal: Signal,
+        reply: oneshot::Sender<usize>,
+    },
+    Exited {
+        id: i64,
+        status: std::io::Result<ExitStatus>,
+    },
+}
+
+/// A handle to the launcher task.
+#[derive(Clone)]
+pub struct LauncherHandle {
+    tx: mpsc::UnboundedSender<Event>,
+}
+
+impl LauncherHandle {
+    /// Tells the launcher that a job may be waiting.
+    pub fn wake(&self) {
+        let _ = self.tx.send(Event::Wake);
+    }
+
+    /// Signals the running jobs of `project` with id `job` (a second cancel kills them);
+    /// returns how many were running.
+    pub async fn cancel(&self, project: &str, job: &str, signal: Signal) -> usize {
+        let (reply, rx) = oneshot::channel();
+        let event = Event::Cancel {
+            project: project.to_owned(),
+            job: job.to_owned(),
+            signal,
+            reply,
+        };
+        if self.tx.send(event).is_err() {
+            return 0;
+        }
+        rx.await.unwrap_or(0)
+    }
+}
+
+struct Running {
+    record: JobRecord,
+    pid: u32,
+    cancels: u32,
+    log: Option<PathBuf>,
+}
+
+/// The launcher task's state.
+pub struct Launcher {
+    config: Arc<Config>,
+    store: Store,
+    eggs: Arc<EggStore>,
+    tx: mpsc::UnboundedSender<Event>,
+    rx: mpsc::UnboundedReceiver<Event>,
+    running: HashMap<i64, Running>,
+    capacity: usize,
+}
+
+impl Launcher {
+    /// Creates the launcher and its handle; run it with [`Launcher::run`].
+    pub fn new(
+        config: Arc<Config>,
+        store: Store,
+        eggs: Arc<EggStore>,
+    ) -> (Launcher, LauncherHandle) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let capacity = config.capacity();
+        let handle = LauncherHandle { tx: tx.clone() };
+        (
+            Launcher {
+                config,
+                store,
+                eggs,
+                tx,
+                rx,
+                running: HashMap::new(),
+                capacity,
+            },
+            handle,
+        )
+    }
+
+    /// Runs until `shutdown` is cancelled, then stops the crawls (SIGINT, then SIGKILL after
+    /// [`SHUTDOWN_GRACE`]), reaps them and records their end.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        tracing::info!(
+            "Launcher started: max_proc={}, runner={:?}",
+            self.capacity,
+            self.eggs.runner().python()
+        );
+        let mut tick = tokio::time::interval(self.config.poll_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            self.fill().await;
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                Some(event) = self.rx.recv() => self.handle(event).await,
+                _ = tick.tick() => {}
+            }
+        }
+        self.stop_all().await;
+    }
+
+    async fn handle(&mut self, event: Event) {
+        match event {
+            Event::Wake => {}
+            Event::Cancel {
+                project,
+                job,
+                signal,
+                reply,
+            } => {
+                let mut n = 0;
+                for r in self.running.values_mut() {
+                    if r.record.project == project && r.record.job == job {
+                        r.cancels += 1;
+                        let sig = if r.cancels > 1 {
+                            Signal::SIGKILL
+                        } else {
+                            signal
+                        };
+                        tracing::info!(project = %project, job = %job, pid = r.pid, signal = %sig, "cancelling");
+                        signal_group(r.pid, sig);
+                        n += 1;
+                    }
+                }
+                let _ = reply.send(n);
+            }
+            Event::Exited { id, status } => self.exited(id, status).await,
+        }
+    }
+
+    /// Starts pending jobs while slots are free.
+    async fn fill(&mut self) {
+        while self.running.len() < self.capacity {
+            let projects = self.eggs.projects();
+            let next = self
+                .store
+                .call(move |db| db.start_next(&projects, now_micros()))
+                .await;
+            match next {
+                Ok(Some(record)) => self.launch(record).await,
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::error!("cannot read the spider queues: {e}");
+                    break;
+                }
+            }
+        }
+    }
+
+    async fn launch(&mut self, record: JobRecord) {
+        match self.spawn(&record).await {
+            Ok((pid, log)) => {
+                tracing::info!(
+                    project = %record.project, spider = %record.spider, job = %record.job, pid,
+                    log = %log.as_deref().map(|p| p.display().to_string()).unwrap_or_default(),
+                    "Process started: project={} spider={} job={} pid={}",
+                    record.project, record.spider, record.job, pid
+                );
+                let id = record.id;
+                let _ = self.store.call(move |db| db.set_pid(id, pid)).await;
+                self.running.insert(
+                    id,
+                    Running {
+                        record,
+                        pid,
+                        cancels: 0,
+                        log,
+                    },
+                );
+            }
+            Err(reason) => {
+                tracing::error!(
+                    project = %record.project, spider = %record.spider, job = %record.job,
+                    "Process could not start: project={} spider={} job={}: {reason}",
+                    record.project, record.spider, record.job
+                );
+                let ending = Ending {
+                    end_time: now_micros(),
+                    exit_code: None,
+                    signal: None,
+                    outcome: Outcome::LaunchFailed,
+                    reason: Some(reason),
+                };
+                let (id, keep) = (record.id, self.config.finished_to_keep);
+                if let Err(e) = self
+                    .store
+                    .call(move |db| db.finish(id, &ending, keep))
+                    .await
+                {
+                    tracing::error!("cannot record the end of job {}: {e}", record.job);
+                }
+            }
+        }
+    }
+
+    /// Prepares folders and starts the crawl process; returns its pid and log path.
+    async fn spawn(&self, r: &JobRecord) -> Result<(u32, Option<PathBuf>), String> {
+        for name in [&r.project, &r.spider, &r.job] {
+            if !names::is_safe(name) {
+                return Err(format!("DirectoryTraversalError: {name}"));
+            }
+        }
+        let source = self
+            .eggs
+            .source(&r.project, r.version.as_deref())
+            .map_err(|e| e.message)?;
+        let mut extra: Vec<(String, String)> = Vec::new();
+        let keep = self.config.jobs_to_keep;
+        let log = match &self.config.logs_dir {
+            Some(dir) => {
+                let folder = dir.join(&r.project).join(&r.spider);
+                prepare_folder(&folder, keep)
+                    .map_err(|e| format!("cannot use {}: {e}", folder.display()))?;
+                let path = folder.join(format!("{}.log", r.job));
+                extra.push(("LOG_FILE".into(), path.display().to_string()));
+                Some(path)
+            }
+            None => None,
+        };
+        match &self.config.items_dir {
+            ItemsDir::Disabled => {}
+            ItemsDir::Local(dir) => {
+                let folder = dir.join(&r.project).join(&r.spider);
+                prepare_folder(&folder, keep)
+                    .map_err(|e| format!("cannot use {}: {e}", folder.display()))?;
+                let uri = runner::file_uri(&folder.join(format!("{}.jl", r.job)));
+                extra.push(("FEEDS".into(), feeds(&uri)));
+            }
+            ItemsDir::Url(url) => extra.push((
+                "FEEDS".into(),
+                feeds(&url_feed(url, &r.project, &r.spider, &r.job)),
+            )),
+        }
+        if let Some(dir) = &self.config.jobs_dir {
+            let path = dir.join(&r.project).join(&r.spider).join(&r.job);
+            extra.push(("JOBDIR".into(), path.display().to_string()));
+        }
+        let mut settings = r.settings.clone();
+        for (k, v) in extra {
+            match settings.iter_mut().find(|(key, _)| *key == k) {
+                Some(slot) => slot.1 = v,
+                None => settings.push((k, v)),
+            }
+        }
+        let version = match &source {
+            ProjectSource::Egg { .. } => r.version.as_deref(),
+            ProjectSource::Settings { .. } => None,
+        };
+        let mut cmd = self.eggs.runner().command(&r.project, &source);
+        cmd.args(runner::crawl_args(
+            &r.spider, &settings, &r.job, version, &r.args,
+        ))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", self.eggs.runner().python()))?;
+        let pid = child
+            .id()
+            .ok_or("the process exited before it could be tracked")?;
+        if let Some(out) = child.stdout.take() {
+            tokio::spawn(forward(out, pid, false));
+        }
+        if let Some(err) = child.stderr.take() {
+            tokio::spawn(forward(err, pid, true));
+        }
+        let tx = self.tx.clone();
+        let id = r.id;
+        tokio::spawn(async move {
+            let status = child.wait().await;
+            let _ = tx.send(Event::Exited { id, status });
+        });
+        Ok((pid, log))
+    }
+
+    async fn exited(&mut self, id: i64, status: std::io::Result<ExitStatus>) {
+        let Some(run) = self.running.remove(&id) else {
+            return;
+        };
+        let (exit_code, signal) = match &status {
+            Ok(s) => (s.code(), s.signal()),
+            Err(_) => (None, None),
+        };
+        let outcome = if run.cancels > 0 {
+            Outcome::Cancelled
+        } else {
+            match (exit_code, signal) {
+                (Some(0), _) => Outcome::Finished,
+                (Some(_), _) => Outcome::Failed,
+                (None, Some(_)) => Outcome::Killed,
+                (None, None) => Outcome::Lost,
+            }
+        };
+        let r = &run.record;
+        let log = run
+            .log
+            .as_deref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        if exit_code == Some(0) {
+            tracing::info!(
+                project = %r.project, spider = %r.spider, job = %r.job, pid = run.pid, log = %log,
+                "Process finished: project={} spider={} job={} pid={}", r.project, r.spider, r.job, run.pid
+            );
+        } else {
+            let status = match (exit_code, signal) {
+                (Some(c), _) => c.to_string(),
+                (None, Some(s)) => format!("signal {s}"),
+                _ => "None".into(),
+            };
+            tracing::warn!(
+                project = %r.project, spider = %r.spider, job = %r.job, pid = run.pid, log = %log,
+                "Process died: exitstatus={status} project={} spider={} job={} pid={}",
+                r.project, r.spider, r.job, run.pid
+            );
+        }
+        let ending = Ending {
+            end_time: now_micros(),
+            exit_code,
+            signal,
+            outcome,
+            reason: status.err().map(|e| e.to_string()),
+        };
+        let keep = self.config.finished_to_keep;
+        if let Err(e) = self
+            .store
+            .call(move |db| db.finish(id, &ending, keep))
+            .await
+        {
+            tracing::error!("cannot record the end of job {}: {e}", run.record.job);
+        }
+    }
+
+    async fn stop_all(&mut self) {
+        if self.running.is_empty() {
+            return;
+        }
+        tracing::info!("stopping {} running crawl(s)", self.running.len());
+        for r in self.running.values_mut() {
+            r.cancels += 1;
+            signal_group(r.pid, Signal::SIGINT);
+        }
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+        let mut killed = false;
+        while !self.running.is_empty() {
+            let wait = if killed {
+                Duration::from_secs(30)
+            } else {
+                deadline.saturating_duration_since(tokio::time::Instant::now())
+            };
+            match tokio::time::timeout(wait, self.rx.recv()).await {
+                Ok(Some(Event::Exited { id, status })) => self.exited(id, status).await,
+                Ok(Some(Event::Cancel { reply, .. })) => {
+                    let _ = reply.send(0);
+                }
+                Ok(Some(Event::Wake)) => {}
+                Ok(None) => break,
+                Err(_) if !killed => {
+                    for r in self.running.values() {
+                        tracing::warn!(job = %r.record.job, pid = r.pid, "still running after the grace time: killing");
+                        signal_group(r.pid, Signal::SIGKILL);
+                    }
+                    killed = true;
+                }
+                Err(_) => break,
+            }
+        }
+    }
+}
+
+/// Creates a job folder and prunes it to the newest `keep` files (Scrapyd's `jobs_to_keep`,
+/// applied before the new job writes its own file; 0 keeps everything).
+fn prepare_folder(folder: &Path, keep: usize) -> std::io::Result<()> {
+    std::fs::create_dir_all(folder)?;
+    if keep == 0 {
+        return Ok(());
+    }
+    let mut files: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(folder)?
+        .flatten()
+        .filter(|e| e.file_type().map(|t| t.is_file()).unwrap_or(false))
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .collect();
+    if files.len() > keep {
+        files.sort();
+        for (_, path) in &files[..files.len() - keep] {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+    Ok(())
+}
+
+/// Scrapy's `FEEDS` setting for one JSON-lines feed, JSON-encoded as Scrapyd does.
+fn feeds(uri: &str) -> String {
+    crate::pyjson::to_string(&serde_json::json!({ uri: {"format": "jsonlines"} }))
+}
+
+/// The feed URI under a remote `items_dir` URL: `{path}/{project}/{spider}/{job}.jl`, keeping
+/// the query and fragment.
+fn url_feed(url: &str, project: &str, spider: &str, job: &str) -> String {
+    let (rest, fragment) = match url.split_once('#') {
+        Some((r, f)) => (r, Some(f)),
+        None => (url, None),
+    };
+    let (base, query) = match rest.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (rest, None),
+    };
+    let mut out = format!("{}/{project}/{spider}/{job}.jl", base.trim_end_matches('/'));
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(q);
+    }
+    if let Some(f) = fragment {
+        out.push('#');
+        out.push_str(f);
+    }
+    out
+}
+
+async fn forward(stream: impl tokio::io::AsyncRead + Unpin, pid: u32, stderr: bool) {
+    let mut lines = tokio::io::BufReader::new(stream).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        if stderr {
+            tracing::info!(target: "scrapyd_rs::crawl", pid, "[stderr] {line}");
+        } else {
+            tracing::info!(target: "scrapyd_rs::crawl", pid, "[stdout] {line}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_signals_by_name_and_number() {
+        assert_eq!(parse_signal("INT"), Some(Signal::SIGINT));
+        assert_eq!(parse_signal("term"), Some(Signal::SIGTERM));
+        assert_eq!(parse_signal("SIGKILL"), Some(Signal::SIGKILL));
+        assert_eq!(parse_signal("9"), Some(Signal::SIGKILL));
+        assert_eq!(parse_signal("FOO"), None);
+        assert_eq!(parse_signal("999"), None);
+    }
+
+    #[test]
+    fn remote_feed_urls_keep_query_and_fragment() {
+        assert_eq!(
+            url_feed(
+                "https://host.example/path?query=value#fragment",
+                "p1",
+                "s1",
+                "j1"
+            ),
+            "https://host.example/path/p1/s1/j1.jl?query=value#fragment"
+        );
+        assert_eq!(
+            url_feed("https://host.example/path/", "p1", "s1", "j1"),
+            "https://host.example/path/p1/s1/j1.jl"
+        );
+    }
+
+    #[test]
+    fn feeds_are_python_json() {
+        assert_eq!(
+            feeds("file:///x/j.jl"),
+            r#"{"file:///x/j.jl": {"format": "jsonlines"}}"#
+        );
+    }
+
+    #[test]
+    fn pruning_keeps_the_newest_files() {
+        let dir = tempfile::tempdir().unwrap();
+        for (i, name) in ["a.log", "b.log", "c.log"].iter().enumerate() {
+            let p = dir.path().join(name);
+            std::fs::write(&p, "x").unwrap();
+            let t = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1000 + i as u64);
+            std::fs::File::options()
+                .write(true)
+                .open(&p)
+                .unwrap()
+                .set_modified(t)
+                .unwrap();
+        }
+        prepare_folder(dir.path(), 2).unwrap();
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["b.log", "c.log"]);
+    }
+}

@@ -1,0 +1,181 @@
+//! scrapyd-rs: a Scrapyd-compatible daemon. Scrapy projects are uploaded as eggs
+//! (`addversion.json`), crawls are scheduled (`schedule.json`) into per-project SQLite queues,
+//! and a launcher starts them as `scrapy crawl` processes the moment a slot is free.
+//!
+//! Layout (see `docs/architecture.md`):
+//! - [`config`]: `scrapyd.conf` files → [`config::Config`].
+//! - [`api`]: the router, Scrapyd's webservices, parameters, envelope, auth.
+//! - [`web`]: the HTML pages and the logs/items trees.
+//! - [`eggs`]: the filesystem egg store and version order.
+//! - [`store`]: the one owner of SQLite; [`queue`] (pending jobs) and [`jobs`] (running and
+//!   finished jobs) are its tables.
+//! - [`launcher`]: the task that starts, signals and reaps crawls; [`runner`]: the embedded
+//!   Python runner.
+//! - [`error`], [`names`], [`pyjson`]: the API error type, name validation, Python-style JSON.
+
+pub mod api;
+pub mod config;
+pub mod eggs;
+pub mod error;
+pub mod jobs;
+pub mod launcher;
+pub mod names;
+pub mod pyjson;
+pub mod queue;
+pub mod runner;
+pub mod store;
+pub mod web;
+
+use config::Config;
+use std::future::Future;
+use std::sync::{Arc, OnceLock};
+use tokio_util::sync::CancellationToken;
+
+/// What request handlers share: cheap handles to the parts that own state.
+#[derive(Clone)]
+pub struct AppState {
+    /// The configuration, read once at start-up.
+    pub config: Arc<Config>,
+    /// The SQLite owner.
+    pub store: store::Store,
+    /// The egg store and known projects.
+    pub eggs: Arc<eggs::EggStore>,
+    /// The launcher task.
+    pub launcher: launcher::LauncherHandle,
+}
+
+/// A new job id like Scrapyd's (`uuid1().hex`: 32 lowercase hex digits, time-based).
+pub fn new_job_id() -> String {
+    static NODE: OnceLock<[u8; 6]> = OnceLock::new();
+    let node = NODE.get_or_init(|| {
+        let random = uuid::Uuid::new_v4();
+        let mut node = [0u8; 6];
+        node.copy_from_slice(&random.as_bytes()[..6]);
+        node[0] |= 1; // multicast bit: marks a random node id, as RFC 4122 asks
+        node
+    });
+    uuid::Uuid::now_v1(node).simple().to_string()
+}
+
+/// Errors that stop the daemon from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error("{0}")]
+    Io(String),
+}
+
+/// Serves the daemon on `listener` (and on `config.unix_socket_path` when set) until `shutdown`
+/// completes; then stops accepting requests, stops the crawls and returns.
+pub async fn serve(
+    config: Config,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    serve_on(config, Some(listener), shutdown).await
+}
+
+/// Like [`serve`], with the TCP listener optional (a daemon may serve only its unix socket).
+pub async fn serve_on(
+    config: Config,
+    listener: Option<tokio::net::TcpListener>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    let config = Arc::new(config);
+    let cwd =
+        std::env::current_dir().map_err(|e| StartError::Io(format!("current directory: {e}")))?;
+    let runner = runner::Runner::install(&config.python, &cwd)
+        .map_err(|e| StartError::Io(format!("cannot write the runner: {e}")))?;
+    let eggs = eggs::EggStore::open(&config.eggs_dir, config.settings.clone(), runner)
+        .map_err(|e| StartError::Io(format!("eggs_dir {}: {e}", config.eggs_dir.display())))?;
+    let eggs = Arc::new(eggs);
+    if let Some(dir) = &config.logs_dir {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StartError::Io(format!("logs_dir {}: {e}", dir.display())))?;
+    }
+    let store = store::Store::open(config.dbs_dir.clone())?;
+    let keep = config.finished_to_keep;
+    let lost = store
+        .call(move |db| db.recover(jobs::now_micros(), keep))
+        .await?;
+    for job in lost {
+        tracing::warn!(project = %job.project, spider = %job.spider, job = %job.job,
+            "job was running when the daemon stopped: recorded as finished (lost)");
+    }
+
+    let token = CancellationToken::new();
+    let (launcher, handle) = launcher::Launcher::new(config.clone(), store.clone(), eggs.clone());
+    let launcher_task = tokio::spawn(launcher.run(token.clone()));
+    let state = AppState {
+        config: config.clone(),
+        store,
+        eggs,
+        launcher: handle,
+    };
+    let app = api::router(state);
+
+    if config.auth_enabled() {
+        tracing::info!("Basic authentication enabled");
+    } else {
+        tracing::info!("Basic authentication disabled as either `username` or `password` is unset");
+    }
+
+    let mut servers = tokio::task::JoinSet::new();
+    if let Some(listener) = listener {
+        let addr = listener
+            .local_addr()
+            .map_err(|e| StartError::Io(e.to_string()))?;
+        tracing::info!("Scrapyd web console available at http://{addr}/");
+        let app = app.clone();
+        let token = token.clone();
+        servers.spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(token.cancelled_owned())
+                .await
+        });
+    }
+    if let Some(path) = &config.unix_socket_path {
+        let _ = std::fs::remove_file(path);
+        let listener = tokio::net::UnixListener::bind(path)
+            .map_err(|e| StartError::Io(format!("unix_socket_path {}: {e}", path.display())))?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660));
+        }
+        tracing::info!(
+            "Scrapyd web console available at http+unix://{}",
+            path.display()
+        );
+        let token = token.clone();
+        let app = app.clone();
+        servers.spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(token.cancelled_owned())
+                .await
+        });
+    }
+    if servers.is_empty() {
+        return Err(StartError::Io(
+            "nothing to serve: set bind_address and http_port, or unix_socket_path".into(),
+        ));
+    }
+
+    let trigger = token.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        trigger.cancel();
+    });
+    while let Some(result) = servers.join_next().await {
+        if let Ok(Err(e)) = result {
+            tracing::error!("server error: {e}");
+        }
+    }
+    token.cancel();
+    let _ = launcher_task.await;
+    if let Some(path) = &config.unix_socket_path {
+        let _ = std::fs::remove_file(path);
+    }
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,317 @@
+//! Per-project spider queues: pending jobs in `{dbs_dir}/{project}.db`, in Scrapyd's own table
+//! (`spider_queue(id, priority, message)`, the message being Scrapyd's JSON), so a Scrapyd
+//! folder's pending jobs carry over. We add a `created` column (microseconds since the epoch) so
+//! the launcher can order jobs across projects: highest priority first, then oldest first.
+
+use crate::store::{Db, StoreError};
+use rusqlite::{Connection, OptionalExtension, params};
+use serde_json::{Map, Value};
+
+/// A job waiting in a spider queue.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingJob {
+    pub project: String,
+    pub spider: String,
+    pub job: String,
+    pub priority: f64,
+    /// `_version` as given at schedule time.
+    pub version: Option<String>,
+    /// `setting=K=V` pairs, in request order.
+    pub settings: Vec<(String, String)>,
+    /// Spider arguments, in request order.
+    pub args: Vec<(String, String)>,
+    /// When it was scheduled (µs since the epoch); 0 for jobs queued by Scrapyd.
+    pub created: i64,
+}
+
+impl PendingJob {
+    /// Scrapyd's queued message: `{"settings": {…}, "_job": id, <args…>, ["_version": v,] "name": spider}`.
+    pub fn message(&self) -> Vec<u8> {
+        let mut m = Map::new();
+        m.insert(
+            "settings".into(),
+            Value::Object(pairs_to_map(&self.settings)),
+        );
+        m.insert("_job".into(), Value::String(self.job.clone()));
+        for (k, v) in &self.args {
+            m.entry(k.clone())
+                .or_insert_with(|| Value::String(v.clone()));
+        }
+        if let Some(v) = &self.version {
+            m.insert("_version".into(), Value::String(v.clone()));
+        }
+        m.insert("name".into(), Value::String(self.spider.clone()));
+        crate::pyjson::to_vec(&Value::Object(m))
+    }
+
+    /// Reads a queued message back.
+    pub fn from_message(
+        project: &str,
+        priority: f64,
+        created: i64,
+        message: &[u8],
+    ) -> Option<PendingJob> {
+        let Value::Object(m) = serde_json::from_slice(message).ok()? else {
+            return None;
+        };
+        let text = |v: &Value| match v {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        let mut job = PendingJob {
+            project: project.to_owned(),
+            spider: String::new(),
+            job: String::new(),
+            priority,
+            version: None,
+            settings: Vec::new(),
+            args: Vec::new(),
+            created,
+        };
+        for (k, v) in m {
+            match k.as_str() {
+                "name" => job.spider = text(&v),
+                "_job" => job.job = text(&v),
+                "_version" => job.version = Some(text(&v)),
+                "settings" => {
+                    if let Value::Object(s) = v {
+                        job.settings = s.iter().map(|(k, v)| (k.clone(), text(v))).collect();
+                    }
+                }
+                _ => job.args.push((k, text(&v))),
+            }
+        }
+        (!job.spider.is_empty()).then_some(job)
+    }
+}
+
+/// Pairs as a JSON object (first value of a repeated key wins).
+pub fn pairs_to_map(pairs: &[(String, String)]) -> Map<String, Value> {
+    let mut m = Map::new();
+    for (k, v) in pairs {
+        m.entry(k.clone())
+            .or_insert_with(|| Value::String(v.clone()));
+    }
+    m
+}
+
+/// Creates the queue table (Scrapyd's schema plus `created`) if needed.
+pub fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS spider_queue (id integer PRIMARY KEY, priority real key, message blob);",
+    )?;
+    let has_created: bool = conn
+        .prepare("SELECT 1 FROM pragma_table_info('spider_queue') WHERE name = 'created'")?
+        .exists([])?;
+    if !has_created {
+        conn.execute_batch(
+            "ALTER TABLE spider_queue ADD COLUMN created integer NOT NULL DEFAULT 0;",
+        )?;
+    }
+    conn.execute_batch(
+        "CREATE INDEX IF NOT EXISTS spider_queue_order ON spider_queue (priority DESC, id);",
+    )
+}
+
+fn row_to_job(project: &str, row: &rusqlite::Row<'_>) -> rusqlite::Result<Option<PendingJob>> {
+    let priority: f64 = row.get("priority")?;
+    let created: i64 = row.get("created")?;
+    let message: Vec<u8> = match row.get_ref("message")? {
+        rusqlite::types::ValueRef::Text(t) | rusqlite::types::ValueRef::Blob(t) => t.to_vec(),
+        _ => Vec::new(),
+    };
+    Ok(PendingJob::from_message(
+        project, priority, created, &message,
+    ))
+}
+
+impl Db {
+    /// Queues a job.
+    pub fn enqueue(&mut self, job: &PendingJob) -> Result<(), StoreError> {
+        self.conn(&job.project)?.execute(
+            "INSERT INTO spider_queue (priority, message, created) VALUES (?1, ?2, ?3)",
+            params![job.priority, job.message(), job.created],
+        )?;
+        Ok(())
+    }
+
+    /// The pending jobs of `projects`, each project's in start order (priority, then FIFO).
+    pub fn pending(&mut self, projects: &[String]) -> Result<Vec<PendingJob>, StoreError> {
+        let mut out = Vec::new();
+        for project in projects {
+            let conn = self.conn(project)?;
+            let mut stmt = conn.prepare_cached(
+                "SELECT priority, created, message FROM spider_queue ORDER BY priority DESC, id",
+            )?;
+            let mut rows = stmt.query([])?;
+            while let Some(row) = rows.next()? {
+                out.extend(row_to_job(project, row)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// How many jobs wait in `projects`.
+    pub fn pending_count(&mut self, projects: &[String]) -> Result<usize, StoreError> {
+        let mut n = 0usize;
+        for project in projects {
+            let c: i64 =
+                self.conn(project)?
+                    .query_row("SELECT count(*) FROM spider_queue", [], |r| r.get(0))?;
+            n += c as usize;
+        }
+        Ok(n)
+    }
+
+    /// Whether `job` is pending in `project`.
+    pub fn is_pending(&mut self, project: &str, job: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .pending(&[project.to_owned()])?
+            .iter()
+            .any(|p| p.job == job))
+    }
+
+    /// Removes every pending entry of `project` with this job id; returns how many.
+    pub fn remove_pending(&mut self, project: &str, job: &str) -> Result<usize, StoreError> {
+        let conn = self.conn(project)?;
+        let ids: Vec<i64> = {
+            let mut stmt = conn.prepare("SELECT id, message FROM spider_queue")?;
+            let rows = stmt.query_map([], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, Vec<u8>>(1).unwrap_or_default(),
+                ))
+            })?;
+            let mut ids = Vec::new();
+            for row in rows {
+                let (id, message) = row?;
+                if PendingJob::from_message(project, 0.0, 0, &message).is_some_and(|p| p.job == job)
+                {
+                    ids.push(id);
+                }
+            }
+            ids
+        };
+        for id in &ids {
+            conn.execute("DELETE FROM spider_queue WHERE id = ?1", [id])?;
+        }
+        Ok(ids.len())
+    }
+
+    /// Removes every pending job of `project`.
+    pub fn clear_pending(&mut self, project: &str) -> Result<usize, StoreError> {
+        let n = self
+            .conn(project)?
+            .execute("DELETE FROM spider_queue", [])?;
+        Ok(n)
+    }
+
+    /// Takes the job that should start next among `projects`: highest priority, then oldest
+    /// (by schedule time, then queue order). Returns it, removed from its queue.
+    pub fn pop_next(&mut self, projects: &[String]) -> Result<Option<PendingJob>, StoreError> {
+        let mut best: Option<(f64, i64, i64, String)> = None;
+        for project in projects {
+            let head: Option<(f64, i64, i64)> = self
+                .conn(project)?
+                .query_row(
+                    "SELECT priority, created, id FROM spider_queue ORDER BY priority DESC, id LIMIT 1",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .optional()?;
+            if let Some((priority, created, id)) = head {
+                let better = match &best {
+                    None => true,
+                    Some((bp, bc, _, _)) => priority > *bp || (priority == *bp && created < *bc),
+                };
+                if better {
+                    best = Some((priority, created, id, project.clone()));
+                }
+            }
+        }
+        let Some((_, _, id, project)) = best else {
+            return Ok(None);
+        };
+        let conn = self.conn(&project)?;
+        let row = conn
+            .query_row(
+                "SELECT priority, created, message FROM spider_queue WHERE id = ?1",
+                [id],
+                |r| row_to_job(&project, r),
+            )
+            .optional()?;
+        conn.execute("DELETE FROM spider_queue WHERE id = ?1", [id])?;
+        match row.flatten() {
+            Some(job) => Ok(Some(job)),
+            // An unreadable message: it is dropped (logged) and the next one is tried.
+            None => {
+                tracing::warn!(project = %project, id, "dropped an unreadable queue entry");
+                self.pop_next(projects)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::DbsDir;
+
+    fn job(project: &str, id: &str, priority: f64, created: i64) -> PendingJob {
+        PendingJob {
+            project: project.into(),
+            spider: "s".into(),
+            job: id.into(),
+            priority,
+            version: None,
+            settings: vec![],
+            args: vec![],
+            created,
+        }
+    }
+
+    #[test]
+    fn message_is_scrapyds() {
+        let mut j = job("p", "aaa", 5.0, 1);
+        j.version = Some("0.1".into());
+        j.settings = vec![
+            ("DOWNLOAD_DELAY".into(), "2".into()),
+            ("TRACK".into(), "Cause = Time".into()),
+        ];
+        j.args = vec![("arg1".into(), "val1".into())];
+        assert_eq!(
+            String::from_utf8(j.message()).unwrap(),
+            r#"{"settings": {"DOWNLOAD_DELAY": "2", "TRACK": "Cause = Time"}, "_job": "aaa", "arg1": "val1", "_version": "0.1", "name": "s"}"#
+        );
+        assert_eq!(
+            PendingJob::from_message("p", 5.0, 1, &j.message()).unwrap(),
+            j
+        );
+    }
+
+    #[test]
+    fn priority_then_fifo_across_projects() {
+        let mut db = Db::new_for_tests(DbsDir::Memory);
+        let projects = vec!["a".to_string(), "b".to_string()];
+        db.enqueue(&job("a", "j1", 0.0, 1)).unwrap();
+        db.enqueue(&job("b", "j2", 1.0, 2)).unwrap();
+        db.enqueue(&job("a", "j3", 2.5, 3)).unwrap();
+        db.enqueue(&job("b", "j4", -1.0, 4)).unwrap();
+        db.enqueue(&job("a", "j5", 1.0, 5)).unwrap();
+        let mut order = vec![];
+        while let Some(j) = db.pop_next(&projects).unwrap() {
+            order.push(j.job);
+        }
+        assert_eq!(order, ["j3", "j2", "j5", "j1", "j4"]);
+    }
+
+    #[test]
+    fn remove_takes_every_duplicate() {
+        let mut db = Db::new_for_tests(DbsDir::Memory);
+        db.enqueue(&job("a", "j1", 0.0, 1)).unwrap();
+        db.enqueue(&job("a", "j1", 0.0, 2)).unwrap();
+        db.enqueue(&job("a", "j2", 0.0, 3)).unwrap();
+        assert_eq!(db.remove_pending("a", "j1").unwrap(), 2);
+        assert_eq!(db.pending_count(&["a".into()]).unwrap(), 1);
+    }
+}

@@ -1,0 +1,209 @@
+//! The embedded Python runner (`runner.py`): written out once at start-up, it runs `scrapy list`
+//! and `scrapy crawl` for one project version. This module installs it, lists spiders, and builds
+//! the crawl command line exactly as Scrapyd does.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::process::Command;
+
+/// The runner's source, embedded in the binary.
+pub const RUNNER_SOURCE: &str = include_str!("runner.py");
+
+/// How long `scrapy list` may take before it is killed.
+pub const LIST_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Where a project's code comes from.
+#[derive(Debug, Clone)]
+pub enum ProjectSource {
+    /// A stored egg (path and version).
+    Egg { path: PathBuf, version: String },
+    /// A `[settings]` project: its settings module, found through `scrapy.cfg` in the cwd.
+    Settings { module: String },
+}
+
+/// The installed runner and the interpreter that runs it.
+#[derive(Debug, Clone)]
+pub struct Runner {
+    python: String,
+    script: PathBuf,
+    cwd: PathBuf,
+}
+
+impl Runner {
+    /// Writes the runner script (content-addressed, so concurrent daemons share it safely) into
+    /// the system temp folder.
+    pub fn install(python: &str, cwd: &Path) -> std::io::Result<Runner> {
+        let dir = std::env::temp_dir().join("scrapyd-rs");
+        std::fs::create_dir_all(&dir)?;
+        let hash = fnv1a(RUNNER_SOURCE.as_bytes());
+        let script = dir.join(format!("runner-{hash:016x}.py"));
+        let current = std::fs::read_to_string(&script).ok();
+        if current.as_deref() != Some(RUNNER_SOURCE) {
+            let tmp = dir.join(format!(".runner-{}.tmp", uuid::Uuid::new_v4().simple()));
+            std::fs::write(&tmp, RUNNER_SOURCE)?;
+            std::fs::rename(&tmp, &script)?;
+        }
+        Ok(Runner {
+            python: python.to_owned(),
+            script,
+            cwd: cwd.to_owned(),
+        })
+    }
+
+    /// The interpreter.
+    pub fn python(&self) -> &str {
+        &self.python
+    }
+
+    /// A `Command` running `python runner.py <args…>` for `project` with Scrapyd's environment.
+    pub fn command(&self, project: &str, source: &ProjectSource) -> Command {
+        let mut cmd = Command::new(&self.python);
+        cmd.arg(&self.script)
+            .current_dir(&self.cwd)
+            .env("SCRAPY_PROJECT", project);
+        match source {
+            ProjectSource::Egg { path, version } => {
+                cmd.env("SCRAPYD_RS_EGG", path)
+                    .env("SCRAPYD_EGG_VERSION", version);
+                cmd.env_remove("SCRAPY_SETTINGS_MODULE");
+            }
+            ProjectSource::Settings { module } => {
+                cmd.env_remove("SCRAPYD_RS_EGG")
+                    .env_remove("SCRAPYD_EGG_VERSION");
+                cmd.env("SCRAPY_SETTINGS_MODULE", module);
+            }
+        }
+        cmd
+    }
+
+    /// Runs `scrapy list` for a project version and returns the spider names, or the runner's
+    /// error output when it fails.
+    pub async fn list_spiders(
+        &self,
+        project: &str,
+        source: &ProjectSource,
+    ) -> Result<Vec<String>, String> {
+        let mut cmd = self.command(project, source);
+        cmd.args(["list", "-s", "LOG_STDOUT=0"])
+            .env("PYTHONIOENCODING", "UTF-8")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        let child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", self.python))?;
+        let pid = child.id();
+        let output = match tokio::time::timeout(LIST_TIMEOUT, child.wait_with_output()).await {
+            Ok(result) => result.map_err(|e| format!("{}: {e}", self.python))?,
+            Err(_) => {
+                if let Some(pid) = pid {
+                    crate::launcher::signal_group(pid, nix::sys::signal::Signal::SIGKILL);
+                }
+                return Err(format!(
+                    "scrapy list did not finish within {} s",
+                    LIST_TIMEOUT.as_secs()
+                ));
+            }
+        };
+        if !output.status.success() {
+            let err = String::from_utf8_lossy(&output.stderr).into_owned();
+            let out = String::from_utf8_lossy(&output.stdout).into_owned();
+            return Err(if err.trim().is_empty() { out } else { err });
+        }
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        Ok(stdout
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect())
+    }
+}
+
+/// The arguments after `python runner.py` for a crawl, in Scrapyd's order:
+/// `crawl SPIDER -s K=V … -a _job=ID [-a _version=V] -a key=val …`.
+pub fn crawl_args(
+    spider: &str,
+    settings: &[(String, String)],
+    job: &str,
+    version: Option<&str>,
+    args: &[(String, String)],
+) -> Vec<String> {
+    let mut out = vec!["crawl".to_owned(), spider.to_owned()];
+    for (k, v) in settings {
+        out.push("-s".to_owned());
+        out.push(format!("{k}={v}"));
+    }
+    out.push("-a".to_owned());
+    out.push(format!("_job={job}"));
+    if let Some(v) = version {
+        out.push("-a".to_owned());
+        out.push(format!("_version={v}"));
+    }
+    for (k, v) in args {
+        out.push("-a".to_owned());
+        out.push(format!("{k}={v}"));
+    }
+    out
+}
+
+/// A `file://` URI for an absolute path, percent-encoding what a URI parser would misread.
+pub fn file_uri(path: &Path) -> String {
+    let mut out = String::from("file://");
+    for b in path.to_string_lossy().bytes() {
+        if b.is_ascii_alphanumeric() || b"/-._~!$&'()*+,;=:@".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crawl_args_follow_scrapyd() {
+        let args = crawl_args(
+            "s1",
+            &[("ONE".into(), "two".into())],
+            "j1",
+            Some("1.0"),
+            &[("arg1".into(), "val1".into())],
+        );
+        assert_eq!(
+            args,
+            [
+                "crawl",
+                "s1",
+                "-s",
+                "ONE=two",
+                "-a",
+                "_job=j1",
+                "-a",
+                "_version=1.0",
+                "-a",
+                "arg1=val1"
+            ]
+        );
+    }
+
+    #[test]
+    fn file_uris_are_encoded() {
+        assert_eq!(
+            file_uri(Path::new("/a b/ü#.jl")),
+            "file:///a%20b/%C3%BC%23.jl"
+        );
+    }
+}

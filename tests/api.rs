@@ -1,0 +1,563 @@
+//! The webservices against the real in-process server: the envelope, methods, OPTIONS, auth,
+//! and every endpoint's bad inputs (missing parameters, unknown names, traversal names, invalid
+//! UTF-8, invalid numbers, non-zip eggs). Each bad input must give a clear error and change
+//! nothing.
+
+mod support;
+
+use serde_json::{Value, json};
+use support::server::TestServer;
+
+/// The answer without `node_name` (which must be there).
+fn strip(mut v: Value) -> Value {
+    assert_eq!(v["node_name"], "test-node", "node_name in {v}");
+    v.as_object_mut().unwrap().remove("node_name");
+    v
+}
+
+fn error(message: &str) -> Value {
+    json!({"status": "error", "message": message})
+}
+
+/// Lists every file under `dir`, recursively.
+fn tree(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            out.push(p.display().to_string());
+            if p.is_dir() {
+                out.extend(tree(&p));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[tokio::test]
+async fn envelope_is_scrapyds_byte_for_byte() {
+    let s = TestServer::start(|_| {}).await;
+    let r = s.get_raw("daemonstatus.json", &[]).await;
+    assert_eq!(r.status(), 200);
+    let h = r.headers().clone();
+    assert_eq!(h["content-type"], "application/json");
+    assert_eq!(h["access-control-allow-origin"], "*");
+    assert_eq!(h["access-control-allow-methods"], "OPTIONS, HEAD, GET");
+    assert_eq!(h["access-control-allow-headers"], "X-Requested-With");
+    let body = r.text().await.unwrap();
+    assert_eq!(h["content-length"], body.len().to_string().as_str());
+    assert_eq!(
+        body,
+        "{\"pending\": 0, \"running\": 0, \"finished\": 0, \"status\": \"ok\", \"node_name\": \"test-node\"}\n"
+    );
+
+    let r = s.get_raw("listprojects.json", &[("x", "ñ")]).await;
+    assert_eq!(
+        r.text().await.unwrap(),
+        "{\"projects\": [], \"status\": \"ok\", \"node_name\": \"test-node\"}\n"
+    );
+    let r = s.get_raw("listversions.json", &[("project", "ñ")]).await;
+    assert_eq!(
+        r.text().await.unwrap(),
+        "{\"versions\": [], \"status\": \"ok\", \"node_name\": \"test-node\"}\n"
+    );
+    // Errors are HTTP 200 too, with the same envelope; non-ASCII is escaped as Python does.
+    let r = s.get_raw("listspiders.json", &[("project", "ñ")]).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.text().await.unwrap(),
+        "{\"status\": \"error\", \"message\": \"project '\\u00f1' not found\", \"node_name\": \"test-node\"}\n"
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn empty_daemon_answers_like_a_fresh_scrapyd() {
+    let s = TestServer::start(|_| {}).await;
+    assert_eq!(
+        strip(s.get("listprojects.json", &[]).await),
+        json!({"projects": [], "status": "ok"})
+    );
+    assert_eq!(
+        strip(s.get("listversions.json", &[("project", "sample")]).await),
+        json!({"versions": [], "status": "ok"})
+    );
+    assert_eq!(
+        strip(s.get("listjobs.json", &[]).await),
+        json!({"pending": [], "running": [], "finished": [], "status": "ok"})
+    );
+    assert_eq!(
+        strip(s.get("status.json", &[("job", "sample")]).await),
+        json!({"currstate": null, "status": "ok"})
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn missing_parameters_are_named_in_check_order() {
+    let s = TestServer::start(|_| {}).await;
+    let cases: &[(&str, bool, &[(&str, &str)], &str)] = &[
+        ("addversion.json", true, &[], "project"),
+        ("addversion.json", true, &[("version", "1")], "project"),
+        ("addversion.json", true, &[("project", "p")], "version"),
+        (
+            "addversion.json",
+            true,
+            &[("project", "p"), ("version", "1")],
+            "egg",
+        ),
+        ("schedule.json", true, &[], "project"),
+        ("schedule.json", true, &[("project", "p")], "spider"),
+        ("cancel.json", true, &[("project", "p")], "job"),
+        ("cancel.json", true, &[("job", "j")], "project"),
+        ("delversion.json", true, &[("project", "p")], "version"),
+        ("delversion.json", true, &[("version", "v")], "project"),
+        ("delproject.json", true, &[], "project"),
+        ("status.json", false, &[("project", "p")], "job"),
+        ("listversions.json", false, &[], "project"),
+        ("listspiders.json", false, &[], "project"),
+    ];
+    for (path, post, form, missing) in cases {
+        let v = if *post {
+            s.post(path, form).await
+        } else {
+            s.get(path, form).await
+        };
+        assert_eq!(
+            strip(v),
+            error(&format!("'{missing}' parameter is required")),
+            "{path} {form:?}"
+        );
+    }
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_projects_versions_and_jobs() {
+    let s = TestServer::start(|_| {}).await;
+    for project in ["nonexistent", "../p", "."] {
+        let msg = format!("project '{project}' not found");
+        let cases = [
+            s.post("schedule.json", &[("project", project), ("spider", "s")])
+                .await,
+            s.post("cancel.json", &[("project", project), ("job", "j")])
+                .await,
+            s.get("status.json", &[("project", project), ("job", "j")])
+                .await,
+            s.get("listspiders.json", &[("project", project)]).await,
+            s.get("listjobs.json", &[("project", project)]).await,
+        ];
+        for v in cases {
+            assert_eq!(strip(v), error(&msg));
+        }
+    }
+    assert_eq!(
+        strip(
+            s.post(
+                "delversion.json",
+                &[("project", "sample"), ("version", "nonexistent")]
+            )
+            .await
+        ),
+        error("version 'nonexistent' not found")
+    );
+    assert_eq!(
+        strip(
+            s.post("delproject.json", &[("project", "nonexistent")])
+                .await
+        ),
+        error("project 'nonexistent' not found")
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn traversal_names_touch_nothing() {
+    let s = TestServer::start(|_| {}).await;
+    let before = tree(s.root());
+    let egg = support::build_egg(&support::test_project_dir());
+    for project in [
+        "../p", "..", ".", "", "x/..", "a/b", "/abs", "a\\b", "a\0b", "a\nb",
+    ] {
+        let expect = error(&format!("DirectoryTraversalError: {project}"));
+        let form = reqwest::multipart::Form::new()
+            .text("project", project.to_owned())
+            .text("version", "v")
+            .part(
+                "egg",
+                reqwest::multipart::Part::bytes(egg.clone()).file_name("p.egg"),
+            );
+        let v: Value = s
+            .client
+            .post(format!("{}/addversion.json", s.url))
+            .multipart(form)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(strip(v), expect, "addversion {project:?}");
+        assert_eq!(
+            strip(s.get("listversions.json", &[("project", project)]).await),
+            expect
+        );
+        assert_eq!(
+            strip(
+                s.post("delversion.json", &[("project", project), ("version", "v")])
+                    .await
+            ),
+            expect
+        );
+        assert_eq!(
+            strip(s.post("delproject.json", &[("project", project)]).await),
+            expect
+        );
+    }
+    // The egg may also arrive as a urlencoded field (Scrapyd's integration test sends it so).
+    let form = reqwest::Client::new()
+        .post(format!("{}/addversion.json", s.url))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!(
+            "project=..%2Fp&version=v&egg={}",
+            egg.iter().map(|b| format!("%{b:02X}")).collect::<String>()
+        ));
+    let v: Value = form.send().await.unwrap().json().await.unwrap();
+    assert_eq!(strip(v), error("DirectoryTraversalError: ../p"));
+    // A version that is not a plain name is refused too.
+    let v = s.add_version("p", "../x", &egg).await;
+    assert_eq!(strip(v), error("DirectoryTraversalError: ../x"));
+    assert_eq!(tree(s.root()), before, "nothing was written");
+    assert_eq!(
+        strip(s.get("listprojects.json", &[]).await),
+        json!({"projects": [], "status": "ok"})
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn wrong_methods_and_options() {
+    let s = TestServer::start(|_| {}).await;
+    let get_only = [
+        "daemonstatus.json",
+        "listprojects.json",
+        "listversions.json",
+        "listspiders.json",
+        "listjobs.json",
+        "status.json",
+    ];
+    let post_only = [
+        "addversion.json",
+        "schedule.json",
+        "cancel.json",
+        "delversion.json",
+        "delproject.json",
+    ];
+    for path in get_only {
+        let url = format!("{}/{path}", s.url);
+        for method in [
+            reqwest::Method::POST,
+            reqwest::Method::PUT,
+            reqwest::Method::DELETE,
+        ] {
+            let r = s.client.request(method.clone(), &url).send().await.unwrap();
+            assert_eq!(r.status(), 200, "{method} {path}");
+            assert_eq!(
+                strip(r.json().await.unwrap()),
+                error("UnsupportedMethod: Expected one of [b'HEAD', b'OPTIONS', b'GET']")
+            );
+        }
+        let r = s
+            .client
+            .request(reqwest::Method::OPTIONS, &url)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 204);
+        assert_eq!(r.headers()["allow"], "OPTIONS, HEAD, GET");
+        assert_eq!(
+            r.headers()["access-control-allow-methods"],
+            "OPTIONS, HEAD, GET"
+        );
+        assert_eq!(r.headers()["content-length"], "0");
+        assert!(r.bytes().await.unwrap().is_empty());
+        let r = s.client.head(&url).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    for path in post_only {
+        let url = format!("{}/{path}", s.url);
+        let r = s.client.get(&url).send().await.unwrap();
+        assert_eq!(
+            strip(r.json().await.unwrap()),
+            error("UnsupportedMethod: Expected one of [b'HEAD', b'OPTIONS', b'POST']")
+        );
+        let r = s
+            .client
+            .request(reqwest::Method::OPTIONS, &url)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 204);
+        assert_eq!(r.headers()["allow"], "OPTIONS, HEAD, POST");
+    }
+    // Paths match exactly, as in Scrapyd.
+    for path in [
+        "daemonstatus.json/",
+        "DAEMONSTATUS.json",
+        "nothing.json",
+        "jobs/",
+    ] {
+        let r = s
+            .client
+            .get(format!("{}/{path}", s.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404, "{path}");
+    }
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn invalid_values_are_reported_by_name() {
+    let s = TestServer::start(|_| {}).await;
+    let raw = |path: &str, body: &'static str| {
+        s.client
+            .post(format!("{}/{path}", s.url))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+    };
+    let v: Value = raw("schedule.json", "project=%FF&spider=s")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        strip(v),
+        error(
+            "project is invalid: 'utf-8' codec can't decode byte 0xff in position 0: invalid start byte"
+        )
+    );
+    let v: Value = raw("schedule.json", "project=p&spider=s&priority=x")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        strip(v),
+        error("priority is invalid: could not convert string to float: b'x'")
+    );
+    let v: Value = raw("schedule.json", "project=p&spider=s&setting=NOEQUALS")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        strip(v),
+        error("setting is invalid: expected NAME=value, got 'NOEQUALS'")
+    );
+    let v: Value = raw("cancel.json", "project=p&job=j&signal=%C3")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        strip(v)["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("signal is invalid: 'utf-8' codec")
+    );
+    let r = s
+        .client
+        .get(format!("{}/listversions.json?project=%C3%28", s.url))
+        .send()
+        .await
+        .unwrap();
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(
+        strip(v),
+        error(
+            "project is invalid: 'utf-8' codec can't decode byte 0xc3 in position 0: invalid continuation byte"
+        )
+    );
+    // A JSON body is not a parameter source (as in Scrapyd).
+    let r = s
+        .client
+        .post(format!("{}/schedule.json", s.url))
+        .json(&json!({"project": "p"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        strip(r.json().await.unwrap()),
+        error("'project' parameter is required")
+    );
+    // Body values replace query values.
+    let r = s
+        .client
+        .post(format!("{}/delproject.json?project=fromquery", s.url))
+        .form(&[("project", "frombody")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        strip(r.json().await.unwrap()),
+        error("project 'frombody' not found")
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn non_zip_eggs_are_refused_and_nothing_is_stored() {
+    let s = TestServer::start(|_| {}).await;
+    let before = tree(s.root());
+    let v = s.add_version("p", "1", b"definitely not a zip").await;
+    assert_eq!(
+        strip(v),
+        error("egg is not a ZIP file (if using curl, use egg=@path not egg=path)")
+    );
+    let v = s
+        .post(
+            "addversion.json",
+            &[
+                ("project", "p"),
+                ("version", "1"),
+                ("egg", "path/to/file.egg"),
+            ],
+        )
+        .await;
+    assert_eq!(
+        strip(v),
+        error("egg is not a ZIP file (if using curl, use egg=@path not egg=path)")
+    );
+    assert_eq!(tree(s.root()), before);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn basic_auth_guards_the_whole_site() {
+    let s = TestServer::start(|c| {
+        c.username = "hello12345".into();
+        c.password = "67890world".into();
+    })
+    .await;
+    for path in ["daemonstatus.json", "", "jobs", "logs/", "nothing"] {
+        let url = format!("{}/{path}", s.url);
+        for auth in [
+            None,
+            Some(("baduser", "badpass")),
+            Some(("hello12345", "67890worl")),
+        ] {
+            let mut req = s.client.get(&url);
+            if let Some((u, p)) = auth {
+                req = req.basic_auth(u, Some(p));
+            }
+            let r = req.send().await.unwrap();
+            assert_eq!(r.status(), 401, "{path} {auth:?}");
+            assert_eq!(r.headers()["www-authenticate"], "basic realm=\"Scrapyd\"");
+            assert_eq!(r.text().await.unwrap(), "Unauthorized");
+        }
+    }
+    let r = s
+        .client
+        .request(reqwest::Method::OPTIONS, format!("{}/schedule.json", s.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(strip(s.get("daemonstatus.json", &[]).await)["status"], "ok");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn services_can_be_removed_and_aliased() {
+    use scrapyd_rs::config::Service;
+    let s = TestServer::start(|c| {
+        c.services.retain(|(name, _)| name != "daemonstatus.json");
+        c.services
+            .push(("hello.json".into(), Service::ListProjects));
+    })
+    .await;
+    assert_eq!(s.get_raw("daemonstatus.json", &[]).await.status(), 404);
+    assert_eq!(
+        strip(s.get("hello.json", &[]).await),
+        json!({"projects": [], "status": "ok"})
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn pages_and_file_trees() {
+    let s = TestServer::start(|_| {}).await;
+    let home = s.get_raw("", &[]).await;
+    assert_eq!(home.headers()["content-type"], "text/html; charset=utf-8");
+    let text = home.text().await.unwrap();
+    assert!(
+        text.contains("\"/jobs\"") && text.contains("\"/logs/\"") && text.contains("use the API"),
+        "{text}"
+    );
+    let r = s
+        .client
+        .get(format!("{}/", s.url))
+        .header("X-Forwarded-Prefix", "/path/to")
+        .send()
+        .await
+        .unwrap();
+    let text = r.text().await.unwrap();
+    assert!(text.contains("\"/path/to/jobs\"") && text.contains("\"/path/to/logs/\""));
+    let jobs = s.get_raw("jobs", &[]).await.text().await.unwrap();
+    assert!(jobs.contains("Pending") && jobs.contains("Finished"));
+    // /logs redirects to /logs/, which lists the folder.
+    let no_redirect = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = no_redirect
+        .get(format!("{}/logs", s.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+    assert_eq!(r.headers()["location"], "/logs/");
+    std::fs::create_dir_all(s.root().join("logs/p/s")).unwrap();
+    std::fs::write(s.root().join("logs/p/s/j.log"), "hello log\n").unwrap();
+    std::fs::write(s.root().join("secret.txt"), "outside").unwrap();
+    let listing = s.get_raw("logs/", &[]).await.text().await.unwrap();
+    assert!(
+        listing.contains("Last modified") && listing.contains("p/"),
+        "{listing}"
+    );
+    let r = s.get_raw("logs/p/s/j.log", &[]).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "text/plain");
+    assert_eq!(r.text().await.unwrap(), "hello log\n");
+    let r = s
+        .client
+        .get(format!("{}/logs/p/s/j.log", s.url))
+        .header("range", "bytes=0-4")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 206);
+    assert_eq!(r.text().await.unwrap(), "hello");
+    for bad in [
+        "logs/../secret.txt",
+        "logs/%2e%2e/secret.txt",
+        "logs/p/s/%2e%2e%2f%2e%2e%2f..%2fsecret.txt",
+        "logs/p/s/nothing.log",
+    ] {
+        let r = no_redirect
+            .get(format!("{}/{bad}", s.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404, "{bad}");
+    }
+    s.stop().await;
+}

@@ -1,0 +1,326 @@
+//! The real `scrapyd-rs` binary: command line, configuration files in the working directory,
+//! unix socket plus TCP, SIGTERM, and a `kill -9` followed by a restart.
+
+mod support;
+
+use serde_json::Value;
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+const LONG: Duration = Duration::from_secs(90);
+
+fn binary() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_scrapyd-rs"));
+    cmd.env_remove("RUST_LOG");
+    for var in [
+        "SCRAPYD_BIND_ADDRESS",
+        "SCRAPYD_HTTP_PORT",
+        "SCRAPYD_USERNAME",
+        "SCRAPYD_PASSWORD",
+        "SCRAPYD_UNIX_SOCKET_PATH",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A daemon process started in `dir` with `conf` as its `scrapyd.conf`.
+struct Daemon {
+    child: Child,
+    url: String,
+}
+
+impl Daemon {
+    fn start(dir: &Path, conf: &str) -> Daemon {
+        let port = free_port();
+        let python = support::venv().python.display().to_string();
+        std::fs::write(
+            dir.join("scrapyd.conf"),
+            format!(
+                "[scrapyd]\nhttp_port = {port}\npython = {python}\nnode_name = bin-node\n{conf}"
+            ),
+        )
+        .unwrap();
+        let child = binary()
+            .current_dir(dir)
+            .env("HOME", dir)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("daemon.log")).unwrap())
+            .spawn()
+            .unwrap();
+        let daemon = Daemon {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        };
+        let url = format!("{}/daemonstatus.json", daemon.url);
+        support::wait_until("daemon ready", Duration::from_secs(30), || {
+            http_get(&url).ok()
+        });
+        daemon
+    }
+
+    fn get(&self, path: &str) -> Value {
+        serde_json::from_str(&http_get(&format!("{}/{path}", self.url)).unwrap()).unwrap()
+    }
+
+    fn post(&self, path: &str, body: &str) -> Value {
+        serde_json::from_str(&http_post(&format!("{}/{path}", self.url), body).unwrap()).unwrap()
+    }
+
+    fn signal(&self, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), signal).unwrap();
+    }
+
+    fn wait_exit(&mut self) -> std::process::ExitStatus {
+        support::wait_until("daemon exit", LONG, || self.child.try_wait().unwrap())
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A minimal HTTP/1.0 client over any stream (TCP or unix socket).
+fn http(stream: &mut impl ReadWrite, request: &str) -> std::io::Result<String> {
+    stream.write_all(request.as_bytes())?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok(body)
+}
+
+trait ReadWrite: Read + Write {}
+impl<T: Read + Write> ReadWrite for T {}
+
+fn split_url(url: &str) -> (String, String) {
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_once('/').unwrap();
+    (host.to_owned(), format!("/{path}"))
+}
+
+fn http_get(url: &str) -> std::io::Result<String> {
+    let (host, path) = split_url(url);
+    let mut s = std::net::TcpStream::connect(&host)?;
+    http(
+        &mut s,
+        &format!("GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n"),
+    )
+}
+
+fn http_post(url: &str, body: &str) -> std::io::Result<String> {
+    let (host, path) = split_url(url);
+    let mut s = std::net::TcpStream::connect(&host)?;
+    http(
+        &mut s,
+        &format!(
+            "POST {path} HTTP/1.0\r\nHost: {host}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+    )
+}
+
+#[test]
+fn version_and_help() {
+    let out = binary().arg("--version").output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("scrapyd-rs {}\n", env!("CARGO_PKG_VERSION"))
+    );
+    let out = binary().arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        help.contains("--config") && help.contains("--nodaemon"),
+        "{help}"
+    );
+}
+
+#[test]
+fn bad_configuration_stops_start_up_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    for (conf, expected) in [
+        ("[scrapyd]\nmax_proc = abc\n", "max_proc"),
+        ("[scrapyd]\nno_such_option = 1\n", "no_such_option"),
+        ("[scrapyd]\nlauncher = my.custom.Launcher\n", "launcher"),
+    ] {
+        std::fs::write(dir.path().join("scrapyd.conf"), conf).unwrap();
+        let out = binary()
+            .current_dir(dir.path())
+            .env("HOME", dir.path())
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{conf}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("scrapyd.conf") && stderr.contains(expected),
+            "{conf}: {stderr}"
+        );
+    }
+    // --config adds a file, read last.
+    std::fs::write(
+        dir.path().join("scrapyd.conf"),
+        "[scrapyd]\nhttp_port = 1\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("extra.conf"), "[scrapyd]\nmax_proc = -3\n").unwrap();
+    let out = binary()
+        .current_dir(dir.path())
+        .env("HOME", dir.path())
+        .args(["--config", "extra.conf"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("extra.conf"));
+    let out = binary()
+        .current_dir(dir.path())
+        .env("HOME", dir.path())
+        .args(["--config", "missing.conf"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("missing.conf"));
+}
+
+#[test]
+fn unix_socket_and_tcp_are_both_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("scrapyd.sock");
+    let mut d = Daemon::start(
+        dir.path(),
+        &format!("unix_socket_path = {}\n", socket.display()),
+    );
+    assert_eq!(d.get("daemonstatus.json")["node_name"], "bin-node");
+    let mut s = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+    let body = http(&mut s, "GET /listprojects.json HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+    assert_eq!(
+        body,
+        "{\"projects\": [], \"status\": \"ok\", \"node_name\": \"bin-node\"}\n"
+    );
+    d.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(d.wait_exit().success());
+    assert!(!socket.exists(), "the socket is removed on exit");
+}
+
+#[test]
+fn kill_9_then_restart_keeps_pending_jobs_and_accounts_for_the_running_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut d = Daemon::start(dir.path(), "max_proc = 1\n");
+    let egg = support::build_egg(&support::test_project_dir());
+    // Upload with curl-like multipart through reqwest's blocking-free path: use the HTTP API.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let url = d.url.clone();
+    let v: Value = rt.block_on(async {
+        let form = reqwest::multipart::Form::new()
+            .text("project", "p")
+            .text("version", "1")
+            .part(
+                "egg",
+                reqwest::multipart::Part::bytes(egg).file_name("p.egg"),
+            );
+        reqwest::Client::new()
+            .post(format!("{url}/addversion.json"))
+            .multipart(form)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    });
+    assert_eq!(v["spiders"], 4, "{v}");
+    let slow = d.post("schedule.json", "project=p&spider=slow&jobid=slow1")["jobid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let pid = support::wait_until("slow running", LONG, || {
+        let v = d.get("listjobs.json");
+        v["running"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["id"] == slow.as_str())
+            .and_then(|e| e["pid"].as_u64())
+    });
+    assert_eq!(
+        d.post("schedule.json", "project=p&spider=echo&jobid=after")["jobid"],
+        "after"
+    );
+    d.signal(nix::sys::signal::Signal::SIGKILL);
+    d.wait_exit();
+    drop(d);
+    // The crawl outlived the daemon; stop it ourselves so nothing is left behind.
+    let _ = nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+
+    let d = Daemon::start(dir.path(), "max_proc = 1\n");
+    support::wait_until("after finished", LONG, || {
+        (d.get("status.json?job=after")["currstate"] == "finished").then_some(())
+    });
+    assert_eq!(d.get("status.json?job=slow1")["currstate"], "finished");
+    let v = d.get("listjobs.json");
+    assert_eq!(v["pending"], serde_json::json!([]));
+    assert_eq!(v["running"], serde_json::json!([]));
+}
+
+#[test]
+fn memory_dbs_dir_runs_jobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path(), "dbs_dir = :memory:\n");
+    let egg = support::build_egg(&support::test_project_dir());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let url = d.url.clone();
+    let v: Value = rt.block_on(async {
+        let form = reqwest::multipart::Form::new()
+            .text("project", "m")
+            .text("version", "1")
+            .part(
+                "egg",
+                reqwest::multipart::Part::bytes(egg).file_name("m.egg"),
+            );
+        reqwest::Client::new()
+            .post(format!("{url}/addversion.json"))
+            .multipart(form)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    });
+    assert_eq!(v["status"], "ok", "{v}");
+    let job = d.post("schedule.json", "project=m&spider=echo")["jobid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    support::wait_until("job finished", LONG, || {
+        (d.get(&format!("status.json?job={job}"))["currstate"] == "finished").then_some(())
+    });
+    assert!(
+        !dir.path().join("dbs").exists(),
+        "nothing written for :memory:"
+    );
+}
