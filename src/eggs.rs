@@ -80,6 +80,9 @@ pub fn check_egg(data: &[u8]) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Spider lists by (project, version).
+type SpiderLists = HashMap<(String, String), Arc<Vec<String>>>;
+
 /// The egg store and the set of projects the daemon knows.
 pub struct EggStore {
     root: PathBuf,
@@ -88,7 +91,7 @@ pub struct EggStore {
     /// Project folders found in `root`, refreshed at start and after every change.
     egg_projects: RwLock<Vec<String>>,
     /// Spider lists by (project, version); `[settings]` projects use version "".
-    spiders: Mutex<HashMap<(String, String), Arc<Vec<String>>>>,
+    spiders: Mutex<SpiderLists>,
     /// Serializes changes (commit of an upload, deletions).
     changes: tokio::sync::Mutex<()>,
     runner: Runner,

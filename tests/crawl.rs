@@ -13,7 +13,7 @@ fn egg() -> Vec<u8> {
     support::build_egg(&support::test_project_dir())
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deploy_with_scrapyd_deploy_then_crawl_a_site() {
     let s = TestServer::start(|_| {}).await;
     let site = support::Site::start();
@@ -87,7 +87,7 @@ async fn deploy_with_scrapyd_deploy_then_crawl_a_site() {
     s.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn arguments_settings_and_environment_reach_the_spider() {
     let s = TestServer::start(|_| {}).await;
     assert_eq!(s.add_version("echoes", "r1", &egg()).await["spiders"], 4);
@@ -131,7 +131,7 @@ async fn arguments_settings_and_environment_reach_the_spider() {
     s.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn versions_order_and_pinning() {
     let s = TestServer::start(|_| {}).await;
     for v in ["1.10", "1.9", "1.0"] {
@@ -211,7 +211,7 @@ async fn versions_order_and_pinning() {
     s.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_eggs_are_refused_with_the_runner_error_and_nothing_stored() {
     let s = TestServer::start(|_| {}).await;
     let cases = [
@@ -242,7 +242,7 @@ async fn bad_eggs_are_refused_with_the_runner_error_and_nothing_stored() {
     s.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_job_ids_are_refused_at_schedule_and_hold_no_slot() {
     let s = TestServer::start(|c| c.max_proc = 1).await;
     s.add_version("ids", "1", &egg()).await;
@@ -273,7 +273,7 @@ async fn invalid_job_ids_are_refused_at_schedule_and_hold_no_slot() {
 
 /// One slot: a slow crawl holds it while others wait in priority order; cancel pending, cancel
 /// running (graceful), and a second cancel that forces the stop.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn priority_order_and_cancel() {
     let s = TestServer::start(|c| c.max_proc = 1).await;
     let site = support::Site::start();
@@ -332,7 +332,12 @@ async fn priority_order_and_cancel() {
     let running = &jobs["running"][0];
     assert_eq!(running["id"], "first");
     assert!(running["pid"].as_u64().unwrap() > 0);
-    assert_eq!(running["log_url"], "/logs/q/slow/first.log");
+    // The log URL appears once Scrapy has created the file.
+    support::wait_until_async("log_url of the running job", LONG, || async {
+        let v = s.get("listjobs.json", &[]).await;
+        (v["running"][0]["log_url"] == "/logs/q/slow/first.log").then_some(())
+    })
+    .await;
     assert_eq!(s.get("daemonstatus.json", &[]).await["pending"], 4);
 
     // Cancel a pending job: it leaves the queue.
@@ -399,7 +404,7 @@ async fn priority_order_and_cancel() {
     s.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_signal_and_failed_crawls_free_their_slot() {
     let s = TestServer::start(|c| c.max_proc = 1).await;
     s.add_version("k", "1", &egg()).await;
@@ -427,7 +432,7 @@ async fn kill_signal_and_failed_crawls_free_their_slot() {
     s.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn launch_failures_are_recorded_and_free_the_slot() {
     let s = TestServer::start(|c| c.max_proc = 1).await;
     s.add_version("lf", "1", &egg()).await;
@@ -462,7 +467,7 @@ async fn launch_failures_are_recorded_and_free_the_slot() {
     s.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_a_project_removes_its_pending_jobs() {
     let s = TestServer::start(|c| c.max_proc = 1).await;
     s.add_version("gone", "1", &egg()).await;
@@ -487,7 +492,7 @@ async fn deleting_a_project_removes_its_pending_jobs() {
     s.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pending_jobs_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let s = TestServer::start_in(dir.path(), |c| c.max_proc = 1).await;
@@ -518,7 +523,7 @@ async fn pending_jobs_survive_a_restart() {
 
 /// With a free slot, a scheduled job is running at once (the poll interval is 60 s here).
 /// Prints the schedule → running latency; asserts only that it happens.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_start_the_moment_they_are_scheduled() {
     let s = TestServer::start(|c| c.max_proc = 1).await;
     s.add_version("fast", "1", &egg()).await;

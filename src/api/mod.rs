@@ -52,6 +52,11 @@ fn service_route(service: Service) -> MethodRouter<AppState> {
         Service::DelProject => post(ws::delproject),
     };
     let methods = allowed(service);
+    let expected = if is_post(service) {
+        "HEAD, OPTIONS, POST"
+    } else {
+        "HEAD, OPTIONS, GET"
+    };
     route
         .options(move || async move {
             let mut r = StatusCode::NO_CONTENT.into_response();
@@ -59,12 +64,9 @@ fn service_route(service: Service) -> MethodRouter<AppState> {
                 .insert(header::ALLOW, HeaderValue::from_static(methods));
             r
         })
-        .fallback(
-            move || async move { ApiError::unsupported_method(&methods[9..]).into_response() },
-        )
+        .fallback(move || async move { ApiError::unsupported_method(expected).into_response() })
         .layer(middleware::map_response(
             move |mut r: Response| async move {
-                let no_content = r.status() == StatusCode::NO_CONTENT;
                 let h = r.headers_mut();
                 h.insert(
                     header::ACCESS_CONTROL_ALLOW_ORIGIN,
@@ -78,9 +80,6 @@ fn service_route(service: Service) -> MethodRouter<AppState> {
                     header::ACCESS_CONTROL_ALLOW_HEADERS,
                     HeaderValue::from_static("X-Requested-With"),
                 );
-                if no_content {
-                    h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
-                }
                 r
             },
         ))

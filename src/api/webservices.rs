@@ -154,7 +154,7 @@ pub async fn schedule(State(state): State<AppState>, params: Params) -> ApiResul
         }
     }
     let spiders = state.eggs.spiders(&project, version.as_deref()).await?;
-    if !spiders.iter().any(|s| *s == spider) {
+    if !spiders.contains(&spider) {
         return Err(ApiError::spider_not_found(&spider));
     }
     names::check(&spider)?;
