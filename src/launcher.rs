@@ -134,7 +134,7 @@ impl Launcher {
     /// [`SHUTDOWN_GRACE`]), reaps them and records their end.
     pub async fn run(mut self, shutdown: CancellationToken) {
         tracing::info!(
-            "Launcher started: max_proc={}, runner={:?}",
+            "Launcher started: max_proc={}, python={:?}",
             self.capacity,
             self.eggs.runner().python()
         );

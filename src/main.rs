@@ -37,7 +37,13 @@ fn init_tracing(cli: &Cli) -> Result<(), String> {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     match cli.logfile.as_deref() {
-        Some(p) if p.as_os_str() == "-" => builder.with_writer(std::io::stdout).init(),
+        Some(p) if p.as_os_str() == "-" => {
+            use std::io::IsTerminal;
+            builder
+                .with_ansi(std::io::stdout().is_terminal())
+                .with_writer(std::io::stdout)
+                .init()
+        }
         Some(p) => {
             let file = std::fs::OpenOptions::new()
                 .create(true)
@@ -49,7 +55,13 @@ fn init_tracing(cli: &Cli) -> Result<(), String> {
                 .with_writer(std::sync::Mutex::new(file))
                 .init()
         }
-        None => builder.with_writer(std::io::stderr).init(),
+        None => {
+            use std::io::IsTerminal;
+            builder
+                .with_ansi(std::io::stderr().is_terminal())
+                .with_writer(std::io::stderr)
+                .init()
+        }
     }
     Ok(())
 }

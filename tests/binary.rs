@@ -324,3 +324,68 @@ fn memory_dbs_dir_runs_jobs() {
         "nothing written for :memory:"
     );
 }
+
+#[test]
+fn python_scrapyd_api_drives_a_full_cycle() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path(), "items_dir = items\n");
+    let site = support::Site::start();
+    let egg = dir.path().join("project.egg");
+    std::fs::write(&egg, support::build_egg(&support::test_project_dir())).unwrap();
+    let script = support::repo_root().join("tests/clients/scrapyd_api_cycle.py");
+    let out = std::process::Command::new(&support::venv().python)
+        .arg(script)
+        .arg(&d.url)
+        .arg(&egg)
+        .arg(site.url())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("cycle: ok"));
+}
+
+/// `[settings]` projects (here from the `scrapy.cfg` in the working directory) need no egg:
+/// their code is found through `scrapy.cfg`, as in Scrapyd.
+#[test]
+fn settings_projects_run_without_an_egg() {
+    let dir = tempfile::tempdir().unwrap();
+    support::copy_project(&support::test_project_dir(), dir.path());
+    let d = Daemon::start(dir.path(), "items_dir = items\n");
+    assert_eq!(
+        d.get("listprojects.json")["projects"],
+        serde_json::json!(["default"])
+    );
+    assert_eq!(
+        d.get("listversions.json?project=default")["versions"],
+        serde_json::json!([])
+    );
+    assert_eq!(
+        d.get("listspiders.json?project=default")["spiders"],
+        serde_json::json!(["echo", "fail", "site", "slow"])
+    );
+    assert_eq!(
+        d.get("listspiders.json?project=default&_version=1")["message"],
+        "version '1' not found"
+    );
+    let job = d.post("schedule.json", "project=default&spider=echo")["jobid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    support::wait_until("job finished", LONG, || {
+        (d.get(&format!("status.json?job={job}"))["currstate"] == "finished").then_some(())
+    });
+    let items = support::read_jsonlines(&dir.path().join(format!("items/default/echo/{job}.jl")));
+    assert_eq!(
+        items[0]["env"]["SCRAPY_SETTINGS_MODULE"],
+        "testproject.settings"
+    );
+    assert_eq!(items[0]["env"]["SCRAPY_PROJECT"], "default");
+    let project_file = items[0]["project_file"].as_str().unwrap();
+    assert!(
+        project_file.starts_with(&dir.path().canonicalize().unwrap().display().to_string())
+            || project_file.starts_with(&dir.path().display().to_string()),
+        "{project_file}"
+    );
+}

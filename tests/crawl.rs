@@ -89,7 +89,8 @@ async fn deploy_with_scrapyd_deploy_then_crawl_a_site() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn arguments_settings_and_environment_reach_the_spider() {
-    let s = TestServer::start(|_| {}).await;
+    let s =
+        TestServer::start(|c| c.jobs_dir = Some(c.eggs_dir.parent().unwrap().join("jobs"))).await;
     assert_eq!(s.add_version("echoes", "r1", &egg()).await["spiders"], 4);
     let job = s
         .schedule(&[
@@ -116,6 +117,17 @@ async fn arguments_settings_and_environment_reach_the_spider() {
     assert_eq!(item["settings"]["TRACK"], "Cause = Time");
     let log_file = s.root().join("logs/echoes/echo/my-job.1.log");
     assert_eq!(item["settings"]["LOG_FILE"], log_file.display().to_string());
+    let jobdir = s.root().join("jobs/echoes/echo/my-job.1");
+    assert_eq!(item["settings"]["JOBDIR"], jobdir.display().to_string());
+    let feed = format!(
+        "file://{}",
+        s.root().join("items/echoes/echo/my-job.1.jl").display()
+    );
+    assert!(
+        item["settings"]["FEEDS"].to_string().contains(&feed),
+        "{}",
+        item["settings"]["FEEDS"]
+    );
     assert_eq!(item["env"]["SCRAPY_PROJECT"], "echoes");
     assert_eq!(item["env"]["SCRAPYD_EGG_VERSION"], "r1");
     assert_eq!(
