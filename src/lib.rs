@@ -87,6 +87,17 @@ pub async fn serve_on(
         std::env::current_dir().map_err(|e| StartError::Io(format!("current directory: {e}")))?;
     let runner = runner::Runner::install(&config.python, &cwd)
         .map_err(|e| StartError::Io(format!("cannot write the runner: {e}")))?;
+    let result = serve_with_runner(config, listener, shutdown, runner.clone()).await;
+    runner.remove();
+    result
+}
+
+async fn serve_with_runner(
+    config: Arc<Config>,
+    listener: Option<tokio::net::TcpListener>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    runner: runner::Runner,
+) -> Result<(), StartError> {
     let eggs = eggs::EggStore::open(&config.eggs_dir, config.settings.clone(), runner)
         .map_err(|e| StartError::Io(format!("eggs_dir {}: {e}", config.eggs_dir.display())))?;
     let eggs = Arc::new(eggs);

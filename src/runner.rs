@@ -31,24 +31,32 @@ pub struct Runner {
 }
 
 impl Runner {
-    /// Writes the runner script (content-addressed, so concurrent daemons share it safely) into
-    /// the system temp folder.
+    /// Writes the runner script into a new private folder (mode 0700, random name) under the
+    /// system temp folder, so no other user can swap it. [`Runner::remove`] deletes it.
     pub fn install(python: &str, cwd: &Path) -> std::io::Result<Runner> {
-        let dir = std::env::temp_dir().join("scrapyd-rs");
-        std::fs::create_dir_all(&dir)?;
-        let hash = fnv1a(RUNNER_SOURCE.as_bytes());
-        let script = dir.join(format!("runner-{hash:016x}.py"));
-        let current = std::fs::read_to_string(&script).ok();
-        if current.as_deref() != Some(RUNNER_SOURCE) {
-            let tmp = dir.join(format!(".runner-{}.tmp", uuid::Uuid::new_v4().simple()));
-            std::fs::write(&tmp, RUNNER_SOURCE)?;
-            std::fs::rename(&tmp, &script)?;
-        }
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        let dir =
+            std::env::temp_dir().join(format!("scrapyd-rs-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
+        let script = dir.join("runner.py");
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&script)?;
+        std::io::Write::write_all(&mut file, RUNNER_SOURCE.as_bytes())?;
         Ok(Runner {
             python: python.to_owned(),
             script,
             cwd: cwd.to_owned(),
         })
+    }
+
+    /// Deletes the runner's folder (at shutdown).
+    pub fn remove(&self) {
+        if let Some(dir) = self.script.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 
     /// The interpreter.
@@ -161,12 +169,6 @@ pub fn file_uri(path: &Path) -> String {
         }
     }
     out
-}
-
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    })
 }
 
 #[cfg(test)]
