@@ -38,7 +38,13 @@ pub fn sort_versions(versions: &mut [String]) {
                 *slot = v;
             }
         }
-        None => versions.sort(),
+        // Scrapyd compares its stored (sanitized) names; comparing that form keeps eggs stored
+        // by Scrapyd (`1_0`) and by us (`1.1`) in one order.
+        None => versions.sort_by(|a, b| {
+            scrapyd_sanitized(a)
+                .cmp(&scrapyd_sanitized(b))
+                .then_with(|| a.cmp(b))
+        }),
     }
 }
 
@@ -113,6 +119,15 @@ impl EggStore {
             changes: tokio::sync::Mutex::new(()),
             runner,
         };
+        for entry in std::fs::read_dir(root)?.flatten() {
+            if entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(UPLOAD_PREFIX)
+            {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
         for project in store.scan_projects()? {
             if let Ok(entries) = std::fs::read_dir(store.root.join(&project)) {
                 for entry in entries.flatten() {
@@ -339,55 +354,55 @@ impl EggStore {
         std::fs::rename(&tmp, &path)
     }
 
+    /// Takes the lock that serializes changes to the store (commits, deletions). Holders may
+    /// also change what depends on the set of projects (a queue) without racing a deletion.
+    pub async fn lock_changes(&self) -> Changes<'_> {
+        Changes(self.changes.lock().await)
+    }
+
     /// Stores an egg: checks it, lists its spiders from a temporary copy, and only when that
-    /// succeeds moves it into place. Returns the number of spiders.
+    /// succeeds moves it into place. Returns the number of spiders. If the request is abandoned
+    /// midway (client gone), the temporary file is removed and nothing is stored.
     pub async fn add(&self, project: &str, version: &str, egg: &[u8]) -> Result<usize, ApiError> {
         check_egg(egg)?;
         let dir = self.project_dir(project)?;
         names::check(version)?;
-        let created_dir = !dir.exists();
-        std::fs::create_dir_all(&dir).map_err(|e| ApiError::internal("OSError", e))?;
-        let tmp = dir.join(format!(
+        // The upload waits in eggs_dir itself (a file, never taken for a project) until listed.
+        let tmp = TempFile(self.root.join(format!(
             "{UPLOAD_PREFIX}{}.tmp",
             uuid::Uuid::new_v4().simple()
-        ));
-        let cleanup = |tmp: &Path| {
-            let _ = std::fs::remove_file(tmp);
-            if created_dir {
-                // Only removes the folder if nothing else landed in it meanwhile.
-                let _ = std::fs::remove_dir(&dir);
-            }
-        };
+        )));
         let write = (|| {
-            let mut f = std::fs::File::create(&tmp)?;
+            let mut f = std::fs::File::create(&tmp.0)?;
             f.write_all(egg)?;
             f.sync_all()
         })();
         if let Err(e) = write {
-            cleanup(&tmp);
             return Err(ApiError::internal(
                 "OSError",
                 format!("cannot store the egg: {e}"),
             ));
         }
         let source = ProjectSource::Egg {
-            path: tmp.clone(),
+            path: tmp.0.clone(),
             version: version.to_owned(),
         };
-        let list = match self.runner.list_spiders(project, &source).await {
-            Ok(list) => list,
-            Err(stderr) => {
-                cleanup(&tmp);
-                return Err(ApiError::new(format!("RunnerError: {stderr}")));
-            }
-        };
-        let _guard = self.changes.lock().await;
-        let commit = self
-            .write_spider_file(project, version, &list)
-            .and_then(|()| std::fs::rename(&tmp, self.egg_path(project, version)));
+        let list = self
+            .runner
+            .list_spiders(project, &source)
+            .await
+            .map_err(|stderr| ApiError::new(format!("RunnerError: {stderr}")))?;
+        let _changes = self.lock_changes().await;
+        // No await below: the commit cannot be abandoned halfway.
+        let created_dir = !dir.is_dir();
+        let commit = std::fs::create_dir_all(&dir)
+            .and_then(|()| self.write_spider_file(project, version, &list))
+            .and_then(|()| std::fs::rename(&tmp.0, self.egg_path(project, version)));
         if let Err(e) = commit {
-            cleanup(&tmp);
             let _ = std::fs::remove_file(self.spider_file(project, version));
+            if created_dir {
+                let _ = std::fs::remove_dir(&dir);
+            }
             return Err(ApiError::internal(
                 "OSError",
                 format!("cannot store the egg: {e}"),
@@ -407,10 +422,14 @@ impl EggStore {
     }
 
     /// Deletes one version; the project goes when its last version does.
-    pub async fn delete_version(&self, project: &str, version: &str) -> Result<(), ApiError> {
+    pub fn delete_version(
+        &self,
+        project: &str,
+        version: &str,
+        _changes: &Changes<'_>,
+    ) -> Result<(), ApiError> {
         let dir = self.project_dir(project)?;
         names::check(version)?;
-        let _guard = self.changes.lock().await;
         let stored = self
             .resolve(project, Some(version))?
             .ok_or_else(|| ApiError::version_not_found(version))?;
@@ -428,9 +447,8 @@ impl EggStore {
     }
 
     /// Deletes a project's eggs.
-    pub async fn delete_project(&self, project: &str) -> Result<(), ApiError> {
+    pub fn delete_project(&self, project: &str, _changes: &Changes<'_>) -> Result<(), ApiError> {
         let dir = self.project_dir(project)?;
-        let _guard = self.changes.lock().await;
         if !dir.is_dir() {
             return Err(ApiError::project_not_found(project));
         }
@@ -440,6 +458,18 @@ impl EggStore {
             .unwrap_or_else(|e| e.into_inner())
             .retain(|(p, _), _| p != project);
         self.refresh().map_err(|e| ApiError::internal("OSError", e))
+    }
+}
+
+/// Proof that the caller holds the egg store's change lock.
+pub struct Changes<'a>(#[allow(dead_code)] tokio::sync::MutexGuard<'a, ()>);
+
+/// A file removed when dropped (an upload that was not moved into place).
+struct TempFile(PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
     }
 }
 
@@ -472,6 +502,8 @@ mod tests {
         assert_eq!(sorted(&["r10", "r1", "r9"]), ["r1", "r10", "r9"]);
         assert_eq!(sorted(&["123456789", "b3b8fd2"]), ["123456789", "b3b8fd2"]);
         assert_eq!(sorted(&["1_10", "1_9", "1_0"]), ["1_0", "1_10", "1_9"]);
+        // Eggs stored by Scrapyd (`1_0`) beside ours (`1.1`): the new upload is the latest.
+        assert_eq!(sorted(&["1.1", "1_0"]), ["1_0", "1.1"]);
     }
 
     #[test]

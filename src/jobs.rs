@@ -203,10 +203,18 @@ impl Db {
         projects: &[String],
         now: i64,
     ) -> Result<Option<JobRecord>, StoreError> {
-        let Some(p) = self.pop_next(projects)? else {
+        let Some((p, queue_id)) = self.peek_next(projects)? else {
             return Ok(None);
         };
+        // Running row first, queue row second: if anything fails between, the job is in both
+        // places (and recovery keeps one), never in neither.
         let record = self.insert_running(&p, now)?;
+        if let Err(e) = self.delete_queued(&p.project, queue_id) {
+            let _ = self
+                .jobs()?
+                .execute("DELETE FROM jobs WHERE id = ?1", [record.id]);
+            return Err(e);
+        }
         Ok(Some(record))
     }
 

@@ -24,6 +24,9 @@ use tokio_util::sync::CancellationToken;
 /// How long crawls get to stop after SIGINT when the daemon shuts down, before SIGKILL.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
+/// The shortest safety-net poll (a `poll_interval` that rounds to zero would spin).
+const MIN_POLL: Duration = Duration::from_millis(10);
+
 /// Sends `signal` to the process group led by `pid`; returns whether it was delivered.
 pub fn signal_group(pid: u32, signal: Signal) -> bool {
     nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid as i32), signal).is_ok()
@@ -104,6 +107,8 @@ pub struct Launcher {
     rx: mpsc::UnboundedReceiver<Event>,
     running: HashMap<i64, Running>,
     capacity: usize,
+    /// Ends that could not be written yet (the database was unavailable); retried each turn.
+    unrecorded: Vec<(i64, Ending)>,
 }
 
 impl Launcher {
@@ -124,6 +129,7 @@ impl Launcher {
                 tx,
                 rx,
                 running: HashMap::new(),
+                unrecorded: Vec::new(),
                 capacity,
             },
             handle,
@@ -138,9 +144,10 @@ impl Launcher {
             self.capacity,
             self.eggs.runner().python()
         );
-        let mut tick = tokio::time::interval(self.config.poll_interval);
+        let mut tick = tokio::time::interval(self.config.poll_interval.max(MIN_POLL));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            self.retry_unrecorded().await;
             self.fill().await;
             tokio::select! {
                 biased;
@@ -178,6 +185,23 @@ impl Launcher {
                 let _ = reply.send(n);
             }
             Event::Exited { id, status } => self.exited(id, status).await,
+        }
+    }
+
+    /// Records a job's end; if the database refuses, keeps it to retry (the job stays listed as
+    /// running meanwhile, never lost).
+    async fn record_end(&mut self, id: i64, ending: Ending) {
+        let keep = self.config.finished_to_keep;
+        let copy = ending.clone();
+        if let Err(e) = self.store.call(move |db| db.finish(id, &copy, keep)).await {
+            tracing::error!("cannot record the end of job row {id} yet: {e}");
+            self.unrecorded.push((id, ending));
+        }
+    }
+
+    async fn retry_unrecorded(&mut self) {
+        for (id, ending) in std::mem::take(&mut self.unrecorded) {
+            self.record_end(id, ending).await;
         }
     }
 
@@ -234,14 +258,7 @@ impl Launcher {
                     outcome: Outcome::LaunchFailed,
                     reason: Some(reason),
                 };
-                let (id, keep) = (record.id, self.config.finished_to_keep);
-                if let Err(e) = self
-                    .store
-                    .call(move |db| db.finish(id, &ending, keep))
-                    .await
-                {
-                    tracing::error!("cannot record the end of job {}: {e}", record.job);
-                }
+                self.record_end(record.id, ending).await;
             }
         }
     }
@@ -376,14 +393,7 @@ impl Launcher {
             outcome,
             reason: status.err().map(|e| e.to_string()),
         };
-        let keep = self.config.finished_to_keep;
-        if let Err(e) = self
-            .store
-            .call(move |db| db.finish(id, &ending, keep))
-            .await
-        {
-            tracing::error!("cannot record the end of job {}: {e}", run.record.job);
-        }
+        self.record_end(id, ending).await;
     }
 
     async fn stop_all(&mut self) {
@@ -420,6 +430,7 @@ impl Launcher {
                 Err(_) => break,
             }
         }
+        self.retry_unrecorded().await;
     }
 }
 
@@ -472,13 +483,24 @@ fn url_feed(url: &str, project: &str, spider: &str, job: &str) -> String {
     out
 }
 
+/// Copies a crawl's stdout or stderr into the daemon log, line by line, until EOF. Bytes that
+/// are not UTF-8 are shown lossily; reading never stops early, so the crawl never gets EPIPE.
 async fn forward(stream: impl tokio::io::AsyncRead + Unpin, pid: u32, stderr: bool) {
-    let mut lines = tokio::io::BufReader::new(stream).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
-        if stderr {
-            tracing::info!(target: "scrapyd_rs::crawl", pid, "[stderr] {line}");
-        } else {
-            tracing::info!(target: "scrapyd_rs::crawl", pid, "[stdout] {line}");
+    let mut reader = tokio::io::BufReader::new(stream);
+    let mut line = Vec::new();
+    let which = if stderr { "stderr" } else { "stdout" };
+    loop {
+        line.clear();
+        match reader.read_until(b'\n', &mut line).await {
+            Ok(0) => break,
+            Ok(_) => {
+                let text = String::from_utf8_lossy(&line);
+                tracing::info!(target: "scrapyd_rs::crawl", pid, "[{which}] {}", text.trim_end());
+            }
+            Err(e) => {
+                tracing::warn!(pid, "cannot read the crawl's {which}: {e}");
+                break;
+            }
         }
     }
 }
@@ -486,6 +508,23 @@ async fn forward(stream: impl tokio::io::AsyncRead + Unpin, pid: u32, stderr: bo
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn forwarding_drains_invalid_utf8_to_the_end() {
+        let (mut writer, reader) = tokio::io::duplex(64);
+        let task = tokio::spawn(forward(reader, 1, false));
+        let mut data = Vec::new();
+        for i in 0..500 {
+            data.extend_from_slice(format!("line {i} caf").as_bytes());
+            data.extend_from_slice(b"\xe9\n");
+        }
+        // The pipe holds 64 bytes: this only completes if the reader keeps reading.
+        tokio::io::AsyncWriteExt::write_all(&mut writer, &data)
+            .await
+            .unwrap();
+        drop(writer);
+        task.await.unwrap();
+    }
 
     #[test]
     fn parses_signals_by_name_and_number() {

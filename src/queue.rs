@@ -206,49 +206,70 @@ impl Db {
         Ok(n)
     }
 
-    /// Takes the job that should start next among `projects`: highest priority, then oldest
-    /// (by schedule time, then queue order). Returns it, removed from its queue.
-    pub fn pop_next(&mut self, projects: &[String]) -> Result<Option<PendingJob>, StoreError> {
-        let mut best: Option<(f64, i64, i64, String)> = None;
-        for project in projects {
-            let head: Option<(f64, i64, i64)> = self
-                .conn(project)?
+    /// The job that should start next among `projects` — highest priority, then oldest (by
+    /// schedule time, then queue order) — with its queue row id. Unreadable entries are dropped.
+    pub fn peek_next(
+        &mut self,
+        projects: &[String],
+    ) -> Result<Option<(PendingJob, i64)>, StoreError> {
+        loop {
+            let mut best: Option<(f64, i64, i64, String)> = None;
+            for project in projects {
+                let head: Option<(f64, i64, i64)> = self
+                    .conn(project)?
+                    .query_row(
+                        "SELECT priority, created, id FROM spider_queue ORDER BY priority DESC, id LIMIT 1",
+                        [],
+                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                    )
+                    .optional()?;
+                if let Some((priority, created, id)) = head {
+                    let better = match &best {
+                        None => true,
+                        Some((bp, bc, _, _)) => {
+                            priority > *bp || (priority == *bp && created < *bc)
+                        }
+                    };
+                    if better {
+                        best = Some((priority, created, id, project.clone()));
+                    }
+                }
+            }
+            let Some((_, _, id, project)) = best else {
+                return Ok(None);
+            };
+            let row = self
+                .conn(&project)?
                 .query_row(
-                    "SELECT priority, created, id FROM spider_queue ORDER BY priority DESC, id LIMIT 1",
-                    [],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                    "SELECT priority, created, message FROM spider_queue WHERE id = ?1",
+                    [id],
+                    |r| row_to_job(&project, r),
                 )
                 .optional()?;
-            if let Some((priority, created, id)) = head {
-                let better = match &best {
-                    None => true,
-                    Some((bp, bc, _, _)) => priority > *bp || (priority == *bp && created < *bc),
-                };
-                if better {
-                    best = Some((priority, created, id, project.clone()));
+            match row.flatten() {
+                Some(job) => return Ok(Some((job, id))),
+                None => {
+                    tracing::warn!(project = %project, id, "dropped an unreadable queue entry");
+                    self.delete_queued(&project, id)?;
                 }
             }
         }
-        let Some((_, _, id, project)) = best else {
+    }
+
+    /// Deletes one queue row.
+    pub fn delete_queued(&mut self, project: &str, id: i64) -> Result<(), StoreError> {
+        self.conn(project)?
+            .execute("DELETE FROM spider_queue WHERE id = ?1", [id])?;
+        Ok(())
+    }
+
+    /// Takes the job that should start next off its queue (see [`Db::peek_next`]).
+    pub fn pop_next(&mut self, projects: &[String]) -> Result<Option<PendingJob>, StoreError> {
+        let Some((job, id)) = self.peek_next(projects)? else {
             return Ok(None);
         };
-        let conn = self.conn(&project)?;
-        let row = conn
-            .query_row(
-                "SELECT priority, created, message FROM spider_queue WHERE id = ?1",
-                [id],
-                |r| row_to_job(&project, r),
-            )
-            .optional()?;
-        conn.execute("DELETE FROM spider_queue WHERE id = ?1", [id])?;
-        match row.flatten() {
-            Some(job) => Ok(Some(job)),
-            // An unreadable message: it is dropped (logged) and the next one is tried.
-            None => {
-                tracing::warn!(project = %project, id, "dropped an unreadable queue entry");
-                self.pop_next(projects)
-            }
-        }
+        self.delete_queued(&job.project, id)?;
+        Ok(Some(job))
     }
 }
 

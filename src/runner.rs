@@ -26,35 +26,64 @@ pub enum ProjectSource {
 #[derive(Debug, Clone)]
 pub struct Runner {
     python: String,
-    script: PathBuf,
+    /// The script's current path (re-written elsewhere if a temp cleaner removed it).
+    script: std::sync::Arc<std::sync::Mutex<PathBuf>>,
     cwd: PathBuf,
 }
 
+/// Writes the script into a new private folder (mode 0700, random name, created fresh so no
+/// other user can have prepared it) under the system temp folder.
+fn write_script() -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let dir = std::env::temp_dir().join(format!("scrapyd-rs-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
+    let script = dir.join("runner.py");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&script)?;
+    std::io::Write::write_all(&mut file, RUNNER_SOURCE.as_bytes())?;
+    Ok(script)
+}
+
 impl Runner {
-    /// Writes the runner script into a new private folder (mode 0700, random name) under the
-    /// system temp folder, so no other user can swap it. [`Runner::remove`] deletes it.
+    /// Writes the runner script (see [`write_script`]). [`Runner::remove`] deletes it.
     pub fn install(python: &str, cwd: &Path) -> std::io::Result<Runner> {
-        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-        let dir =
-            std::env::temp_dir().join(format!("scrapyd-rs-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
-        let script = dir.join("runner.py");
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&script)?;
-        std::io::Write::write_all(&mut file, RUNNER_SOURCE.as_bytes())?;
         Ok(Runner {
             python: python.to_owned(),
-            script,
+            script: std::sync::Arc::new(std::sync::Mutex::new(write_script()?)),
             cwd: cwd.to_owned(),
         })
     }
 
+    /// The script's path, written again (in a new private folder) if it has disappeared —
+    /// `/tmp` cleaners remove files of long-idle daemons.
+    pub fn script(&self) -> PathBuf {
+        let mut script = self.script.lock().unwrap_or_else(|e| e.into_inner());
+        if !script.is_file() {
+            match write_script() {
+                Ok(path) => {
+                    tracing::warn!(
+                        "the runner script {} had disappeared: written again as {}",
+                        script.display(),
+                        path.display()
+                    );
+                    if let Some(old) = script.parent() {
+                        let _ = std::fs::remove_dir_all(old);
+                    }
+                    *script = path;
+                }
+                Err(e) => tracing::error!("cannot write the runner script again: {e}"),
+            }
+        }
+        script.clone()
+    }
+
     /// Deletes the runner's folder (at shutdown).
     pub fn remove(&self) {
-        if let Some(dir) = self.script.parent() {
+        let script = self.script.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(dir) = script.parent() {
             let _ = std::fs::remove_dir_all(dir);
         }
     }
@@ -67,7 +96,7 @@ impl Runner {
     /// A `Command` running `python runner.py <args…>` for `project` with Scrapyd's environment.
     pub fn command(&self, project: &str, source: &ProjectSource) -> Command {
         let mut cmd = Command::new(&self.python);
-        cmd.arg(&self.script)
+        cmd.arg(self.script())
             .current_dir(&self.cwd)
             .env("SCRAPY_PROJECT", project);
         match source {
@@ -199,6 +228,19 @@ mod tests {
                 "arg1=val1"
             ]
         );
+    }
+
+    #[test]
+    fn a_removed_script_is_written_again() {
+        let runner = Runner::install("python3", Path::new("/")).unwrap();
+        let first = runner.script();
+        assert_eq!(std::fs::read_to_string(&first).unwrap(), RUNNER_SOURCE);
+        std::fs::remove_dir_all(first.parent().unwrap()).unwrap();
+        let second = runner.script();
+        assert_ne!(first, second);
+        assert_eq!(std::fs::read_to_string(&second).unwrap(), RUNNER_SOURCE);
+        runner.remove();
+        assert!(!second.parent().unwrap().exists());
     }
 
     #[test]

@@ -534,6 +534,10 @@ async fn pages_and_file_trees() {
         listing.contains("Last modified") && listing.contains("p/"),
         "{listing}"
     );
+    // `+` in a path is a plus (job ids such as 2024-01-01T00:00+00:00).
+    std::fs::write(s.root().join("logs/p/s/a+b.log"), "plus\n").unwrap();
+    let r = s.get_raw("logs/p/s/a+b.log", &[]).await;
+    assert_eq!(r.text().await.unwrap(), "plus\n");
     let r = s.get_raw("logs/p/s/j.log", &[]).await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["content-type"], "text/plain");
@@ -560,5 +564,39 @@ async fn pages_and_file_trees() {
             .unwrap();
         assert_eq!(r.status(), 404, "{bad}");
     }
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_upload_stores_nothing() {
+    let s = TestServer::start(|_| {}).await;
+    let egg = support::build_egg(&support::test_project_dir());
+    let before = tree(s.root());
+    let form = reqwest::multipart::Form::new()
+        .text("project", "abandoned")
+        .text("version", "1")
+        .part(
+            "egg",
+            reqwest::multipart::Part::bytes(egg).file_name("p.egg"),
+        );
+    // The client gives up long before `scrapy list` (a Python start-up) can finish.
+    let r = s
+        .client
+        .post(format!("{}/addversion.json", s.url))
+        .multipart(form)
+        .timeout(std::time::Duration::from_millis(150))
+        .send()
+        .await;
+    assert!(r.is_err(), "the upload should have been abandoned: {r:?}");
+    support::wait_until_async(
+        "the upload to be cleaned up",
+        std::time::Duration::from_secs(30),
+        || async { (tree(s.root()) == before).then_some(()) },
+    )
+    .await;
+    assert_eq!(
+        strip(s.get("listprojects.json", &[]).await),
+        json!({"projects": [], "status": "ok"})
+    );
     s.stop().await;
 }

@@ -374,6 +374,15 @@ async fn priority_order_and_cancel() {
     );
 
     // Cancel the running slow crawl: SIGINT, Scrapy closes cleanly; the highest priority starts.
+    // (Once the spider is open, Scrapy's signal handlers are installed.)
+    let first_log = s.root().join("logs/q/slow/first.log");
+    support::wait_until_async("the slow spider to open", LONG, || async {
+        std::fs::read_to_string(&first_log)
+            .ok()?
+            .contains("Spider opened")
+            .then_some(())
+    })
+    .await;
     let v = s
         .post("cancel.json", &[("project", "q"), ("job", &first)])
         .await;

@@ -109,12 +109,21 @@ fn decode(key: &str, bytes: &[u8]) -> Result<String, ApiError> {
 /// Percent-decodes one component of `application/x-www-form-urlencoded` data (`+` is a space;
 /// a `%` not followed by two hex digits stays as it is, as in Python).
 pub fn percent_decode(input: &[u8]) -> Vec<u8> {
+    decode_percent(input, true)
+}
+
+/// Percent-decodes a URL path segment (`+` stays a `+`).
+pub fn percent_decode_path(input: &[u8]) -> Vec<u8> {
+    decode_percent(input, false)
+}
+
+fn decode_percent(input: &[u8], plus_is_space: bool) -> Vec<u8> {
     let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
     let mut out = Vec::with_capacity(input.len());
     let mut i = 0;
     while i < input.len() {
         match input[i] {
-            b'+' => out.push(b' '),
+            b'+' if plus_is_space => out.push(b' '),
             b'%' if i + 2 < input.len() => match (hex(input[i + 1]), hex(input[i + 2])) {
                 (Some(h), Some(l)) => {
                     out.push(h * 16 + l);
@@ -129,18 +138,13 @@ pub fn percent_decode(input: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Parses urlencoded data (`a=1&b=2`, `&` or `;` separated, blank values kept).
+/// Parses urlencoded data as Twisted does: `&` or `;` separated, blank values kept, fields
+/// without `=` dropped.
 pub fn parse_urlencoded(data: &[u8]) -> Params {
-    Params::from_pairs(
-        data.split(|b| *b == b'&' || *b == b';')
-            .filter(|p| !p.is_empty())
-            .map(|pair| {
-                let mut it = pair.splitn(2, |b| *b == b'=');
-                let k = it.next().unwrap_or_default();
-                let v = it.next().unwrap_or_default();
-                (percent_decode(k), percent_decode(v))
-            }),
-    )
+    Params::from_pairs(data.split(|b| *b == b'&' || *b == b';').filter_map(|pair| {
+        let eq = pair.iter().position(|b| *b == b'=')?;
+        Some((percent_decode(&pair[..eq]), percent_decode(&pair[eq + 1..])))
+    }))
 }
 
 impl<S: Send + Sync> FromRequest<S> for Params {
@@ -224,6 +228,13 @@ mod tests {
         assert_eq!(percent_decode(b"%"), b"%");
         assert_eq!(percent_decode(b"%4"), b"%4");
         assert_eq!(percent_decode(b"x%41"), b"xA");
+    }
+
+    #[test]
+    fn fields_without_equals_are_dropped_like_twisted() {
+        let p = parse_urlencoded(b"project=p&flag&;x=");
+        assert_eq!(p.keys().collect::<Vec<_>>(), ["project", "x"]);
+        assert_eq!(percent_decode_path(b"a+b%2B"), b"a+b+");
     }
 
     #[test]

@@ -176,7 +176,12 @@ pub async fn schedule(State(state): State<AppState>, params: Params) -> ApiResul
         created: now_micros(),
     };
     tracing::debug!(project = %pending.project, spider = %pending.spider, job = %job, "scheduled");
+    // Under the change lock: a deletion of the project cannot slip between the check and the
+    // enqueue (its pending jobs would outlive it).
+    let changes = state.eggs.lock_changes().await;
+    known_project(&state, &pending.project)?;
     state.store.call(move |db| db.enqueue(&pending)).await?;
+    drop(changes);
     state.launcher.wake();
     Ok(Reply::empty().with("jobid", job))
 }
@@ -361,7 +366,8 @@ async fn forget_project_if_gone(state: &AppState, project: &str) -> Result<(), A
 pub async fn delversion(State(state): State<AppState>, params: Params) -> ApiResult {
     let project = params.required("project")?;
     let version = params.required("version")?;
-    state.eggs.delete_version(&project, &version).await?;
+    let changes = state.eggs.lock_changes().await;
+    state.eggs.delete_version(&project, &version, &changes)?;
     forget_project_if_gone(&state, &project).await?;
     Ok(Reply::empty())
 }
@@ -369,7 +375,8 @@ pub async fn delversion(State(state): State<AppState>, params: Params) -> ApiRes
 /// `delproject.json`.
 pub async fn delproject(State(state): State<AppState>, params: Params) -> ApiResult {
     let project = params.required("project")?;
-    state.eggs.delete_project(&project).await?;
+    let changes = state.eggs.lock_changes().await;
+    state.eggs.delete_project(&project, &changes)?;
     forget_project_if_gone(&state, &project).await?;
     Ok(Reply::empty())
 }

@@ -161,7 +161,7 @@ fn resolve(root: &Path, mount: &str, path: &str) -> Option<PathBuf> {
     let mut target = root.to_path_buf();
     for segment in rest.split('/').filter(|s| !s.is_empty()) {
         let decoded =
-            String::from_utf8(crate::api::params::percent_decode(segment.as_bytes())).ok()?;
+            String::from_utf8(crate::api::params::percent_decode_path(segment.as_bytes())).ok()?;
         if !crate::names::is_safe(&decoded) {
             return None;
         }
