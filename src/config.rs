@@ -168,6 +168,14 @@ pub struct Config {
     pub debug: bool,
     /// Interpreter that runs crawls and spider listings.
     pub python: String,
+    /// After a cancel, how long a crawl may take to stop before its process group is killed.
+    pub cancel_timeout: Duration,
+    /// At shutdown, how long crawls get to stop after SIGINT before they are killed.
+    pub shutdown_timeout: Duration,
+    /// At shutdown, leave crawls running so that the next start re-adopts them.
+    pub leave_crawls_running: bool,
+    /// Largest request body accepted (an egg upload), in bytes.
+    pub max_upload_size: usize,
     /// Endpoint path (e.g. `schedule.json`) → service, after applying `[services]`.
     pub services: Vec<(String, Service)>,
     /// `[settings]`: project name → settings module, in file order.
@@ -204,11 +212,15 @@ jobs_dir          =
 jobs_to_keep      = 5
 runner            = scrapyd.runner
 python            = python3
+cancel_timeout    = 30
+shutdown_timeout  = 10
+leave_crawls_running = off
 
 # Web UI and API options
 webroot           = scrapyd.website.Root
 prefix_header     = x-forwarded-prefix
 debug             = off
+max_upload_size   = 104857600
 
 # Egg storage options
 eggstorage        = scrapyd.eggstorage.FilesystemEggStorage
@@ -248,7 +260,7 @@ const ENV_OVERRIDES: [(&str, &str); 5] = [
 ];
 
 /// Every `[scrapyd]` option that is not a class path.
-const VALUE_OPTIONS: [&str; 19] = [
+const VALUE_OPTIONS: [&str; 23] = [
     "bind_address",
     "http_port",
     "unix_socket_path",
@@ -268,6 +280,10 @@ const VALUE_OPTIONS: [&str; 19] = [
     "dbs_dir",
     "node_name",
     "python",
+    "cancel_timeout",
+    "shutdown_timeout",
+    "leave_crawls_running",
+    "max_upload_size",
 ];
 
 /// The class-path options and the Scrapyd classes (or module) each accepts.
@@ -1092,6 +1108,28 @@ fn build(
         resolve_command(cwd, s.value)
     };
 
+    let seconds = |option| -> Result<Duration, ConfigError> {
+        let s = r.required(option)?;
+        parse_python_float(&s.value)
+            .filter(|secs| secs.is_finite() && *secs >= 0.0)
+            .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+            .ok_or_else(|| s.invalid("expected a number of seconds (0 or more)"))
+    };
+    let cancel_timeout = seconds("cancel_timeout")?;
+    let shutdown_timeout = seconds("shutdown_timeout")?;
+    let leave_crawls_running = {
+        let s = r.required("leave_crawls_running")?;
+        parse_python_bool(&s.value)
+            .ok_or_else(|| s.invalid("expected a boolean: 1, yes, true, on, 0, no, false or off"))?
+    };
+    let max_upload_size = {
+        let s = r.required("max_upload_size")?;
+        match non_negative(&s)? {
+            0 => return Err(s.invalid("expected a number of bytes greater than 0")),
+            n => n,
+        }
+    };
+
     Ok(Config {
         bind_address,
         http_port,
@@ -1112,6 +1150,10 @@ fn build(
         prefix_header,
         debug,
         python,
+        cancel_timeout,
+        shutdown_timeout,
+        leave_crawls_running,
+        max_upload_size,
         services: build_services(ini)?,
         settings: build_settings(ini)?,
         sources,

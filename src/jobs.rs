@@ -82,6 +82,10 @@ pub struct JobRecord {
     pub signal: Option<i32>,
     pub outcome: Option<String>,
     pub reason: Option<String>,
+    /// Scrapy's finish reason (`finished`, `shutdown`, `closespider_timeout`, …).
+    pub finish_reason: Option<String>,
+    /// Identity of the crawl process (boot id and start time), to re-adopt it after a restart.
+    pub proc_start: Option<String>,
 }
 
 /// Microseconds since the epoch, now.
@@ -135,7 +139,20 @@ pub fn migrate(conn: &Connection) -> rusqlite::Result<()> {
         );
         CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, end_time);
         CREATE INDEX IF NOT EXISTS jobs_by_job ON jobs (job);",
-    )
+    )?;
+    for (column, decl) in [
+        ("finish_reason", "TEXT"),
+        ("stats", "TEXT"),
+        ("proc_start", "TEXT"),
+    ] {
+        let exists: bool = conn
+            .prepare("SELECT 1 FROM pragma_table_info('jobs') WHERE name = ?1")?
+            .exists([column])?;
+        if !exists {
+            conn.execute_batch(&format!("ALTER TABLE jobs ADD COLUMN {column} {decl};"))?;
+        }
+    }
+    Ok(())
 }
 
 fn pairs_json(pairs: &[(String, String)]) -> String {
@@ -153,7 +170,7 @@ fn json_pairs(text: &str) -> Vec<(String, String)> {
 }
 
 const COLUMNS: &str = "id, project, spider, job, version, settings, args, priority, state, pid, start_time, \
-                       end_time, exit_code, signal, outcome, reason";
+                       end_time, exit_code, signal, outcome, reason, finish_reason, proc_start";
 
 fn row_to_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRecord> {
     let state: String = r.get(8)?;
@@ -178,6 +195,8 @@ fn row_to_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRecord> {
         signal: r.get(13)?,
         outcome: r.get(14)?,
         reason: r.get(15)?,
+        finish_reason: r.get(16)?,
+        proc_start: r.get(17)?,
     })
 }
 
@@ -189,6 +208,10 @@ pub struct Ending {
     pub signal: Option<i32>,
     pub outcome: Outcome,
     pub reason: Option<String>,
+    /// Scrapy's finish reason, from the runner's result file.
+    pub finish_reason: Option<String>,
+    /// Scrapy's final stats (JSON), from the runner's result file.
+    pub stats: Option<String>,
 }
 
 impl Db {
@@ -243,13 +266,22 @@ impl Db {
             signal: None,
             outcome: None,
             reason: None,
+            finish_reason: None,
+            proc_start: None,
         })
     }
 
-    /// Records the pid of a running job.
-    pub fn set_pid(&mut self, id: i64, pid: u32) -> Result<(), StoreError> {
-        self.jobs()?
-            .execute("UPDATE jobs SET pid = ?2 WHERE id = ?1", params![id, pid])?;
+    /// Records the pid and process identity of a running job.
+    pub fn set_pid(
+        &mut self,
+        id: i64,
+        pid: u32,
+        proc_start: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.jobs()?.execute(
+            "UPDATE jobs SET pid = ?2, proc_start = ?3 WHERE id = ?1",
+            params![id, pid, proc_start],
+        )?;
         Ok(())
     }
 
@@ -257,9 +289,18 @@ impl Db {
     pub fn finish(&mut self, id: i64, ending: &Ending, keep: usize) -> Result<(), StoreError> {
         let conn = self.jobs()?;
         conn.execute(
-            "UPDATE jobs SET state = 'finished', end_time = ?2, exit_code = ?3, signal = ?4, outcome = ?5, reason = ?6
-             WHERE id = ?1",
-            params![id, ending.end_time, ending.exit_code, ending.signal, ending.outcome.as_str(), ending.reason],
+            "UPDATE jobs SET state = 'finished', end_time = ?2, exit_code = ?3, signal = ?4, outcome = ?5, reason = ?6,
+             finish_reason = ?7, stats = ?8 WHERE id = ?1",
+            params![
+                id,
+                ending.end_time,
+                ending.exit_code,
+                ending.signal,
+                ending.outcome.as_str(),
+                ending.reason,
+                ending.finish_reason,
+                ending.stats
+            ],
         )?;
         conn.execute(
             "DELETE FROM jobs WHERE state = 'finished' AND id NOT IN
@@ -292,6 +333,22 @@ impl Db {
             .query_map([project], row_to_record)?
             .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
+    }
+
+    /// The most recent finished run of a job id.
+    pub fn finished_record(
+        &mut self,
+        project: Option<&str>,
+        job: &str,
+    ) -> Result<Option<JobRecord>, StoreError> {
+        let conn = self.jobs()?;
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM jobs WHERE state = 'finished' AND job = ?1 AND (?2 IS NULL OR project = ?2)
+             ORDER BY end_time DESC, id DESC LIMIT 1"
+        ))?;
+        Ok(stmt
+            .query_row(params![job, project], row_to_record)
+            .optional()?)
     }
 
     /// Number of finished jobs kept.
@@ -338,41 +395,41 @@ impl Db {
     }
 
     /// After a restart: jobs still recorded as running were left behind by the previous daemon.
-    /// A job that never got a process is put back in its queue; the others are finished as
-    /// `lost`. Returns the jobs finished that way.
-    pub fn recover(&mut self, now: i64, keep: usize) -> Result<Vec<JobRecord>, StoreError> {
-        let running = self.running()?;
-        let mut lost = Vec::new();
-        for r in running {
-            if r.pid.is_none() {
-                let pending = PendingJob {
-                    project: r.project.clone(),
-                    spider: r.spider.clone(),
-                    job: r.job.clone(),
-                    priority: r.priority,
-                    version: r.version.clone(),
-                    settings: r.settings.clone(),
-                    args: r.args.clone(),
-                    created: r.start_time,
-                };
-                if !self.is_pending(&r.project, &r.job)? {
-                    self.enqueue(&pending)?;
-                }
-                self.jobs()?
-                    .execute("DELETE FROM jobs WHERE id = ?1", [r.id])?;
-            } else {
-                let ending = Ending {
-                    end_time: now,
-                    exit_code: None,
-                    signal: None,
-                    outcome: Outcome::Lost,
-                    reason: Some("the daemon stopped while the job ran".into()),
-                };
-                self.finish(r.id, &ending, keep)?;
-                lost.push(r);
+    /// A job that never got a process goes back to its queue (or is dropped if it is still
+    /// there); the others are returned, for the launcher to re-adopt or to finish.
+    pub fn recover(&mut self) -> Result<Vec<JobRecord>, StoreError> {
+        let mut started = Vec::new();
+        for r in self.running()? {
+            if r.pid.is_some() {
+                started.push(r);
+                continue;
             }
+            let pending = PendingJob {
+                project: r.project.clone(),
+                spider: r.spider.clone(),
+                job: r.job.clone(),
+                priority: r.priority,
+                version: r.version.clone(),
+                settings: r.settings.clone(),
+                args: r.args.clone(),
+                created: r.start_time,
+            };
+            if !self.is_pending(&r.project, &r.job)? {
+                self.enqueue(&pending)?;
+            }
+            self.jobs()?
+                .execute("DELETE FROM jobs WHERE id = ?1", [r.id])?;
         }
-        Ok(lost)
+        Ok(started)
+    }
+
+    /// Scrapy's final stats of a finished job (JSON), if the crawl reported them.
+    pub fn stats(&mut self, id: i64) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .jobs()?
+            .query_row("SELECT stats FROM jobs WHERE id = ?1", [id], |r| r.get(0))
+            .optional()?
+            .flatten())
     }
 }
 
@@ -401,6 +458,8 @@ mod tests {
             signal: None,
             outcome: Outcome::Finished,
             reason: None,
+            finish_reason: Some("finished".into()),
+            stats: None,
         }
     }
 
@@ -452,23 +511,24 @@ mod tests {
     }
 
     #[test]
-    fn recovery_requeues_unstarted_and_loses_started_jobs() {
+    fn recovery_requeues_unstarted_and_returns_started_jobs() {
         let mut db = Db::new_for_tests(DbsDir::Memory);
         let projects = vec!["p".to_string()];
         db.enqueue(&pending("a")).unwrap();
         db.enqueue(&pending("b")).unwrap();
         let a = db.start_next(&projects, 1).unwrap().unwrap();
-        db.set_pid(a.id, 4242).unwrap();
+        db.set_pid(a.id, 4242, Some("boot/1")).unwrap();
         let _b = db.start_next(&projects, 1).unwrap().unwrap();
-        let lost = db.recover(5, 10).unwrap();
-        assert_eq!(lost.len(), 1);
-        assert_eq!(lost[0].job, "a");
-        assert!(db.running().unwrap().is_empty());
-        assert_eq!(db.pending(&projects).unwrap()[0].job, "b");
+        let started = db.recover().unwrap();
+        assert_eq!(started.len(), 1);
+        assert_eq!(started[0].job, "a");
+        assert_eq!(started[0].proc_start.as_deref(), Some("boot/1"));
         assert_eq!(
-            db.finished(None).unwrap()[0].outcome.as_deref(),
-            Some("lost")
+            db.running().unwrap().len(),
+            1,
+            "a stays running until the launcher decides"
         );
+        assert_eq!(db.pending(&projects).unwrap()[0].job, "b");
     }
 
     #[test]

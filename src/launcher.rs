@@ -21,32 +21,13 @@ use tokio::io::AsyncBufReadExt;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-/// How long crawls get to stop after SIGINT when the daemon shuts down, before SIGKILL.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// How often a re-adopted crawl (not our child: no exit notification) is checked.
+const ADOPTED_CHECK: Duration = Duration::from_millis(200);
 
 /// The shortest safety-net poll (a `poll_interval` that rounds to zero would spin).
 const MIN_POLL: Duration = Duration::from_millis(10);
 
-/// Sends `signal` to the process group led by `pid`; returns whether it was delivered.
-pub fn signal_group(pid: u32, signal: Signal) -> bool {
-    nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid as i32), signal).is_ok()
-}
-
-/// Parses a signal as Scrapyd's `cancel.json` takes it: a name (`INT`, `TERM`, `KILL`, with or
-/// without `SIG`) or a number.
-pub fn parse_signal(text: &str) -> Option<Signal> {
-    let text = text.trim();
-    if let Ok(n) = text.parse::<i32>() {
-        return Signal::try_from(n).ok();
-    }
-    let upper = text.to_ascii_uppercase();
-    let name = if upper.starts_with("SIG") {
-        upper
-    } else {
-        format!("SIG{upper}")
-    };
-    name.parse::<Signal>().ok()
-}
+pub use crate::process::{parse_signal, signal_group};
 
 enum Event {
     Wake,
@@ -56,9 +37,15 @@ enum Event {
         signal: Signal,
         reply: oneshot::Sender<usize>,
     },
+    /// A crawl ended. `status` is `None` for a re-adopted crawl (not our child).
     Exited {
         id: i64,
-        status: std::io::Result<ExitStatus>,
+        status: Option<std::io::Result<ExitStatus>>,
+    },
+    /// `cancel_timeout` passed after the cancel number `cancels` of a crawl.
+    Escalate {
+        id: i64,
+        cancels: u32,
     },
 }
 
@@ -98,6 +85,38 @@ struct Running {
     log: Option<PathBuf>,
 }
 
+/// What the runner reports when a crawl exits (see `runner.py`).
+#[derive(Debug, Default, serde::Deserialize)]
+struct RunResult {
+    exit_code: Option<i32>,
+    finish_reason: Option<String>,
+    stats: Option<serde_json::Value>,
+}
+
+/// Scrapy finish reasons that mean the crawl did not end as its author intended.
+const FAILED_REASONS: [&str; 2] = ["closespider_errorcount", "shutdown"];
+
+/// The outcome of a crawl from how it ended.
+fn outcome(
+    cancelled: bool,
+    exit_code: Option<i32>,
+    signal: Option<i32>,
+    finish_reason: Option<&str>,
+) -> Outcome {
+    if cancelled {
+        return Outcome::Cancelled;
+    }
+    match (exit_code, signal) {
+        (_, Some(_)) => Outcome::Killed,
+        (Some(0), None) if finish_reason.is_some_and(|r| FAILED_REASONS.contains(&r)) => {
+            Outcome::Failed
+        }
+        (Some(0), None) => Outcome::Finished,
+        (Some(_), None) => Outcome::Failed,
+        (None, None) => Outcome::Lost,
+    }
+}
+
 /// The launcher task's state.
 pub struct Launcher {
     config: Arc<Config>,
@@ -109,6 +128,8 @@ pub struct Launcher {
     capacity: usize,
     /// Ends that could not be written yet (the database was unavailable); retried each turn.
     unrecorded: Vec<(i64, Ending)>,
+    /// Where crawls leave their result files (`{id}.json`).
+    results: PathBuf,
 }
 
 impl Launcher {
@@ -117,6 +138,7 @@ impl Launcher {
         config: Arc<Config>,
         store: Store,
         eggs: Arc<EggStore>,
+        results: PathBuf,
     ) -> (Launcher, LauncherHandle) {
         let (tx, rx) = mpsc::unbounded_channel();
         let capacity = config.capacity();
@@ -131,19 +153,27 @@ impl Launcher {
                 running: HashMap::new(),
                 unrecorded: Vec::new(),
                 capacity,
+                results,
             },
             handle,
         )
     }
 
     /// Runs until `shutdown` is cancelled, then stops the crawls (SIGINT, then SIGKILL after
-    /// [`SHUTDOWN_GRACE`]), reaps them and records their end.
-    pub async fn run(mut self, shutdown: CancellationToken) {
+    /// `shutdown_timeout`), reaps them and records their end — or, with
+    /// `leave_crawls_running`, leaves them for the next start to re-adopt.
+    ///
+    /// `left_running` are the jobs a previous daemon left running: each one whose process is
+    /// still alive is re-adopted, the others are recorded as finished.
+    pub async fn run(mut self, shutdown: CancellationToken, left_running: Vec<JobRecord>) {
         tracing::info!(
             "Launcher started: max_proc={}, python={:?}",
             self.capacity,
             self.eggs.runner().python()
         );
+        for record in left_running {
+            self.adopt(record).await;
+        }
         let mut tick = tokio::time::interval(self.config.poll_interval.max(MIN_POLL));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -177,6 +207,14 @@ impl Launcher {
                         } else {
                             signal
                         };
+                        let timeout = self.config.cancel_timeout;
+                        if sig != Signal::SIGKILL && !timeout.is_zero() {
+                            let (tx, id, cancels) = (self.tx.clone(), r.record.id, r.cancels);
+                            tokio::spawn(async move {
+                                tokio::time::sleep(timeout).await;
+                                let _ = tx.send(Event::Escalate { id, cancels });
+                            });
+                        }
                         tracing::info!(project = %project, job = %job, pid = r.pid, signal = %sig, "cancelling");
                         signal_group(r.pid, sig);
                         n += 1;
@@ -185,6 +223,18 @@ impl Launcher {
                 let _ = reply.send(n);
             }
             Event::Exited { id, status } => self.exited(id, status).await,
+            Event::Escalate { id, cancels } => {
+                if let Some(r) = self.running.get(&id)
+                    && r.cancels == cancels
+                {
+                    tracing::warn!(
+                        project = %r.record.project, job = %r.record.job, pid = r.pid,
+                        "still running {:?} after the cancel: killing its process group",
+                        self.config.cancel_timeout
+                    );
+                    signal_group(r.pid, Signal::SIGKILL);
+                }
+            }
         }
     }
 
@@ -234,7 +284,11 @@ impl Launcher {
                     record.project, record.spider, record.job, pid
                 );
                 let id = record.id;
-                let _ = self.store.call(move |db| db.set_pid(id, pid)).await;
+                let identity = crate::process::identity(pid);
+                let _ = self
+                    .store
+                    .call(move |db| db.set_pid(id, pid, identity.as_deref()))
+                    .await;
                 self.running.insert(
                     id,
                     Running {
@@ -257,6 +311,8 @@ impl Launcher {
                     signal: None,
                     outcome: Outcome::LaunchFailed,
                     reason: Some(reason),
+                    finish_reason: None,
+                    stats: None,
                 };
                 self.record_end(record.id, ending).await;
             }
@@ -316,7 +372,10 @@ impl Launcher {
             ProjectSource::Egg { .. } => r.version.as_deref(),
             ProjectSource::Settings { .. } => None,
         };
+        let result = self.result_path(r.id);
+        let _ = std::fs::remove_file(&result);
         let mut cmd = self.eggs.runner().command(&r.project, &source);
+        cmd.env("SCRAPYD_RS_RESULT", &result);
         cmd.args(runner::crawl_args(
             &r.spider, &settings, &r.job, version, &r.args,
         ))
@@ -340,29 +399,88 @@ impl Launcher {
         let id = r.id;
         tokio::spawn(async move {
             let status = child.wait().await;
-            let _ = tx.send(Event::Exited { id, status });
+            let _ = tx.send(Event::Exited {
+                id,
+                status: Some(status),
+            });
         });
         Ok((pid, log))
     }
 
-    async fn exited(&mut self, id: i64, status: std::io::Result<ExitStatus>) {
+    fn result_path(&self, id: i64) -> PathBuf {
+        self.results.join(format!("{id}.json"))
+    }
+
+    /// Reads (and removes) the result file a crawl's runner wrote when it exited.
+    fn take_result(&self, id: i64) -> RunResult {
+        let path = self.result_path(id);
+        let result = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        let _ = std::fs::remove_file(&path);
+        result
+    }
+
+    /// Takes over a job that a previous daemon left running: if its process is still the one
+    /// recorded, it is watched until it exits; otherwise its end is recorded now (from the
+    /// runner's result file when the crawl finished meanwhile, else as `lost`).
+    async fn adopt(&mut self, record: JobRecord) {
+        let id = record.id;
+        let pid = record.pid.unwrap_or(0);
+        // Without a recorded identity the process cannot be told from another: not adopted.
+        let identity = record.proc_start.clone().unwrap_or_default();
+        let log = self.config.logs_dir.as_ref().map(|d| {
+            d.join(&record.project)
+                .join(&record.spider)
+                .join(format!("{}.log", record.job))
+        });
+        let alive = !identity.is_empty() && crate::process::is_alive(pid, &identity);
+        tracing::info!(
+            project = %record.project, spider = %record.spider, job = %record.job, pid,
+            "{}: project={} spider={} job={} pid={}",
+            if alive { "Process re-adopted" } else { "Process ended while the daemon was down" },
+            record.project, record.spider, record.job, pid
+        );
+        self.running.insert(
+            id,
+            Running {
+                record,
+                pid,
+                cancels: 0,
+                log,
+            },
+        );
+        if !alive {
+            self.exited(id, None).await;
+            return;
+        }
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            while crate::process::is_alive(pid, &identity) {
+                tokio::time::sleep(ADOPTED_CHECK).await;
+            }
+            let _ = tx.send(Event::Exited { id, status: None });
+        });
+    }
+
+    async fn exited(&mut self, id: i64, status: Option<std::io::Result<ExitStatus>>) {
         let Some(run) = self.running.remove(&id) else {
             return;
         };
+        let result = self.take_result(id);
         let (exit_code, signal) = match &status {
-            Ok(s) => (s.code(), s.signal()),
-            Err(_) => (None, None),
+            Some(Ok(s)) => (s.code(), s.signal()),
+            Some(Err(_)) => (None, None),
+            // Not our child: the runner's report is all there is.
+            None => (result.exit_code, None),
         };
-        let outcome = if run.cancels > 0 {
-            Outcome::Cancelled
-        } else {
-            match (exit_code, signal) {
-                (Some(0), _) => Outcome::Finished,
-                (Some(_), _) => Outcome::Failed,
-                (None, Some(_)) => Outcome::Killed,
-                (None, None) => Outcome::Lost,
-            }
-        };
+        let outcome = outcome(
+            run.cancels > 0,
+            exit_code,
+            signal,
+            result.finish_reason.as_deref(),
+        );
         let r = &run.record;
         let log = run
             .log
@@ -372,6 +490,7 @@ impl Launcher {
         if exit_code == Some(0) {
             tracing::info!(
                 project = %r.project, spider = %r.spider, job = %r.job, pid = run.pid, log = %log,
+                outcome = outcome.as_str(),
                 "Process finished: project={} spider={} job={} pid={}", r.project, r.spider, r.job, run.pid
             );
         } else {
@@ -382,16 +501,26 @@ impl Launcher {
             };
             tracing::warn!(
                 project = %r.project, spider = %r.spider, job = %r.job, pid = run.pid, log = %log,
+                outcome = outcome.as_str(),
                 "Process died: exitstatus={status} project={} spider={} job={} pid={}",
                 r.project, r.spider, r.job, run.pid
             );
         }
+        let reason = match &status {
+            Some(Err(e)) => Some(e.to_string()),
+            None if exit_code.is_none() => {
+                Some("the process ended while the daemon was not watching it".into())
+            }
+            _ => None,
+        };
         let ending = Ending {
             end_time: now_micros(),
             exit_code,
             signal,
             outcome,
-            reason: status.err().map(|e| e.to_string()),
+            reason,
+            finish_reason: result.finish_reason,
+            stats: result.stats.map(|s| s.to_string()),
         };
         self.record_end(id, ending).await;
     }
@@ -400,12 +529,19 @@ impl Launcher {
         if self.running.is_empty() {
             return;
         }
+        if self.config.leave_crawls_running {
+            tracing::info!(
+                "leaving {} crawl(s) running (leave_crawls_running = on): the next start re-adopts them",
+                self.running.len()
+            );
+            return;
+        }
         tracing::info!("stopping {} running crawl(s)", self.running.len());
         for r in self.running.values_mut() {
             r.cancels += 1;
             signal_group(r.pid, Signal::SIGINT);
         }
-        let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+        let deadline = tokio::time::Instant::now() + self.config.shutdown_timeout;
         let mut killed = false;
         while !self.running.is_empty() {
             let wait = if killed {
@@ -418,7 +554,7 @@ impl Launcher {
                 Ok(Some(Event::Cancel { reply, .. })) => {
                     let _ = reply.send(0);
                 }
-                Ok(Some(Event::Wake)) => {}
+                Ok(Some(Event::Wake | Event::Escalate { .. })) => {}
                 Ok(None) => break,
                 Err(_) if !killed => {
                     for r in self.running.values() {
@@ -524,16 +660,6 @@ mod tests {
             .unwrap();
         drop(writer);
         task.await.unwrap();
-    }
-
-    #[test]
-    fn parses_signals_by_name_and_number() {
-        assert_eq!(parse_signal("INT"), Some(Signal::SIGINT));
-        assert_eq!(parse_signal("term"), Some(Signal::SIGTERM));
-        assert_eq!(parse_signal("SIGKILL"), Some(Signal::SIGKILL));
-        assert_eq!(parse_signal("9"), Some(Signal::SIGKILL));
-        assert_eq!(parse_signal("FOO"), None);
-        assert_eq!(parse_signal("999"), None);
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub mod error;
 pub mod jobs;
 pub mod launcher;
 pub mod names;
+pub mod process;
 pub mod pyjson;
 pub mod queue;
 pub mod runner;
@@ -98,7 +99,7 @@ async fn serve_with_runner(
     shutdown: impl Future<Output = ()> + Send + 'static,
     runner: runner::Runner,
 ) -> Result<(), StartError> {
-    let eggs = eggs::EggStore::open(&config.eggs_dir, config.settings.clone(), runner)
+    let eggs = eggs::EggStore::open(&config.eggs_dir, config.settings.clone(), runner.clone())
         .map_err(|e| StartError::Io(format!("eggs_dir {}: {e}", config.eggs_dir.display())))?;
     let eggs = Arc::new(eggs);
     if let Some(dir) = &config.logs_dir {
@@ -106,18 +107,18 @@ async fn serve_with_runner(
             .map_err(|e| StartError::Io(format!("logs_dir {}: {e}", dir.display())))?;
     }
     let store = store::Store::open(config.dbs_dir.clone())?;
-    let keep = config.finished_to_keep;
-    let lost = store
-        .call(move |db| db.recover(jobs::now_micros(), keep))
-        .await?;
-    for job in lost {
-        tracing::warn!(project = %job.project, spider = %job.spider, job = %job.job,
-            "job was running when the daemon stopped: recorded as finished (lost)");
-    }
+    let left_running = store.call(|db| db.recover()).await?;
+    let results = match &config.dbs_dir {
+        config::DbsDir::Dir(dir) => dir.join("results"),
+        config::DbsDir::Memory => runner.private_dir().join("results"),
+    };
+    std::fs::create_dir_all(&results)
+        .map_err(|e| StartError::Io(format!("{}: {e}", results.display())))?;
 
     let token = CancellationToken::new();
-    let (launcher, handle) = launcher::Launcher::new(config.clone(), store.clone(), eggs.clone());
-    let launcher_task = tokio::spawn(launcher.run(token.clone()));
+    let (launcher, handle) =
+        launcher::Launcher::new(config.clone(), store.clone(), eggs.clone(), results);
+    let launcher_task = tokio::spawn(launcher.run(token.clone(), left_running));
     let state = AppState {
         config: config.clone(),
         store,

@@ -80,6 +80,15 @@ impl Runner {
         script.clone()
     }
 
+    /// The runner's private folder (also used for results when `dbs_dir = :memory:`).
+    pub fn private_dir(&self) -> PathBuf {
+        let script = self.script();
+        script
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(std::env::temp_dir)
+    }
+
     /// Deletes the runner's folder (at shutdown).
     pub fn remove(&self) {
         let script = self.script.lock().unwrap_or_else(|e| e.into_inner());

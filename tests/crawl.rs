@@ -390,6 +390,12 @@ async fn priority_order_and_cancel() {
     s.wait_state(&first, "finished", LONG).await;
     let log = std::fs::read_to_string(s.root().join("logs/q/slow/first.log")).unwrap();
     assert!(log.contains("shutting down gracefully"), "{log}");
+    let entry = s.finished_entry(&first).await.unwrap();
+    assert_eq!(
+        (entry["outcome"].as_str(), entry["exit_code"].as_i64()),
+        (Some("cancelled"), Some(0))
+    );
+    assert_eq!(entry["finish_reason"], "shutdown");
     s.wait_state(&high, "running", LONG).await;
     // `high` hangs on a request that never answers: the first cancel starts a graceful stop
     // that waits for it; the second forces the stop.
@@ -450,6 +456,69 @@ async fn kill_signal_and_failed_crawls_free_their_slot() {
     let after = s.schedule(&[("project", "k"), ("spider", "echo")]).await;
     s.wait_state(&after, "finished", LONG).await;
     assert_eq!(s.get("daemonstatus.json", &[]).await["running"], 0);
+    // How each ended, in listjobs and status.json (keys Scrapyd does not have).
+    let ending = |e: Value| {
+        (
+            e["outcome"].clone(),
+            e["exit_code"].clone(),
+            e["signal"].clone(),
+            e["finish_reason"].clone(),
+        )
+    };
+    use serde_json::json;
+    assert_eq!(
+        ending(s.finished_entry(&slow).await.unwrap()),
+        (json!("cancelled"), json!(null), json!(9), json!(null))
+    );
+    assert_eq!(
+        ending(s.finished_entry(&failing).await.unwrap()),
+        (json!("failed"), json!(1), json!(null), json!(null))
+    );
+    assert_eq!(
+        ending(s.finished_entry(&raising).await.unwrap()),
+        (json!("finished"), json!(0), json!(null), json!("finished"))
+    );
+    let status = s
+        .get("status.json", &[("job", &after), ("project", "k")])
+        .await;
+    assert_eq!(
+        ending(status.clone()),
+        (json!("finished"), json!(0), json!(null), json!("finished")),
+        "{status}"
+    );
+    assert_eq!(status["currstate"], "finished");
+    s.stop().await;
+}
+
+/// A cancelled crawl that does not stop within `cancel_timeout` is killed with its group.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_that_is_not_obeyed_is_forced_after_cancel_timeout() {
+    let s = TestServer::start(|c| c.cancel_timeout = Duration::from_secs(1)).await;
+    let site = support::Site::start();
+    s.add_version("ct", "1", &egg()).await;
+    let job = s
+        .schedule(&[
+            ("project", "ct"),
+            ("spider", "site"),
+            ("url", &site.url_of(support::HANG_PATH)),
+        ])
+        .await;
+    support::wait_until_async("the hanging request", LONG, || async {
+        site.requested_paths()
+            .iter()
+            .any(|p| p == support::HANG_PATH)
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        s.post("cancel.json", &[("project", "ct"), ("job", &job)])
+            .await["prevstate"],
+        "running"
+    );
+    s.wait_state(&job, "finished", LONG).await;
+    let entry = s.finished_entry(&job).await.unwrap();
+    assert_eq!(entry["outcome"], "cancelled");
+    assert_eq!(entry["signal"], 9, "{entry}");
     s.stop().await;
 }
 
@@ -482,6 +551,12 @@ async fn launch_failures_are_recorded_and_free_the_slot() {
         .await;
     for job in [&pinned, &unwritable, &fine] {
         s.wait_state(job, "finished", LONG).await;
+    }
+    for job in [&pinned, &unwritable] {
+        assert_eq!(
+            s.finished_entry(job).await.unwrap()["outcome"],
+            "launch-failed"
+        );
     }
     let items = support::read_jsonlines(&s.root().join(format!("items/lf/echo/{fine}.jl")));
     assert_eq!(items.len(), 1, "the job after the failures ran");

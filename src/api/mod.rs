@@ -125,7 +125,7 @@ pub fn router(state: AppState) -> Router {
     for (path, service) in &state.config.services {
         api = api.route(&format!("/{path}"), service_route(*service));
     }
-    let api = api.layer(DefaultBodyLimit::max(params::MAX_BODY));
+    let api = api.layer(DefaultBodyLimit::max(state.config.max_upload_size));
     let app = api
         .merge(crate::web::routes(&state))
         .fallback(crate::web::not_found)

@@ -7,8 +7,8 @@ use crate::error::ApiError;
 use axum::extract::{FromRequest, Multipart, Request};
 use axum::http::{Method, header};
 
-/// Largest request body accepted (an egg upload).
-pub const MAX_BODY: usize = 100 * 1024 * 1024;
+/// Most distinct parameters accepted in one request.
+pub const MAX_PARAMS: usize = 1000;
 
 /// The merged parameters of one request, keys in first-seen order.
 #[derive(Debug, Default, Clone)]
@@ -147,10 +147,24 @@ pub fn parse_urlencoded(data: &[u8]) -> Params {
     }))
 }
 
-impl<S: Send + Sync> FromRequest<S> for Params {
+impl FromRequest<crate::AppState> for Params {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request(req: Request, state: &crate::AppState) -> Result<Self, Self::Rejection> {
+        let params = Self::read(req, state).await?;
+        if params.len() > MAX_PARAMS {
+            return Err(ApiError::new(format!(
+                "too many parameters: {} (at most {MAX_PARAMS})",
+                params.len()
+            )));
+        }
+        Ok(params)
+    }
+}
+
+impl Params {
+    async fn read(req: Request, state: &crate::AppState) -> Result<Self, ApiError> {
+        let max_body = state.config.max_upload_size;
         let mut params = parse_urlencoded(req.uri().query().unwrap_or("").as_bytes());
         if req.method() != Method::POST {
             return Ok(params);
@@ -162,9 +176,9 @@ impl<S: Send + Sync> FromRequest<S> for Params {
             .unwrap_or("")
             .to_ascii_lowercase();
         if content_type.starts_with("application/x-www-form-urlencoded") {
-            let body = axum::body::to_bytes(req.into_body(), MAX_BODY)
+            let body = axum::body::to_bytes(req.into_body(), max_body)
                 .await
-                .map_err(body_error)?;
+                .map_err(|e| body_error(e, max_body))?;
             params.update(parse_urlencoded(&body));
         } else if content_type.starts_with("multipart/form-data") {
             let mut multipart = Multipart::from_request(req, state)
@@ -175,16 +189,16 @@ impl<S: Send + Sync> FromRequest<S> for Params {
             while let Some(field) = multipart
                 .next_field()
                 .await
-                .map_err(|e| multipart_error(&e.body_text()))?
+                .map_err(|e| multipart_error(&e.body_text(), max_body))?
             {
                 let name = field.name().unwrap_or_default().to_owned();
                 let data = field
                     .bytes()
                     .await
-                    .map_err(|e| multipart_error(&e.body_text()))?;
+                    .map_err(|e| multipart_error(&e.body_text(), max_body))?;
                 total += data.len();
-                if total > MAX_BODY {
-                    return Err(too_large());
+                if total > max_body {
+                    return Err(too_large(max_body));
                 }
                 body.push(name, data.to_vec());
             }
@@ -194,24 +208,23 @@ impl<S: Send + Sync> FromRequest<S> for Params {
     }
 }
 
-fn too_large() -> ApiError {
+fn too_large(max: usize) -> ApiError {
     ApiError::new(format!(
-        "request body is too large (at most {} MiB)",
-        MAX_BODY >> 20
+        "request body is too large (max_upload_size = {max} bytes)"
     ))
 }
 
-fn body_error(e: axum::Error) -> ApiError {
+fn body_error(e: axum::Error, max: usize) -> ApiError {
     if format!("{e:?}").contains("LengthLimit") {
-        too_large()
+        too_large(max)
     } else {
         ApiError::new(format!("cannot read the request body: {e}"))
     }
 }
 
-fn multipart_error(text: &str) -> ApiError {
+fn multipart_error(text: &str, max: usize) -> ApiError {
     if text.contains("limit") {
-        too_large()
+        too_large(max)
     } else {
         ApiError::new(format!("invalid multipart body: {text}"))
     }

@@ -79,6 +79,37 @@ fn parse_priority(raw: &[u8]) -> Result<f64, ApiError> {
     Ok(value)
 }
 
+/// Longest spider argument or setting value accepted (Linux limits one argument to 128 KiB).
+pub const MAX_ARG_LEN: usize = 64 * 1024;
+/// Largest total of spider arguments and settings (the whole command line is limited too).
+pub const MAX_ARGS_TOTAL: usize = 1024 * 1024;
+
+/// Refuses arguments the crawl's command line could not carry (Scrapyd accepted them and the
+/// launch failed later with "Argument list too long").
+fn check_argument_sizes(
+    settings: &[(String, String)],
+    args: &[(String, String)],
+) -> Result<(), ApiError> {
+    let mut total = 0;
+    for (kind, pairs) in [("setting", settings), ("spider argument", args)] {
+        for (k, v) in pairs {
+            let len = k.len() + v.len() + 1;
+            if len > MAX_ARG_LEN {
+                return Err(ApiError::new(format!(
+                    "{kind} '{k}' is too long: {len} bytes (at most {MAX_ARG_LEN})"
+                )));
+            }
+            total += len;
+        }
+    }
+    if total > MAX_ARGS_TOTAL {
+        return Err(ApiError::new(format!(
+            "spider arguments and settings are too long: {total} bytes (at most {MAX_ARGS_TOTAL})"
+        )));
+    }
+    Ok(())
+}
+
 /// `daemonstatus.json`.
 pub async fn daemonstatus(State(state): State<AppState>) -> ApiResult {
     let projects = state.eggs.projects();
@@ -146,6 +177,7 @@ pub async fn schedule(State(state): State<AppState>, params: Params) -> ApiResul
         }
         args.push((key.to_owned(), params.required(key)?));
     }
+    check_argument_sizes(&settings, &args)?;
     known_project(&state, &project)?;
     if let Some(v) = &version {
         names::check(v)?;
@@ -218,11 +250,26 @@ pub async fn status(State(state): State<AppState>, params: Params) -> ApiResult 
         known_project(&state, p)?;
     }
     let projects = state.eggs.projects();
-    let current = state
+    let (current, finished) = state
         .store
-        .call(move |db| db.job_state(project.as_deref(), &job, &projects))
+        .call(move |db| {
+            let current = db.job_state(project.as_deref(), &job, &projects)?;
+            let finished = match current {
+                Some(JobState::Finished) => db.finished_record(project.as_deref(), &job)?,
+                _ => None,
+            };
+            Ok((current, finished))
+        })
         .await?;
-    Ok(Reply::empty().with("currstate", current.map(JobState::as_str)))
+    let mut reply = Reply::empty().with("currstate", current.map(JobState::as_str));
+    if let Some(r) = finished {
+        let mut extra = Value::Object(serde_json::Map::new());
+        add_ending(&mut extra, &r);
+        if let Value::Object(map) = extra {
+            reply.0.extend(map);
+        }
+    }
+    Ok(reply)
 }
 
 /// `listprojects.json`.
@@ -300,6 +347,16 @@ pub fn items_url(state: &AppState, project: &str, spider: &str, job: &str) -> Op
         .then(|| format!("/items/{project}/{spider}/{job}.jl"))
 }
 
+/// Adds how a finished job ended — keys Scrapyd does not have, after Scrapyd's own.
+fn add_ending(entry: &mut Value, r: &JobRecord) {
+    if let Value::Object(map) = entry {
+        map.insert("outcome".into(), r.outcome.clone().into());
+        map.insert("exit_code".into(), r.exit_code.into());
+        map.insert("signal".into(), r.signal.into());
+        map.insert("finish_reason".into(), r.finish_reason.clone().into());
+    }
+}
+
 /// `listjobs.json`.
 pub async fn listjobs(State(state): State<AppState>, params: Params) -> ApiResult {
     let project = params.text("project")?;
@@ -333,13 +390,15 @@ pub async fn listjobs(State(state): State<AppState>, params: Params) -> ApiResul
         .finished
         .iter()
         .map(|r| {
-            json!({
+            let mut entry = json!({
                 "id": r.job, "project": r.project, "spider": r.spider,
                 "start_time": format_time(r.start_time),
                 "end_time": format_time(r.end_time.unwrap_or(r.start_time)),
                 "log_url": log_url(&state, &r.project, &r.spider, &r.job),
                 "items_url": items_url(&state, &r.project, &r.spider, &r.job),
-            })
+            });
+            add_ending(&mut entry, r);
+            entry
         })
         .collect();
     Ok(Reply::empty()
