@@ -117,6 +117,24 @@ def settings_module(egg_path):
 def main():
     # Behave like ``python -m``: the working directory, not this file's folder, leads sys.path.
     sys.path[0] = os.getcwd()
+    sys.stdout = _SafeStream(sys.stdout)
+    sys.stderr = _SafeStream(sys.stderr)
+    result_path = os.environ.get("SCRAPYD_RS_RESULT")
+    code = 1
+    try:
+        run()
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        raise
+    finally:
+        # Also when interrupted during start-up, so the daemon always learns the exit code.
+        if result_path:
+            _result["exit_code"] = code
+            _write_result(result_path)
+
+
+def run():
     egg = os.environ.get("SCRAPYD_RS_EGG")
     if egg:
         try:
@@ -126,10 +144,7 @@ def main():
             sys.exit(1)
         sys.path.insert(0, egg)
         os.environ.setdefault("SCRAPY_SETTINGS_MODULE", module)
-    sys.stdout = _SafeStream(sys.stdout)
-    sys.stderr = _SafeStream(sys.stderr)
-    result_path = os.environ.get("SCRAPYD_RS_RESULT")
-    if result_path:
+    if os.environ.get("SCRAPYD_RS_RESULT"):
         from scrapy.settings import default_settings
 
         default_settings.EXTENSIONS_BASE = {
@@ -138,17 +153,7 @@ def main():
         }
     from scrapy.cmdline import execute
 
-    code = 1
-    try:
-        execute(["scrapy", *sys.argv[1:]])
-        code = 0
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-        raise
-    finally:
-        if result_path:
-            _result["exit_code"] = code
-            _write_result(result_path)
+    execute(["scrapy", *sys.argv[1:]])
 
 
 if __name__ == "__main__":

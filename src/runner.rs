@@ -106,6 +106,7 @@ impl Runner {
     pub fn command(&self, project: &str, source: &ProjectSource) -> Command {
         let mut cmd = Command::new(&self.python);
         cmd.arg(self.script())
+            .env_remove("SCRAPYD_RS_RESULT")
             .current_dir(&self.cwd)
             .env("SCRAPY_PROJECT", project);
         match source {

@@ -229,20 +229,18 @@ fn unix_socket_and_tcp_are_both_served() {
     assert!(!socket.exists(), "the socket is removed on exit");
 }
 
-#[test]
-fn kill_9_then_restart_keeps_pending_jobs_and_accounts_for_the_running_one() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut d = Daemon::start(dir.path(), "max_proc = 1\n");
+/// Uploads the test project's egg through the HTTP API.
+fn deploy(d: &Daemon, project: &str) {
     let egg = support::build_egg(&support::test_project_dir());
-    // Upload with curl-like multipart through reqwest's blocking-free path: use the HTTP API.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     let url = d.url.clone();
-    let v: Value = rt.block_on(async {
+    let project = project.to_owned();
+    let v: Value = rt.block_on(async move {
         let form = reqwest::multipart::Form::new()
-            .text("project", "p")
+            .text("project", project)
             .text("version", "1")
             .part(
                 "egg",
@@ -259,18 +257,45 @@ fn kill_9_then_restart_keeps_pending_jobs_and_accounts_for_the_running_one() {
             .unwrap()
     });
     assert_eq!(v["spiders"], 4, "{v}");
-    let slow = d.post("schedule.json", "project=p&spider=slow&jobid=slow1")["jobid"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let pid = support::wait_until("slow running", LONG, || {
+}
+
+/// Waits until `job` runs with a pid, and returns the pid.
+fn running_pid(d: &Daemon, job: &str) -> u64 {
+    support::wait_until("job running with a pid", LONG, || {
         let v = d.get("listjobs.json");
         v["running"]
             .as_array()
             .unwrap()
             .iter()
-            .find(|e| e["id"] == slow.as_str())
+            .find(|e| e["id"] == job)
             .and_then(|e| e["pid"].as_u64())
+    })
+}
+
+fn process_alive(pid: u64) -> bool {
+    scrapyd_rs::process::identity(pid as u32).is_some()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_default()
+            .contains(") Z ")
+}
+
+/// `kill -9` of the daemon: the acknowledged pending job is kept, and the crawl that outlived
+/// the daemon is re-adopted by the next start (still running, cancellable, recorded at its end).
+#[test]
+fn kill_9_then_restart_re_adopts_the_running_crawl_and_keeps_pending_jobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut d = Daemon::start(dir.path(), "max_proc = 1\n");
+    deploy(&d, "p");
+    assert_eq!(
+        d.post("schedule.json", "project=p&spider=slow&jobid=slow1")["jobid"],
+        "slow1"
+    );
+    let pid = running_pid(&d, "slow1");
+    support::wait_until("the slow spider's first tick", LONG, || {
+        std::fs::read_to_string(dir.path().join("logs/p/slow/slow1.log"))
+            .ok()?
+            .contains("slow spider: first tick")
+            .then_some(())
     });
     assert_eq!(
         d.post("schedule.json", "project=p&spider=echo&jobid=after")["jobid"],
@@ -279,20 +304,137 @@ fn kill_9_then_restart_keeps_pending_jobs_and_accounts_for_the_running_one() {
     d.signal(nix::sys::signal::Signal::SIGKILL);
     d.wait_exit();
     drop(d);
-    // The crawl outlived the daemon; stop it ourselves so nothing is left behind.
-    let _ = nix::sys::signal::killpg(
-        nix::unistd::Pid::from_raw(pid as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    );
+    assert!(process_alive(pid), "the crawl outlives the daemon");
 
     let d = Daemon::start(dir.path(), "max_proc = 1\n");
+    assert_eq!(d.get("status.json?job=slow1")["currstate"], "running");
+    assert_eq!(running_pid(&d, "slow1"), pid, "re-adopted, same process");
+    assert_eq!(
+        d.get("status.json?job=after")["currstate"],
+        "pending",
+        "the adopted crawl holds the slot"
+    );
+    assert_eq!(
+        d.post("cancel.json", "project=p&job=slow1")["prevstate"],
+        "running"
+    );
+    support::wait_until("slow1 finished", LONG, || {
+        (d.get("status.json?job=slow1")["currstate"] == "finished").then_some(())
+    });
+    let v = d.get("status.json?job=slow1");
+    assert_eq!(v["outcome"], "cancelled", "{v}");
+    assert_eq!(
+        v["finish_reason"], "shutdown",
+        "the runner reported the graceful stop: {v}"
+    );
     support::wait_until("after finished", LONG, || {
         (d.get("status.json?job=after")["currstate"] == "finished").then_some(())
     });
-    assert_eq!(d.get("status.json?job=slow1")["currstate"], "finished");
-    let v = d.get("listjobs.json");
-    assert_eq!(v["pending"], serde_json::json!([]));
-    assert_eq!(v["running"], serde_json::json!([]));
+    assert!(!process_alive(pid));
+}
+
+/// A crawl that ends while the daemon is down is recorded from the runner's report; one that
+/// vanished without a report is recorded as lost.
+#[test]
+fn crawls_that_end_while_the_daemon_is_down_are_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut d = Daemon::start(dir.path(), "max_proc = 2\n");
+    deploy(&d, "p");
+    d.post(
+        "schedule.json",
+        "project=p&spider=slow&jobid=quick&seconds=1",
+    );
+    d.post("schedule.json", "project=p&spider=slow&jobid=killed");
+    let quick = running_pid(&d, "quick");
+    let killed = running_pid(&d, "killed");
+    d.signal(nix::sys::signal::Signal::SIGKILL);
+    d.wait_exit();
+    drop(d);
+    let _ = nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(killed as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    support::wait_until("both crawls gone", LONG, || {
+        (!process_alive(quick) && !process_alive(killed)).then_some(())
+    });
+
+    let d = Daemon::start(dir.path(), "max_proc = 2\n");
+    let v = d.get("status.json?job=quick");
+    assert_eq!(
+        (
+            v["currstate"].as_str(),
+            v["outcome"].as_str(),
+            v["exit_code"].as_i64()
+        ),
+        (Some("finished"), Some("finished"), Some(0)),
+        "{v}"
+    );
+    let v = d.get("status.json?job=killed");
+    assert_eq!(
+        (v["currstate"].as_str(), v["outcome"].as_str()),
+        (Some("finished"), Some("lost")),
+        "{v}"
+    );
+}
+
+/// `leave_crawls_running = on`: a SIGTERM stops the daemon but not its crawls, and the next
+/// start re-adopts them (for upgrades).
+#[test]
+fn leave_crawls_running_lets_a_restart_re_adopt_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut d = Daemon::start(dir.path(), "leave_crawls_running = on\n");
+    deploy(&d, "p");
+    d.post(
+        "schedule.json",
+        "project=p&spider=slow&jobid=kept&seconds=3",
+    );
+    let pid = running_pid(&d, "kept");
+    d.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(d.wait_exit().success());
+    drop(d);
+    assert!(process_alive(pid));
+    let d = Daemon::start(dir.path(), "leave_crawls_running = on\n");
+    assert_eq!(running_pid(&d, "kept"), pid);
+    support::wait_until("kept finished", LONG, || {
+        (d.get("status.json?job=kept")["currstate"] == "finished").then_some(())
+    });
+    let v = d.get("status.json?job=kept");
+    assert_eq!(
+        (
+            v["outcome"].as_str(),
+            v["exit_code"].as_i64(),
+            v["finish_reason"].as_str()
+        ),
+        (Some("finished"), Some(0), Some("finished")),
+        "{v}"
+    );
+}
+
+/// By default a SIGTERM stops the crawls (SIGINT, grace, SIGKILL) and records them.
+#[test]
+fn sigterm_stops_and_records_the_crawls() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut d = Daemon::start(dir.path(), "");
+    deploy(&d, "p");
+    d.post("schedule.json", "project=p&spider=slow&jobid=stopped");
+    let pid = running_pid(&d, "stopped");
+    support::wait_until("the slow spider's first tick", LONG, || {
+        std::fs::read_to_string(dir.path().join("logs/p/slow/stopped.log"))
+            .ok()?
+            .contains("slow spider: first tick")
+            .then_some(())
+    });
+    d.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(d.wait_exit().success());
+    drop(d);
+    assert!(!process_alive(pid), "no crawl outlives a normal stop");
+    let d = Daemon::start(dir.path(), "");
+    let v = d.get("status.json?job=stopped");
+    assert_eq!(
+        (v["outcome"].as_str(), v["finish_reason"].as_str()),
+        (Some("cancelled"), Some("shutdown")),
+        "{v}"
+    );
 }
 
 #[test]

@@ -374,12 +374,12 @@ async fn priority_order_and_cancel() {
     );
 
     // Cancel the running slow crawl: SIGINT, Scrapy closes cleanly; the highest priority starts.
-    // (Once the spider is open, Scrapy's signal handlers are installed.)
+    // (Once it has crawled, a SIGINT is a clean stop with a finish reason.)
     let first_log = s.root().join("logs/q/slow/first.log");
-    support::wait_until_async("the slow spider to open", LONG, || async {
+    support::wait_until_async("the slow spider's first tick", LONG, || async {
         std::fs::read_to_string(&first_log)
             .ok()?
-            .contains("Spider opened")
+            .contains("slow spider: first tick")
             .then_some(())
     })
     .await;

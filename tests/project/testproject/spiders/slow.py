@@ -33,6 +33,8 @@ class SlowSpider(scrapy.Spider):
 
     def parse(self, response):
         if self.ticks == 1:
+            # Tests wait for this line: the engine is running, a SIGINT now is a clean stop.
+            self.logger.info("slow spider: first tick")
             yield {"started": True, "pid": os.getpid()}
         if time.monotonic() < self.deadline:
             yield self.next_tick()
