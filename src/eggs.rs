@@ -512,6 +512,32 @@ mod tests {
         assert_eq!(scrapyd_sanitized("r23-main_x"), "r23-main_x");
     }
 
+    /// A one-entry zip whose central directory claims `claimed` uncompressed bytes.
+    fn zip_claiming(claimed: u32) -> Vec<u8> {
+        let mut out = std::io::Cursor::new(Vec::new());
+        let mut w = zip::ZipWriter::new(&mut out);
+        let options = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Stored);
+        w.start_file("a", options).unwrap();
+        w.write_all(b"x").unwrap();
+        w.finish().unwrap();
+        let mut bytes = out.into_inner();
+        let central = bytes.windows(4).position(|w| w == b"PK\x01\x02").unwrap();
+        bytes[central + 24..central + 28].copy_from_slice(&claimed.to_le_bytes());
+        bytes
+    }
+
+    #[test]
+    fn refuses_zip_bombs() {
+        assert!(check_egg(&zip_claiming(1)).is_ok());
+        let err = check_egg(&zip_claiming(0xF000_0000)).unwrap_err();
+        assert!(
+            err.message.starts_with("egg uncompresses to more than"),
+            "{}",
+            err.message
+        );
+    }
+
     #[test]
     fn refuses_non_zip_eggs() {
         assert!(

@@ -600,3 +600,63 @@ async fn an_abandoned_upload_stores_nothing() {
     );
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_give_clear_errors_and_change_nothing() {
+    let s = TestServer::start(|c| c.max_upload_size = 100_000).await;
+    let before = tree(s.root());
+    let big = vec![0u8; 300_000];
+    let v = s.add_version("p", "1", &big).await;
+    assert_eq!(
+        strip(v),
+        error("request body is too large (max_upload_size = 100000 bytes)")
+    );
+    let body = format!("project=p&version=1&egg={}", "x".repeat(150_000));
+    let r = s
+        .client
+        .post(format!("{}/addversion.json", s.url))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        strip(r.json().await.unwrap()),
+        error("request body is too large (max_upload_size = 100000 bytes)")
+    );
+    // Too many parameters.
+    let query: Vec<(String, String)> = (0..1001)
+        .map(|i| (format!("k{i}"), "v".to_owned()))
+        .collect();
+    let r = s
+        .client
+        .get(format!("{}/listjobs.json", s.url))
+        .query(&query)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        strip(r.json().await.unwrap()),
+        error("too many parameters: 1001 (at most 1000)")
+    );
+    // A spider argument too long for a command line (checked before anything else).
+    let long = "a".repeat(70_000);
+    let r = s
+        .client
+        .post(format!("{}/schedule.json", s.url))
+        .form(&[("project", "p"), ("spider", "s"), ("arg", long.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        strip(r.json().await.unwrap()),
+        error("spider argument 'arg' is too long: 70004 bytes (at most 65536)")
+    );
+    // Names longer than 200 bytes.
+    let v = s
+        .get("listversions.json", &[("project", &"n".repeat(201))])
+        .await;
+    assert_eq!(strip(v), error("name too long: 201 bytes (at most 200)"));
+    assert_eq!(tree(s.root()), before);
+    s.stop().await;
+}

@@ -223,7 +223,7 @@ fn body_error(e: axum::Error, max: usize) -> ApiError {
 }
 
 fn multipart_error(text: &str, max: usize) -> ApiError {
-    if text.contains("limit") {
+    if text.contains("limit") || text.contains("too large") {
         too_large(max)
     } else {
         ApiError::new(format!("invalid multipart body: {text}"))
