@@ -100,14 +100,17 @@ pub fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS spider_queue (id integer PRIMARY KEY, priority real key, message blob);",
     )?;
-    let has_created: bool = conn
-        .prepare("SELECT 1 FROM pragma_table_info('spider_queue') WHERE name = 'created'")?
-        .exists([])?;
-    if !has_created {
-        conn.execute_batch(
-            "ALTER TABLE spider_queue ADD COLUMN created integer NOT NULL DEFAULT 0;",
-        )?;
+    for (column, decl) in [("created", "integer NOT NULL DEFAULT 0"), ("job", "text")] {
+        let exists: bool = conn
+            .prepare("SELECT 1 FROM pragma_table_info('spider_queue') WHERE name = ?1")?
+            .exists([column])?;
+        if !exists {
+            conn.execute_batch(&format!(
+                "ALTER TABLE spider_queue ADD COLUMN {column} {decl};"
+            ))?;
+        }
     }
+    conn.execute_batch("CREATE INDEX IF NOT EXISTS spider_queue_job ON spider_queue (job);")?;
     conn.execute_batch(
         "CREATE INDEX IF NOT EXISTS spider_queue_order ON spider_queue (priority DESC, id);",
     )
@@ -129,8 +132,8 @@ impl Db {
     /// Queues a job.
     pub fn enqueue(&mut self, job: &PendingJob) -> Result<(), StoreError> {
         self.conn(&job.project)?.execute(
-            "INSERT INTO spider_queue (priority, message, created) VALUES (?1, ?2, ?3)",
-            params![job.priority, job.message(), job.created],
+            "INSERT INTO spider_queue (priority, message, created, job) VALUES (?1, ?2, ?3, ?4)",
+            params![job.priority, job.message(), job.created, job.job],
         )?;
         Ok(())
     }
@@ -163,35 +166,41 @@ impl Db {
         Ok(n)
     }
 
+    /// Queue rows of `project` holding this job id. Rows queued by Scrapyd have no `job` column
+    /// value and are checked by their message.
+    fn rows_of(&mut self, project: &str, job: &str) -> Result<Vec<i64>, StoreError> {
+        let conn = self.conn(project)?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, job, message FROM spider_queue WHERE job = ?1 OR job IS NULL",
+        )?;
+        let mut rows = stmt.query([job])?;
+        let mut ids = Vec::new();
+        while let Some(row) = rows.next()? {
+            let id: i64 = row.get(0)?;
+            let matches = match row.get::<_, Option<String>>(1)? {
+                Some(j) => j == job,
+                None => {
+                    let message: Vec<u8> = row.get(2).unwrap_or_default();
+                    PendingJob::from_message(project, 0.0, 0, &message)
+                        .is_some_and(|p| p.job == job)
+                }
+            };
+            if matches {
+                ids.push(id);
+            }
+        }
+        Ok(ids)
+    }
+
     /// Whether `job` is pending in `project`.
     pub fn is_pending(&mut self, project: &str, job: &str) -> Result<bool, StoreError> {
-        Ok(self
-            .pending(&[project.to_owned()])?
-            .iter()
-            .any(|p| p.job == job))
+        Ok(!self.rows_of(project, job)?.is_empty())
     }
 
     /// Removes every pending entry of `project` with this job id; returns how many.
     pub fn remove_pending(&mut self, project: &str, job: &str) -> Result<usize, StoreError> {
+        let ids = self.rows_of(project, job)?;
         let conn = self.conn(project)?;
-        let ids: Vec<i64> = {
-            let mut stmt = conn.prepare("SELECT id, message FROM spider_queue")?;
-            let rows = stmt.query_map([], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, Vec<u8>>(1).unwrap_or_default(),
-                ))
-            })?;
-            let mut ids = Vec::new();
-            for row in rows {
-                let (id, message) = row?;
-                if PendingJob::from_message(project, 0.0, 0, &message).is_some_and(|p| p.job == job)
-                {
-                    ids.push(id);
-                }
-            }
-            ids
-        };
         for id in &ids {
             conn.execute("DELETE FROM spider_queue WHERE id = ?1", [id])?;
         }
@@ -324,6 +333,22 @@ mod tests {
             order.push(j.job);
         }
         assert_eq!(order, ["j3", "j2", "j5", "j1", "j4"]);
+    }
+
+    #[test]
+    fn rows_queued_by_scrapyd_are_found_by_their_message() {
+        let mut db = Db::new_for_tests(DbsDir::Memory);
+        let message = br#"{"settings": {}, "_job": "old", "name": "s"}"#.to_vec();
+        db.conn("a")
+            .unwrap()
+            .execute(
+                "INSERT INTO spider_queue (priority, message) VALUES (0, ?1)",
+                [message],
+            )
+            .unwrap();
+        assert!(db.is_pending("a", "old").unwrap());
+        assert_eq!(db.remove_pending("a", "old").unwrap(), 1);
+        assert!(!db.is_pending("a", "old").unwrap());
     }
 
     #[test]
