@@ -84,6 +84,10 @@ async fn deploy_with_scrapyd_deploy_then_crawl_a_site() {
     // The pages show it.
     let jobs_page = s.get_raw("jobs", &[]).await.text().await.unwrap();
     assert!(jobs_page.contains(&job));
+    assert!(
+        jobs_page.contains("<th>Outcome</th>") && jobs_page.contains("<td>finished</td>"),
+        "{jobs_page}"
+    );
     s.stop().await;
 }
 

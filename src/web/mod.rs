@@ -121,6 +121,7 @@ async fn jobs(State(state): State<AppState>, headers: HeaderMap) -> Response {
             end: local_time(r.end_time.unwrap_or(r.start_time)),
             log_url: log_url(&state, &r.project, &r.spider, &r.job),
             items_url: items_url(&state, &r.project, &r.spider, &r.job),
+            outcome: r.outcome.clone(),
         })
         .collect();
     let cancel_enabled = state

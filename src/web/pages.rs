@@ -196,6 +196,8 @@ pub struct FinishedRow {
     pub end: NaiveDateTime,
     pub log_url: Option<String>,
     pub items_url: Option<String>,
+    /// How the job ended (`finished`, `failed`, `cancelled`, …); shown in an extra last column.
+    pub outcome: Option<String>,
 }
 
 /// One entry of a directory listing. `modified` is local wall-clock time.
@@ -297,6 +299,7 @@ enum Column {
     Log,
     Items,
     Cancel,
+    Outcome,
 }
 
 impl Column {
@@ -312,6 +315,7 @@ impl Column {
             Column::Log => "Log",
             Column::Items => "Items",
             Column::Cancel => "Cancel",
+            Column::Outcome => "Outcome",
         }
     }
 }
@@ -404,6 +408,7 @@ impl JobsTable {
             Column::Log => self.link(r.log_url.as_deref(), "Log"),
             Column::Items => self.link(r.items_url.as_deref(), "Items"),
             Column::Cancel => Some(self.cancel_button(&r.project, &r.job)),
+            Column::Outcome => None,
         })
     }
 
@@ -417,6 +422,7 @@ impl JobsTable {
             Column::Finish => Some(format_time(r.end)),
             Column::Log => self.link(r.log_url.as_deref(), "Log"),
             Column::Items => self.link(r.items_url.as_deref(), "Items"),
+            Column::Outcome => r.outcome.as_deref().map(escape),
             Column::Pid | Column::Cancel => None,
         })
     }
@@ -453,6 +459,10 @@ pub fn jobs(
     }
     if cancel_enabled {
         columns.push(Column::Cancel);
+    }
+    // scrapyd-rs: how finished jobs ended, last so Scrapyd's columns keep their places.
+    if finished.iter().any(|r| r.outcome.is_some()) {
+        columns.push(Column::Outcome);
     }
     let table = JobsTable {
         base: escape(base),
@@ -656,6 +666,7 @@ mod tests {
             end: dt(2026, 11, 22, 6, 0, 6, 100_000),
             log_url: Some("/logs/p1/s1/j1-finished.log".into()),
             items_url: Some("/items/p1/s1/j1-finished.jl".into()),
+            outcome: None,
         }];
         (
             pending,
@@ -1181,16 +1192,18 @@ mod tests {
             end: now,
             log_url: url("logs", "log"),
             items_url: url("items", "jl"),
+            outcome: Some(HOSTILE.into()),
         }];
         let base = "/x\"><script>y</script>";
         let html = jobs(base, &pending, &running, &finished, now, true, true);
         assert!(!html.contains("<script>"), "{html}");
         assert!(!html.contains("alert(\""));
-        // Project, spider and job cells of the three rows.
+        // Project, spider and job cells of the three rows, and the outcome cell.
         assert_eq!(
             html.matches(&format!("<td>{HOSTILE_ESCAPED}</td>")).count(),
-            9
+            10
         );
+        assert!(html.contains("<th>Outcome</th>"));
         // Hidden inputs of the two cancel forms.
         assert_eq!(
             html.matches(&format!(" value=\"{HOSTILE_ESCAPED}\">"))
