@@ -660,3 +660,225 @@ async fn limits_give_clear_errors_and_change_nothing() {
     assert_eq!(tree(s.root()), before);
     s.stop().await;
 }
+
+/// Every endpoint, every name parameter, hostile names: nothing is written anywhere (the folders
+/// sit two levels deep, so an escape of one or two levels would show in the tree).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traversal_names_on_every_endpoint_touch_nothing_anywhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let deep = dir.path().join("a/b");
+    std::fs::create_dir_all(&deep).unwrap();
+    std::fs::write(dir.path().join("secret.txt"), "secret").unwrap();
+    let s = TestServer::start_in(&deep, |c| {
+        c.items_dir = scrapyd_rs::config::ItemsDir::Local(deep.join("items"))
+    })
+    .await;
+    let egg = support::build_egg(&support::test_project_dir());
+    let names = [
+        "..",
+        ".",
+        "",
+        "a/../..",
+        "../..",
+        "../../secret.txt",
+        "/etc",
+        "/tmp/x",
+        "x\0y",
+        "%2e%2e",
+        "..%2f..",
+        "\u{2024}\u{2024}",
+        "\u{ff0e}\u{ff0e}",
+        "..\\..",
+        "x/",
+        "\n",
+        "~",
+        "../../a",
+    ];
+    // Everything except what lies inside the configured folders.
+    let outside = |root: &std::path::Path| -> Vec<String> {
+        let inside: Vec<String> = ["eggs", "logs", "items", "dbs"]
+            .iter()
+            .map(|f| format!("{}/", deep.join(f).display()))
+            .collect();
+        tree(root)
+            .into_iter()
+            .filter(|p| !inside.iter().any(|i| p.starts_with(i.as_str())))
+            .collect()
+    };
+    let before = outside(dir.path());
+    for name in names {
+        for (path, post, params) in [
+            (
+                "addversion.json",
+                true,
+                vec![("project", name), ("version", "1")],
+            ),
+            (
+                "addversion.json",
+                true,
+                vec![("project", "p"), ("version", name)],
+            ),
+            (
+                "schedule.json",
+                true,
+                vec![("project", name), ("spider", "s")],
+            ),
+            (
+                "schedule.json",
+                true,
+                vec![("project", "p"), ("spider", name)],
+            ),
+            (
+                "schedule.json",
+                true,
+                vec![("project", "p"), ("spider", "s"), ("jobid", name)],
+            ),
+            (
+                "schedule.json",
+                true,
+                vec![("project", "p"), ("spider", "s"), ("_version", name)],
+            ),
+            ("cancel.json", true, vec![("project", name), ("job", name)]),
+            (
+                "delversion.json",
+                true,
+                vec![("project", name), ("version", "1")],
+            ),
+            (
+                "delversion.json",
+                true,
+                vec![("project", "p"), ("version", name)],
+            ),
+            ("delproject.json", true, vec![("project", name)]),
+            ("status.json", false, vec![("job", name), ("project", name)]),
+            ("listversions.json", false, vec![("project", name)]),
+            ("listspiders.json", false, vec![("project", name)]),
+            (
+                "listspiders.json",
+                false,
+                vec![("project", "p"), ("_version", name)],
+            ),
+            ("listjobs.json", false, vec![("project", name)]),
+        ] {
+            let v: Value = if path == "addversion.json" {
+                let mut form = reqwest::multipart::Form::new();
+                for (k, v) in &params {
+                    form = form.text(k.to_string(), v.to_string());
+                }
+                form = form.part(
+                    "egg",
+                    reqwest::multipart::Part::bytes(egg.clone()).file_name("p.egg"),
+                );
+                s.client
+                    .post(format!("{}/{path}", s.url))
+                    .multipart(form)
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap()
+            } else if post {
+                s.post(path, &params).await
+            } else {
+                s.get(path, &params).await
+            };
+            // A name that is not a plain name is refused. (Names such as `%2e%2e` or
+            // `\u{2024}\u{2024}` are plain names: stored as such inside eggs_dir.)
+            if !scrapyd_rs::names::is_safe(name) {
+                assert_eq!(v["status"], "error", "{path} {params:?}: {v}");
+            }
+        }
+        for page in ["logs", "items"] {
+            let encoded: String = name.bytes().map(|b| format!("%{b:02X}")).collect();
+            let r = s
+                .client
+                .get(format!("{}/{page}/{encoded}", s.url))
+                .send()
+                .await
+                .unwrap();
+            // (The client itself folds `%2E%2E` into `..` and then into `/{page}/`.)
+            assert!(
+                r.status() == 404 || r.status() == 200,
+                "{page}/{name:?}: {}",
+                r.status()
+            );
+            assert!(
+                !r.text().await.unwrap().contains("secret"),
+                "{page}/{name:?}"
+            );
+        }
+    }
+    assert_eq!(
+        outside(dir.path()),
+        before,
+        "something was written outside the folders"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("secret.txt")).unwrap(),
+        "secret"
+    );
+    // What was stored are plain names, directly inside eggs_dir.
+    for project in std::fs::read_dir(deep.join("eggs")).unwrap().flatten() {
+        assert!(scrapyd_rs::names::is_safe(
+            &project.file_name().to_string_lossy()
+        ));
+    }
+    s.stop().await;
+}
+
+/// Environment faults: an interpreter that does not exist, one that dies at once. Each gives a
+/// clear error or a recorded job, frees the slot, and leaves earlier data intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_or_dying_interpreter_gives_clear_errors_and_frees_slots() {
+    for (python, outcome) in [
+        ("/nonexistent/python3", "launch-failed"),
+        ("/bin/false", "failed"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        // A project stored earlier, with its spider list: schedulable without running Python.
+        std::fs::create_dir_all(dir.path().join("eggs/old")).unwrap();
+        std::fs::write(
+            dir.path().join("eggs/old/1.egg"),
+            support::build_egg(&support::test_project_dir()),
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("eggs/old/1.spiders"), br#"["s1"]"#).unwrap();
+        let s = TestServer::start_in(dir.path(), |c| {
+            c.python = python.into();
+            c.max_proc = 1;
+        })
+        .await;
+        let v = s
+            .add_version(
+                "new",
+                "1",
+                &support::build_egg(&support::test_project_dir()),
+            )
+            .await;
+        assert!(
+            v["message"].as_str().unwrap().starts_with("RunnerError: "),
+            "{python}: {v}"
+        );
+        assert!(!dir.path().join("eggs/new").exists());
+        let mut jobs = Vec::new();
+        for _ in 0..3 {
+            jobs.push(s.schedule(&[("project", "old"), ("spider", "s1")]).await);
+        }
+        for job in &jobs {
+            s.wait_state(job, "finished", std::time::Duration::from_secs(30))
+                .await;
+            assert_eq!(
+                s.finished_entry(job).await.unwrap()["outcome"],
+                outcome,
+                "{python}"
+            );
+        }
+        assert_eq!(strip(s.get("daemonstatus.json", &[]).await)["running"], 0);
+        assert_eq!(
+            strip(s.get("listversions.json", &[("project", "old")]).await)["versions"],
+            json!(["1"])
+        );
+        s.stop().await;
+    }
+}
