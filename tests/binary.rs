@@ -46,9 +46,13 @@ impl Daemon {
         let python = support::venv().python.display().to_string();
         std::fs::write(
             dir.join("scrapyd.conf"),
-            format!(
-                "[scrapyd]\nhttp_port = {port}\npython = {python}\nnode_name = bin-node\n{conf}"
-            ),
+            if conf.contains("python =") {
+                format!("[scrapyd]\nhttp_port = {port}\nnode_name = bin-node\n{conf}")
+            } else {
+                format!(
+                    "[scrapyd]\nhttp_port = {port}\npython = {python}\nnode_name = bin-node\n{conf}"
+                )
+            },
         )
         .unwrap();
         let child = binary()
@@ -63,9 +67,20 @@ impl Daemon {
             url: format!("http://127.0.0.1:{port}"),
         };
         let url = format!("{}/daemonstatus.json", daemon.url);
-        support::wait_until("daemon ready", Duration::from_secs(30), || {
-            http_get(&url).ok()
-        });
+        let mut daemon = daemon;
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while http_get(&url).is_err() {
+            let log = || std::fs::read_to_string(dir.join("daemon.log")).unwrap_or_default();
+            if let Ok(Some(status)) = daemon.child.try_wait() {
+                panic!("the daemon exited ({status}):\n{}", log());
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the daemon did not answer in 30 s:\n{}",
+                log()
+            );
+            std::thread::sleep(support::POLL_INTERVAL);
+        }
         daemon
     }
 
@@ -541,5 +556,113 @@ fn settings_projects_run_without_an_egg() {
         project_file.starts_with(&dir.path().canonicalize().unwrap().display().to_string())
             || project_file.starts_with(&dir.path().display().to_string()),
         "{project_file}"
+    );
+}
+
+/// `kill -9` in the middle of a stream of schedules and uploads: after a restart every
+/// `schedule.json` answered ok is pending, running or finished, and every `addversion.json`
+/// answered ok is listed.
+#[test]
+fn kill_9_during_requests_loses_no_acknowledged_request() {
+    let dir = tempfile::tempdir().unwrap();
+    // `/bin/true` as the interpreter: uploads list 0 spiders at once, crawls end at once.
+    std::fs::create_dir_all(dir.path().join("eggs/p")).unwrap();
+    std::fs::write(
+        dir.path().join("eggs/p/1.egg"),
+        support::build_egg(&support::test_project_dir()),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("eggs/p/1.spiders"), br#"["s1"]"#).unwrap();
+    let conf = "python = /bin/true\nfinished_to_keep = 100000\nmax_proc = 2\n";
+    let mut d = Daemon::start(dir.path(), conf);
+    let egg = support::build_egg(&support::test_project_dir());
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let acked_jobs = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let acked_versions = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let mut workers = Vec::new();
+    for w in 0..3 {
+        let (url, stop, acked) = (d.url.clone(), stop.clone(), acked_jobs.clone());
+        workers.push(std::thread::spawn(move || {
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                i += 1;
+                let body = format!("project=p&spider=s1&jobid=w{w}-{i}");
+                if let Ok(text) = http_post(&format!("{url}/schedule.json"), &body)
+                    && let Ok(v) = serde_json::from_str::<Value>(&text)
+                    && v["status"] == "ok"
+                {
+                    acked
+                        .lock()
+                        .unwrap()
+                        .push(v["jobid"].as_str().unwrap().to_owned());
+                }
+            }
+        }));
+    }
+    {
+        let (url, stop, acked) = (d.url.clone(), stop.clone(), acked_versions.clone());
+        workers.push(std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let client = reqwest::Client::new();
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                i += 1;
+                let version = format!("v{i}");
+                let form = reqwest::multipart::Form::new()
+                    .text("project", "up")
+                    .text("version", version.clone())
+                    .part(
+                        "egg",
+                        reqwest::multipart::Part::bytes(egg.clone()).file_name("p.egg"),
+                    );
+                let answer: Option<Value> = rt.block_on(async {
+                    client
+                        .post(format!("{url}/addversion.json"))
+                        .multipart(form)
+                        .send()
+                        .await
+                        .ok()?
+                        .json()
+                        .await
+                        .ok()
+                });
+                if answer.is_some_and(|v| v["status"] == "ok") {
+                    acked.lock().unwrap().push(version);
+                }
+            }
+        }));
+    }
+    support::wait_until("requests acknowledged", LONG, || {
+        (acked_jobs.lock().unwrap().len() >= 150 && acked_versions.lock().unwrap().len() >= 5)
+            .then_some(())
+    });
+    d.signal(nix::sys::signal::Signal::SIGKILL);
+    d.wait_exit();
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    for w in workers {
+        w.join().unwrap();
+    }
+    drop(d);
+
+    let d = Daemon::start(dir.path(), conf);
+    let jobs = acked_jobs.lock().unwrap().clone();
+    for job in &jobs {
+        let state = d.get(&format!("status.json?job={job}"))["currstate"].clone();
+        assert!(state.is_string(), "{job} was acknowledged but is {state}");
+    }
+    let versions = d.get("listversions.json?project=up")["versions"].clone();
+    for v in acked_versions.lock().unwrap().iter() {
+        assert!(
+            versions.as_array().unwrap().iter().any(|x| x == v.as_str()),
+            "{v} missing from {versions}"
+        );
+    }
+    println!(
+        "{} schedules and {} uploads acknowledged before kill -9: all there",
+        jobs.len(),
+        acked_versions.lock().unwrap().len()
     );
 }
