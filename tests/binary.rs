@@ -42,6 +42,11 @@ struct Daemon {
 
 impl Daemon {
     fn start(dir: &Path, conf: &str) -> Daemon {
+        Self::start_with(dir, conf, binary())
+    }
+
+    /// Like [`Daemon::start`], running `command` (the binary, possibly wrapped).
+    fn start_with(dir: &Path, conf: &str, mut command: Command) -> Daemon {
         let port = free_port();
         let python = support::venv().python.display().to_string();
         std::fs::write(
@@ -55,7 +60,7 @@ impl Daemon {
             },
         )
         .unwrap();
-        let child = binary()
+        let child = command
             .current_dir(dir)
             .env("HOME", dir)
             .stdout(Stdio::null())
@@ -664,5 +669,82 @@ fn kill_9_during_requests_loses_no_acknowledged_request() {
         "{} schedules and {} uploads acknowledged before kill -9: all there",
         jobs.len(),
         acked_versions.lock().unwrap().len()
+    );
+}
+
+/// A disk that fills while an egg is stored (simulated with a file-size limit on the daemon):
+/// a clear error, nothing stored, earlier data intact, and the daemon goes on.
+#[test]
+fn a_full_disk_while_storing_an_egg_stores_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut wrapped = Command::new("sh");
+    // 256 blocks of 512 bytes: writes beyond 128 KiB fail with EFBIG (SIGXFSZ ignored).
+    wrapped.args([
+        "-c",
+        "trap '' XFSZ; ulimit -f 256; exec \"$0\"",
+        env!("CARGO_BIN_EXE_scrapyd-rs"),
+    ]);
+    let d = Daemon::start_with(dir.path(), "", wrapped);
+    deploy(&d, "small");
+    // An egg larger than the limit: the test project plus a 200 KiB file.
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(support::build_egg(
+        &support::test_project_dir(),
+    )))
+    .unwrap();
+    let mut out = std::io::Cursor::new(Vec::new());
+    {
+        let mut w = zip::ZipWriter::new(&mut out);
+        for i in 0..zip.len() {
+            w.raw_copy_file(zip.by_index_raw(i).unwrap()).unwrap();
+        }
+        let options = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Stored);
+        w.start_file("testproject/padding.bin", options).unwrap();
+        std::io::Write::write_all(&mut w, &vec![7u8; 200 * 1024]).unwrap();
+        w.finish().unwrap();
+    }
+    let big = out.into_inner();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let url = d.url.clone();
+    let v: Value = rt.block_on(async move {
+        let form = reqwest::multipart::Form::new()
+            .text("project", "big")
+            .text("version", "1")
+            .part(
+                "egg",
+                reqwest::multipart::Part::bytes(big).file_name("p.egg"),
+            );
+        reqwest::Client::new()
+            .post(format!("{url}/addversion.json"))
+            .multipart(form)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    });
+    let message = v["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("cannot store the egg") && message.contains("too large"),
+        "{v}"
+    );
+    assert!(!dir.path().join("eggs/big").exists());
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("eggs"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(leftovers, ["small"], "no temporary file is left");
+    assert_eq!(
+        d.get("listprojects.json")["projects"],
+        serde_json::json!(["small"])
+    );
+    assert_eq!(
+        d.get("listspiders.json?project=small")["spiders"],
+        serde_json::json!(["echo", "fail", "site", "slow"])
     );
 }
