@@ -88,8 +88,12 @@ pub async fn serve_on(
         std::env::current_dir().map_err(|e| StartError::Io(format!("current directory: {e}")))?;
     let runner = runner::Runner::install(&config.python, &cwd)
         .map_err(|e| StartError::Io(format!("cannot write the runner: {e}")))?;
+    let leave = config.leave_crawls_running;
     let result = serve_with_runner(config, listener, shutdown, runner.clone()).await;
-    runner.remove();
+    // Crawls left running may not even have opened the script yet: keep it for them.
+    if !leave {
+        runner.remove();
+    }
     result
 }
 

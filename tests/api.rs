@@ -837,13 +837,7 @@ async fn a_missing_or_dying_interpreter_gives_clear_errors_and_frees_slots() {
     ] {
         let dir = tempfile::tempdir().unwrap();
         // A project stored earlier, with its spider list: schedulable without running Python.
-        std::fs::create_dir_all(dir.path().join("eggs/old")).unwrap();
-        std::fs::write(
-            dir.path().join("eggs/old/1.egg"),
-            support::build_egg(&support::test_project_dir()),
-        )
-        .unwrap();
-        std::fs::write(dir.path().join("eggs/old/1.spiders"), br#"["s1"]"#).unwrap();
+        support::store_listed_egg(dir.path(), "old");
         let s = TestServer::start_in(dir.path(), |c| {
             c.python = python.into();
             c.max_proc = 1;

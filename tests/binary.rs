@@ -252,30 +252,7 @@ fn unix_socket_and_tcp_are_both_served() {
 /// Uploads the test project's egg through the HTTP API.
 fn deploy(d: &Daemon, project: &str) {
     let egg = support::build_egg(&support::test_project_dir());
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let url = d.url.clone();
-    let project = project.to_owned();
-    let v: Value = rt.block_on(async move {
-        let form = reqwest::multipart::Form::new()
-            .text("project", project)
-            .text("version", "1")
-            .part(
-                "egg",
-                reqwest::multipart::Part::bytes(egg).file_name("p.egg"),
-            );
-        reqwest::Client::new()
-            .post(format!("{url}/addversion.json"))
-            .multipart(form)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    });
+    let v = support::upload_egg(&d.url, project, "1", egg);
     assert_eq!(v["spiders"], 4, "{v}");
 }
 
@@ -360,9 +337,14 @@ fn crawls_that_end_while_the_daemon_is_down_are_recorded() {
     let dir = tempfile::tempdir().unwrap();
     let mut d = Daemon::start(dir.path(), "max_proc = 2\n");
     deploy(&d, "p");
+    // `quick` finishes normally once this file exists, while the daemon is down.
+    let release = dir.path().join("release");
     d.post(
         "schedule.json",
-        "project=p&spider=slow&jobid=quick&seconds=1",
+        &format!(
+            "project=p&spider=slow&jobid=quick&until_file={}",
+            release.display()
+        ),
     );
     d.post("schedule.json", "project=p&spider=slow&jobid=killed");
     let quick = running_pid(&d, "quick");
@@ -370,6 +352,7 @@ fn crawls_that_end_while_the_daemon_is_down_are_recorded() {
     d.signal(nix::sys::signal::Signal::SIGKILL);
     d.wait_exit();
     drop(d);
+    std::fs::write(&release, "").unwrap();
     let _ = nix::sys::signal::killpg(
         nix::unistd::Pid::from_raw(killed as i32),
         nix::sys::signal::Signal::SIGKILL,
@@ -404,9 +387,14 @@ fn leave_crawls_running_lets_a_restart_re_adopt_them() {
     let dir = tempfile::tempdir().unwrap();
     let mut d = Daemon::start(dir.path(), "leave_crawls_running = on\n");
     deploy(&d, "p");
+    // The crawl runs until the test creates this file.
+    let release = dir.path().join("release");
     d.post(
         "schedule.json",
-        "project=p&spider=slow&jobid=kept&seconds=3",
+        &format!(
+            "project=p&spider=slow&jobid=kept&until_file={}",
+            release.display()
+        ),
     );
     let pid = running_pid(&d, "kept");
     d.signal(nix::sys::signal::Signal::SIGTERM);
@@ -415,6 +403,7 @@ fn leave_crawls_running_lets_a_restart_re_adopt_them() {
     assert!(process_alive(pid));
     let d = Daemon::start(dir.path(), "leave_crawls_running = on\n");
     assert_eq!(running_pid(&d, "kept"), pid);
+    std::fs::write(&release, "").unwrap();
     support::wait_until("kept finished", LONG, || {
         (d.get("status.json?job=kept")["currstate"] == "finished").then_some(())
     });
@@ -461,30 +450,12 @@ fn sigterm_stops_and_records_the_crawls() {
 fn memory_dbs_dir_runs_jobs() {
     let dir = tempfile::tempdir().unwrap();
     let d = Daemon::start(dir.path(), "dbs_dir = :memory:\n");
-    let egg = support::build_egg(&support::test_project_dir());
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let url = d.url.clone();
-    let v: Value = rt.block_on(async {
-        let form = reqwest::multipart::Form::new()
-            .text("project", "m")
-            .text("version", "1")
-            .part(
-                "egg",
-                reqwest::multipart::Part::bytes(egg).file_name("m.egg"),
-            );
-        reqwest::Client::new()
-            .post(format!("{url}/addversion.json"))
-            .multipart(form)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    });
+    let v = support::upload_egg(
+        &d.url,
+        "m",
+        "1",
+        support::build_egg(&support::test_project_dir()),
+    );
     assert_eq!(v["status"], "ok", "{v}");
     let job = d.post("schedule.json", "project=m&spider=echo")["jobid"]
         .as_str()
@@ -571,13 +542,7 @@ fn settings_projects_run_without_an_egg() {
 fn kill_9_during_requests_loses_no_acknowledged_request() {
     let dir = tempfile::tempdir().unwrap();
     // `/bin/true` as the interpreter: uploads list 0 spiders at once, crawls end at once.
-    std::fs::create_dir_all(dir.path().join("eggs/p")).unwrap();
-    std::fs::write(
-        dir.path().join("eggs/p/1.egg"),
-        support::build_egg(&support::test_project_dir()),
-    )
-    .unwrap();
-    std::fs::write(dir.path().join("eggs/p/1.spiders"), br#"["s1"]"#).unwrap();
+    support::store_listed_egg(dir.path(), "p");
     let conf = "python = /bin/true\nfinished_to_keep = 100000\nmax_proc = 2\n";
     let mut d = Daemon::start(dir.path(), conf);
     let egg = support::build_egg(&support::test_project_dir());
@@ -704,29 +669,7 @@ fn a_full_disk_while_storing_an_egg_stores_nothing() {
         w.finish().unwrap();
     }
     let big = out.into_inner();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let url = d.url.clone();
-    let v: Value = rt.block_on(async move {
-        let form = reqwest::multipart::Form::new()
-            .text("project", "big")
-            .text("version", "1")
-            .part(
-                "egg",
-                reqwest::multipart::Part::bytes(big).file_name("p.egg"),
-            );
-        reqwest::Client::new()
-            .post(format!("{url}/addversion.json"))
-            .multipart(form)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    });
+    let v = support::upload_egg(&d.url, "big", "1", big);
     let message = v["message"].as_str().unwrap_or_default();
     assert!(
         message.contains("cannot store the egg") && message.contains("too large"),

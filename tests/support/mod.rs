@@ -500,3 +500,41 @@ where
         tokio::time::sleep(POLL_INTERVAL).await;
     }
 }
+
+/// Stores the test project's egg as `{root}/eggs/{project}/1.egg` with the spider list `["s1"]`
+/// beside it, as the daemon keeps them: the project is then schedulable without running Python
+/// (for tests whose interpreter is missing or fake).
+pub fn store_listed_egg(root: &Path, project: &str) {
+    let folder = root.join("eggs").join(project);
+    fs::create_dir_all(&folder)
+        .unwrap_or_else(|e| panic!("cannot create {}: {e}", folder.display()));
+    fs::write(folder.join("1.egg"), build_egg(&test_project_dir())).expect("write the egg");
+    fs::write(folder.join("1.spiders"), br#"["s1"]"#).expect("write the spider list");
+}
+
+/// Uploads an egg to `url` (`addversion.json`, multipart, as scrapyd-deploy does) from
+/// synchronous code and returns the JSON answer.
+pub fn upload_egg(url: &str, project: &str, version: &str, egg: Vec<u8>) -> serde_json::Value {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async move {
+        let form = reqwest::multipart::Form::new()
+            .text("project", project.to_owned())
+            .text("version", version.to_owned())
+            .part(
+                "egg",
+                reqwest::multipart::Part::bytes(egg).file_name("project.egg"),
+            );
+        reqwest::Client::new()
+            .post(format!("{url}/addversion.json"))
+            .multipart(form)
+            .send()
+            .await
+            .expect("POST addversion.json")
+            .json()
+            .await
+            .expect("JSON answer")
+    })
+}

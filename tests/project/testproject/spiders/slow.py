@@ -1,7 +1,8 @@
 """`slow`: keeps running for spider argument `seconds` (default 300; fractions allowed) without
 any network access, by downloading one `data:` URL every 0.5 s, so it can be cancelled while
 running. It yields one item (`{"started": true, "pid": ...}`) from the first response. The first
-SIGINT (or SIGTERM) shuts it down cleanly, with exit status 0."""
+SIGINT (or SIGTERM) shuts it down cleanly, with exit status 0. With spider argument
+`until_file`, it also finishes (normally) as soon as that file exists: a test decides when."""
 
 import os
 import time
@@ -17,9 +18,10 @@ class SlowSpider(scrapy.Spider):
         "CONCURRENT_REQUESTS": 1,
     }
 
-    def __init__(self, *args, seconds="300", **kwargs):
+    def __init__(self, *args, seconds="300", until_file=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.seconds = float(seconds)
+        self.until_file = until_file
         self.deadline = None
         self.ticks = 0
 
@@ -36,7 +38,8 @@ class SlowSpider(scrapy.Spider):
             # Tests wait for this line: the engine is running, a SIGINT now is a clean stop.
             self.logger.info("slow spider: first tick")
             yield {"started": True, "pid": os.getpid()}
-        if time.monotonic() < self.deadline:
+        released = self.until_file is not None and os.path.exists(self.until_file)
+        if time.monotonic() < self.deadline and not released:
             yield self.next_tick()
         else:
             self.logger.info("slow spider: done after %d ticks", self.ticks)
