@@ -658,3 +658,41 @@ async fn jobs_start_the_moment_they_are_scheduled() {
     );
     s.stop().await;
 }
+
+/// Cancel stops the crawl's whole process group: a program the spider started dies with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_stops_the_programs_a_spider_started() {
+    let s = TestServer::start(|_| {}).await;
+    s.add_version("gc", "1", &egg()).await;
+    let pid_file = s.root().join("grandchild.pid");
+    let job = s
+        .schedule(&[
+            ("project", "gc"),
+            ("spider", "slow"),
+            ("child_pid_file", &pid_file.display().to_string()),
+        ])
+        .await;
+    let grandchild: i32 = support::wait_until_async("the grandchild's pid", LONG, || async {
+        std::fs::read_to_string(&pid_file).ok()?.trim().parse().ok()
+    })
+    .await;
+    assert!(
+        scrapyd_rs::process::identity(grandchild as u32).is_some(),
+        "the grandchild runs"
+    );
+    assert_eq!(
+        s.post(
+            "cancel.json",
+            &[("project", "gc"), ("job", &job), ("signal", "KILL")]
+        )
+        .await["prevstate"],
+        "running"
+    );
+    s.wait_state(&job, "finished", LONG).await;
+    support::wait_until_async("the grandchild to be gone", LONG, || async {
+        let stat = std::fs::read_to_string(format!("/proc/{grandchild}/stat")).unwrap_or_default();
+        (stat.is_empty() || stat.contains(") Z ")).then_some(())
+    })
+    .await;
+    s.stop().await;
+}

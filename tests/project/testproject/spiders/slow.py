@@ -2,9 +2,12 @@
 any network access, by downloading one `data:` URL every 0.5 s, so it can be cancelled while
 running. It yields one item (`{"started": true, "pid": ...}`) from the first response. The first
 SIGINT (or SIGTERM) shuts it down cleanly, with exit status 0. With spider argument
-`until_file`, it also finishes (normally) as soon as that file exists: a test decides when."""
+`until_file`, it also finishes (normally) as soon as that file exists: a test decides when.
+With `child_pid_file`, it starts a long `sleep` (as a spider may start a browser) and writes
+that grandchild's pid to the file."""
 
 import os
+import subprocess
 import time
 
 import scrapy
@@ -18,10 +21,15 @@ class SlowSpider(scrapy.Spider):
         "CONCURRENT_REQUESTS": 1,
     }
 
-    def __init__(self, *args, seconds="300", until_file=None, **kwargs):
+    def __init__(self, *args, seconds="300", until_file=None, child_pid_file=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.seconds = float(seconds)
         self.until_file = until_file
+        if child_pid_file:
+            self.child = subprocess.Popen(["sleep", "600"])
+            with open(child_pid_file + ".tmp", "w") as f:
+                f.write(str(self.child.pid))
+            os.replace(child_pid_file + ".tmp", child_pid_file)
         self.deadline = None
         self.ticks = 0
 
