@@ -278,7 +278,6 @@ impl Launcher {
         match self.spawn(&record).await {
             Ok((pid, log)) => {
                 tracing::info!(
-                    project = %record.project, spider = %record.spider, job = %record.job, pid,
                     log = %log.as_deref().map(|p| p.display().to_string()).unwrap_or_default(),
                     "Process started: project={} spider={} job={} pid={}",
                     record.project, record.spider, record.job, pid
@@ -437,10 +436,16 @@ impl Launcher {
         });
         let alive = !identity.is_empty() && crate::process::is_alive(pid, &identity);
         tracing::info!(
-            project = %record.project, spider = %record.spider, job = %record.job, pid,
             "{}: project={} spider={} job={} pid={}",
-            if alive { "Process re-adopted" } else { "Process ended while the daemon was down" },
-            record.project, record.spider, record.job, pid
+            if alive {
+                "Process re-adopted"
+            } else {
+                "Process ended while the daemon was down"
+            },
+            record.project,
+            record.spider,
+            record.job,
+            pid
         );
         self.running.insert(
             id,
@@ -489,7 +494,7 @@ impl Launcher {
             .unwrap_or_default();
         if exit_code == Some(0) {
             tracing::info!(
-                project = %r.project, spider = %r.spider, job = %r.job, pid = run.pid, log = %log,
+                log = %log,
                 outcome = outcome.as_str(),
                 "Process finished: project={} spider={} job={} pid={}", r.project, r.spider, r.job, run.pid
             );
@@ -500,7 +505,7 @@ impl Launcher {
                 _ => "None".into(),
             };
             tracing::warn!(
-                project = %r.project, spider = %r.spider, job = %r.job, pid = run.pid, log = %log,
+                log = %log,
                 outcome = outcome.as_str(),
                 "Process died: exitstatus={status} project={} spider={} job={} pid={}",
                 r.project, r.spider, r.job, run.pid
