@@ -1,7 +1,13 @@
-"""Benchmark driver for scripts/bench: starts each daemon in a fresh folder and measures it."""
+"""Benchmark driver for scripts/bench: starts each daemon in a fresh folder and measures it.
 
+Both daemons get the same configuration (max_proc = 1), the same egg (tests/project) and the same
+Scrapy (this venv). wrk makes the HTTP load; single-client latencies are measured here.
+"""
+
+import datetime
 import glob
 import os
+import platform
 import re
 import shutil
 import socket
@@ -14,7 +20,9 @@ import time
 
 import requests
 
-RS_BINARY, SCRAPYD_VENV, PROJECT = sys.argv[1:4]
+RS_BINARY, SEEDER, PROJECT = sys.argv[1:4]
+HISTORY = int(os.environ.get("BENCH_HISTORY", "100000"))
+PENDING = 2000
 
 
 def free_port():
@@ -23,22 +31,32 @@ def free_port():
         return s.getsockname()[1]
 
 
-def build_egg(python, work):
+def build_egg(work):
     build = os.path.join(work, "project")
     shutil.copytree(PROJECT, build, ignore=shutil.ignore_patterns("build", "dist", "*.egg-info"))
-    subprocess.run([python, "setup.py", "-q", "bdist_egg"], cwd=build, check=True, capture_output=True)
+    subprocess.run([sys.executable, "setup.py", "-q", "bdist_egg"], cwd=build, check=True, capture_output=True)
     return glob.glob(os.path.join(build, "dist", "*.egg"))[0]
 
 
 class Daemon:
-    def __init__(self, name, argv, python, extra_conf=""):
-        self.name = name
-        self.work = tempfile.mkdtemp(prefix=f"bench-{name}-")
+    """One daemon in a fresh folder, with project `b` deployed."""
+
+    def __init__(self, kind, extra_conf="", seed=None):
+        self.kind = kind
+        self.work = tempfile.mkdtemp(prefix=f"bench-{kind}-")
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
+        conf = f"[scrapyd]\nhttp_port = {self.port}\nmax_proc = 1\n{extra_conf}"
+        if kind == "scrapyd-rs":
+            conf += f"python = {sys.executable}\n"
+            argv = [RS_BINARY]
+        else:
+            argv = [os.path.join(os.path.dirname(sys.executable), "scrapyd"), "--pidfile="]
         with open(os.path.join(self.work, "scrapyd.conf"), "w") as f:
-            f.write(f"[scrapyd]\nhttp_port = {self.port}\nmax_proc = 1\nfinished_to_keep = 100\n{extra_conf}")
+            f.write(conf)
         os.makedirs(os.path.join(self.work, "logs"), exist_ok=True)
+        if seed:
+            seed(self)
         self.log = open(os.path.join(self.work, "daemon.log"), "w")
         self.proc = subprocess.Popen(argv, cwd=self.work, stdout=self.log, stderr=self.log,
                                      env={**os.environ, "HOME": self.work})
@@ -51,23 +69,28 @@ class Daemon:
             except requests.RequestException:
                 pass
             if time.monotonic() > deadline:
-                raise SystemExit(f"{name} did not start; see {self.work}/daemon.log")
+                raise SystemExit(f"{kind} did not start; see {self.work}/daemon.log")
             time.sleep(0.05)
-        self.egg = build_egg(python, self.work)
+        self.egg = build_egg(self.work)
+        self.deploy("b")
+
+    def deploy(self, project, version="1"):
         with open(self.egg, "rb") as f:
-            r = self.http.post(f"{self.base}/addversion.json", data={"project": "b", "version": "1"}, files={"egg": f}).json()
+            r = self.http.post(f"{self.base}/addversion.json", data={"project": project, "version": version},
+                               files={"egg": f}).json()
         assert r["status"] == "ok", r
 
     def get(self, path):
         return self.http.get(f"{self.base}/{path}").json()
 
     def post(self, path, **data):
-        return self.http.post(f"{self.base}/{path}", data=data).json()
+        r = self.http.post(f"{self.base}/{path}", data=data).json()
+        assert r["status"] == "ok", r
+        return r
 
     def rss_mib(self):
-        # The daemon process only (not its crawls).
-        pid = self.proc.pid
-        with open(f"/proc/{pid}/status") as f:
+        """Resident memory of the daemon process alone (not its crawls)."""
+        with open(f"/proc/{self.proc.pid}/status") as f:
             for line in f:
                 if line.startswith("VmRSS:"):
                     return int(line.split()[1]) / 1024
@@ -87,7 +110,18 @@ class Daemon:
             if predicate():
                 return
             time.sleep(0.01)
-        raise SystemExit(f"{self.name}: timed out waiting for {what}")
+        raise SystemExit(f"{self.kind}: timed out waiting for {what}")
+
+    def hold_slot(self):
+        """One slow crawl takes the only slot: everything scheduled after it stays pending."""
+        self.post("schedule.json", project="b", spider="slow", jobid="holder")
+        self.wait("holder running", lambda: any(e["id"] == "holder" for e in self.running()))
+
+    def fill_queue(self, n):
+        for _ in range(n):
+            self.post("schedule.json", project="b", spider="echo")
+        pending = self.get("daemonstatus.json")["pending"]
+        assert pending == n, pending
 
     def stop(self):
         self.proc.terminate()
@@ -100,27 +134,45 @@ class Daemon:
 
 
 def wrk(url, seconds=5, script=None):
+    """Requests/s and p99 latency (ms) with 2 threads and 16 connections."""
     argv = ["wrk", "-t2", "-c16", f"-d{seconds}s", "--latency", url]
     if script:
         argv[1:1] = ["-s", script]
     out = subprocess.run(argv, capture_output=True, text=True).stdout
+    if "Non-2xx" in out or "Socket errors" in out:
+        print(out, file=sys.stderr)
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
     unit = {"us": 0.001, "ms": 1, "s": 1000}[p99.group(2)]
     return rps, float(p99.group(1)) * unit
 
 
+def percentile(values, q):
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+def sequential(d, path, runs):
+    """Latencies (ms) of `runs` requests one after another, the whole answer read."""
+    out = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        r = d.http.get(f"{d.base}/{path}")
+        r.content
+        out.append((time.perf_counter() - t0) * 1000)
+    return out
+
+
 def schedule_latency(d, runs):
     latencies = []
-    for i in range(runs):
+    for _ in range(runs):
         t0 = time.perf_counter()
         job = d.post("schedule.json", project="b", spider="slow")["jobid"]
         d.wait("running", lambda: any(e["id"] == job and isinstance(e.get("pid"), int) for e in d.running()), 30)
         latencies.append((time.perf_counter() - t0) * 1000)
         d.post("cancel.json", project="b", job=job, signal="KILL")
         d.wait("stopped", lambda: not d.running())
-    latencies.sort()
-    return statistics.median(latencies), latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))]
+    return statistics.median(latencies), percentile(latencies, 0.99)
 
 
 def measure(d, latency_runs):
@@ -128,27 +180,20 @@ def measure(d, latency_runs):
     r["idle RSS (MiB)"] = d.rss_mib()
     r["schedule→running p50 (ms)"], r["schedule→running p99 (ms)"] = schedule_latency(d, latency_runs)
     r["daemonstatus req/s"], r["daemonstatus p99 (ms)"] = wrk(f"{d.base}/daemonstatus.json")
-    # One crawl holds the only slot: every schedule stays pending.
-    d.post("schedule.json", project="b", spider="slow", jobid="holder")
-    d.wait("holder running", lambda: any(e["id"] == "holder" for e in d.running()))
+    d.hold_slot()
+    # The schedule load goes to its own project, removed afterwards in one request.
+    d.deploy("load")
     script = os.path.join(d.work, "post.lua")
     with open(script, "w") as f:
-        f.write('wrk.method = "POST"\nwrk.body = "project=b&spider=echo"\n'
+        f.write('wrk.method = "POST"\nwrk.body = "project=load&spider=echo"\n'
                 'wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"\n')
     r["schedule req/s"], r["schedule p99 (ms)"] = wrk(f"{d.base}/schedule.json", 5, script)
-    pending = d.get("daemonstatus.json")["pending"]
-    # Bring the queue to exactly 2 000 pending.
-    if pending < 2000:
-        for _ in range(2000 - pending):
-            d.post("schedule.json", project="b", spider="echo")
-    else:
-        jobs = d.get("listjobs.json")["pending"]
-        for e in jobs[2000:]:
-            d.post("cancel.json", project="b", job=e["id"])
-    r["pending for listjobs"] = d.get("daemonstatus.json")["pending"]
-    r["listjobs (2000 pending) req/s"], r["listjobs (2000 pending) p99 (ms)"] = wrk(f"{d.base}/listjobs.json", 5)
-    r["RSS with 2000 pending (MiB)"] = d.rss_mib()
-    # daemonstatus while uploads are processed (spider listing runs Python).
+    d.post("delproject.json", project="load")
+    d.fill_queue(PENDING)
+    r[f"listjobs ({PENDING} pending) req/s"], r[f"listjobs ({PENDING} pending) p99 (ms)"] = \
+        wrk(f"{d.base}/listjobs.json", 5)
+    r[f"RSS with {PENDING} pending (MiB)"] = d.rss_mib()
+    # daemonstatus while uploads are processed (each lists its spiders with Python).
     stop = threading.Event()
 
     def uploads():
@@ -165,7 +210,7 @@ def measure(d, latency_runs):
     r["daemonstatus during addversion p99 (ms)"] = wrk(f"{d.base}/daemonstatus.json", 5)[1]
     stop.set()
     t.join()
-    # CPU per finished job: cancel everything, then 50 echo crawls back to back.
+    # CPU per finished job: empty the queue, then 50 echo crawls back to back.
     for e in d.get("listjobs.json")["pending"]:
         d.post("cancel.json", project="b", job=e["id"])
     d.post("cancel.json", project="b", job="holder", signal="KILL")
@@ -180,31 +225,82 @@ def measure(d, latency_runs):
     return r
 
 
-def main():
-    venv_python = sys.executable
-    results = {}
-    rs = Daemon("scrapyd-rs", [RS_BINARY], venv_python, f"python = {venv_python}\n")
+def seed_rs(d):
+    dbs = os.path.join(d.work, "dbs")
+    os.makedirs(dbs)
+    subprocess.run([SEEDER, dbs, str(HISTORY), "b", "echo"], check=True, capture_output=True)
+
+
+def seed_scrapyd(d):
+    """Through Scrapyd's own storage layer (what SqliteJobStorage.add writes)."""
+    from scrapyd.sqlite import SqliteFinishedJobs
+
+    dbs = os.path.join(d.work, "dbs")
+    os.makedirs(dbs)
+    jobs = SqliteFinishedJobs(os.path.join(dbs, "jobs.db"), "finished_jobs")
+    jobs.conn.execute("PRAGMA synchronous = OFF")
+
+    class Job:
+        pass
+
+    first = datetime.datetime.now() - datetime.timedelta(seconds=HISTORY + 1)
+    for i in range(HISTORY):
+        job = Job()
+        job.project, job.spider, job.job = "b", "echo", f"{i:032x}"
+        job.start_time = first + datetime.timedelta(seconds=i)
+        job.end_time = job.start_time + datetime.timedelta(seconds=0.5)
+        jobs.add(job)
+    jobs.conn.close()
+
+
+def measure_history(kind, runs):
+    """A long history: HISTORY finished jobs (seeded through the daemon's storage layer)."""
+    extra = f"finished_to_keep = {HISTORY}\n"
+    if kind == "scrapyd":
+        extra += "jobstorage = scrapyd.jobstorage.SqliteJobStorage\n"
+    d = Daemon(kind, extra, seed_rs if kind == "scrapyd-rs" else seed_scrapyd)
+    r = {}
     try:
-        results["scrapyd-rs"] = measure(rs, 20)
+        assert d.get("daemonstatus.json")["finished"] == HISTORY
+        d.hold_slot()
+        d.fill_queue(PENDING)
+        k = f"{HISTORY // 1000}k finished"
+        lat = sequential(d, "listjobs.json", runs)
+        r[f"listjobs, {k}: first (ms)"] = lat[0]
+        r[f"listjobs, {k}: p50 (ms)"] = statistics.median(lat[1:])
+        r[f"listjobs, {k}: max (ms)"] = max(lat[1:])
+        r[f"daemonstatus, {k}: req/s"], r[f"daemonstatus, {k}: p99 (ms)"] = \
+            wrk(f"{d.base}/daemonstatus.json")
+        r[f"RSS with {PENDING} pending + {k} (MiB)"] = d.rss_mib()
     finally:
-        rs.stop()
-    scrapyd = os.path.join(SCRAPYD_VENV, "bin", "scrapyd")
-    if os.path.exists(scrapyd):
-        sd = Daemon("scrapyd", [scrapyd, "--pidfile="], os.path.join(SCRAPYD_VENV, "bin", "python"))
+        d.stop()
+    return r
+
+
+def main():
+    kinds = ["scrapyd-rs"]
+    if not os.environ.get("BENCH_NO_SCRAPYD"):
+        kinds.append("scrapyd")
+    results = {}
+    for kind in kinds:
+        d = Daemon(kind)
         try:
-            results["Scrapyd 1.6"] = measure(sd, 6)
+            results[kind] = measure(d, 20 if kind == "scrapyd-rs" else 6)
         finally:
-            sd.stop()
-    names = list(results)
-    keys = list(results[names[0]])
-    print(f"| measure | {' | '.join(names)} |" + (" ratio |" if len(names) == 2 else ""))
-    print("|---|" + "---|" * len(names) + ("---|" if len(names) == 2 else ""))
-    for k in keys:
-        vals = [results[n][k] for n in names]
-        row = f"| {k} | " + " | ".join(f"{v:,.1f}" for v in vals) + " |"
+            d.stop()
+        results[kind].update(measure_history(kind, 11 if kind == "scrapyd-rs" else 4))
+    names = {"scrapyd-rs": "scrapyd-rs", "scrapyd": "Scrapyd 1.6"}
+    cpu = re.search(r"model name\s*:\s*(.*)", open("/proc/cpuinfo").read())
+    print(f"{datetime.date.today()}, {os.cpu_count()} CPUs ({cpu.group(1) if cpu else platform.machine()}), "
+          f"Python {platform.python_version()}, Scrapy {__import__('scrapy').__version__}")
+    print()
+    print("| measure | " + " | ".join(names[k] for k in kinds) + " |" + (" ratio |" if len(kinds) == 2 else ""))
+    print("|---|" + "---|" * len(kinds) + ("---|" if len(kinds) == 2 else ""))
+    for key in results[kinds[0]]:
+        vals = [results[k][key] for k in kinds]
+        row = f"| {key} | " + " | ".join(f"{v:,.1f}" for v in vals) + " |"
         if len(vals) == 2 and vals[0] and vals[1]:
-            better_high = "req/s" in k
-            ratio = vals[0] / vals[1] if better_high else vals[1] / vals[0]
+            ratio = vals[0] / vals[1] if "req/s" in key else vals[1] / vals[0]
             row += f" {ratio:,.1f}× |"
         print(row)
 

@@ -99,7 +99,7 @@ pub struct EggStore {
     /// Spider lists by (project, version); `[settings]` projects use version "".
     spiders: Mutex<SpiderLists>,
     /// Serializes changes (commit of an upload, deletions).
-    changes: tokio::sync::Mutex<()>,
+    changes: tokio::sync::RwLock<()>,
     runner: Runner,
 }
 
@@ -116,7 +116,7 @@ impl EggStore {
             settings,
             egg_projects: RwLock::new(Vec::new()),
             spiders: Mutex::new(HashMap::new()),
-            changes: tokio::sync::Mutex::new(()),
+            changes: tokio::sync::RwLock::new(()),
             runner,
         };
         for entry in std::fs::read_dir(root)?.flatten() {
@@ -354,10 +354,16 @@ impl EggStore {
         std::fs::rename(&tmp, &path)
     }
 
-    /// Takes the lock that serializes changes to the store (commits, deletions). Holders may
-    /// also change what depends on the set of projects (a queue) without racing a deletion.
+    /// Takes the lock that serializes changes to the store (commits, deletions), exclusive of
+    /// every [`EggStore::hold_projects`].
     pub async fn lock_changes(&self) -> Changes<'_> {
-        Changes(self.changes.lock().await)
+        Changes(self.changes.write().await)
+    }
+
+    /// Keeps the set of projects from changing while held (shared: many holders at once), so
+    /// a holder can queue a job for a project without racing its deletion.
+    pub async fn hold_projects(&self) -> ProjectsHeld<'_> {
+        ProjectsHeld(self.changes.read().await)
     }
 
     /// Stores an egg: checks it, lists its spiders from a temporary copy, and only when that
@@ -462,7 +468,10 @@ impl EggStore {
 }
 
 /// Proof that the caller holds the egg store's change lock.
-pub struct Changes<'a>(#[allow(dead_code)] tokio::sync::MutexGuard<'a, ()>);
+pub struct Changes<'a>(#[allow(dead_code)] tokio::sync::RwLockWriteGuard<'a, ()>);
+
+/// Proof that the set of projects cannot change until dropped.
+pub struct ProjectsHeld<'a>(#[allow(dead_code)] tokio::sync::RwLockReadGuard<'a, ()>);
 
 /// A file removed when dropped (an upload that was not moved into place).
 struct TempFile(PathBuf);

@@ -9,24 +9,46 @@ use serde_json::{Map, Value};
 #[derive(Debug, Clone)]
 pub enum Envelope {
     /// The endpoint's own keys, in order.
-    Ok(Map<String, Value>),
+    Ok(Vec<(String, Field)>),
     /// An error message.
     Error(String),
 }
 
+/// The value of one key of an answer.
+#[derive(Debug, Clone)]
+pub enum Field {
+    /// A value, written as Python's `json.dumps` would.
+    Value(Value),
+    /// A value already written that way (a cached listing).
+    Json(axum::body::Bytes),
+}
+
 /// A successful webservice answer: the endpoint's keys, in order.
 #[derive(Debug, Default)]
-pub struct Reply(pub Map<String, Value>);
+pub struct Reply(pub Vec<(String, Field)>);
 
 impl Reply {
     /// An answer with no keys of its own (`{"status": "ok", "node_name": …}`).
     pub fn empty() -> Self {
-        Reply(Map::new())
+        Reply(Vec::new())
     }
 
     /// Appends a key.
     pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
-        self.0.insert(key.to_owned(), value.into());
+        self.0.push((key.to_owned(), Field::Value(value.into())));
+        self
+    }
+
+    /// Appends a key whose value is already Python-style JSON.
+    pub fn with_json(mut self, key: &str, json: axum::body::Bytes) -> Self {
+        self.0.push((key.to_owned(), Field::Json(json)));
+        self
+    }
+
+    /// Appends every key of `map`.
+    pub fn extend(mut self, map: Map<String, Value>) -> Self {
+        self.0
+            .extend(map.into_iter().map(|(k, v)| (k, Field::Value(v))));
         self
     }
 }

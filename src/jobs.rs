@@ -200,6 +200,38 @@ fn row_to_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRecord> {
     })
 }
 
+/// How a finished job ended, as listed.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Ended {
+    pub outcome: Option<String>,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub finish_reason: Option<String>,
+}
+
+impl JobRecord {
+    /// How the job ended (all `None` while it runs).
+    pub fn ended(&self) -> Ended {
+        Ended {
+            outcome: self.outcome.clone(),
+            exit_code: self.exit_code,
+            signal: self.signal,
+            finish_reason: self.finish_reason.clone(),
+        }
+    }
+}
+
+/// A finished job as the listing shows it.
+#[derive(Debug, Clone)]
+pub struct FinishedJob {
+    pub project: String,
+    pub spider: String,
+    pub job: String,
+    pub start_time: i64,
+    pub end_time: i64,
+    pub ending: Ended,
+}
+
 /// How a job ended, as recorded.
 #[derive(Debug, Clone)]
 pub struct Ending {
@@ -285,12 +317,15 @@ impl Db {
         Ok(())
     }
 
-    /// Records a job's end, then keeps only the newest `keep` finished jobs.
+    /// Records a job's end, then keeps only the newest `keep` finished jobs: one transaction,
+    /// and the pruning touches only the rows it removes (a long history costs no more).
     pub fn finish(&mut self, id: i64, ending: &Ending, keep: usize) -> Result<(), StoreError> {
+        let before = self.finished_count()?;
         let conn = self.jobs()?;
-        conn.execute(
+        let tx = conn.unchecked_transaction()?;
+        let changed = tx.execute(
             "UPDATE jobs SET state = 'finished', end_time = ?2, exit_code = ?3, signal = ?4, outcome = ?5, reason = ?6,
-             finish_reason = ?7, stats = ?8 WHERE id = ?1",
+             finish_reason = ?7, stats = ?8 WHERE id = ?1 AND state = 'running'",
             params![
                 id,
                 ending.end_time,
@@ -302,11 +337,19 @@ impl Db {
                 ending.stats
             ],
         )?;
-        conn.execute(
-            "DELETE FROM jobs WHERE state = 'finished' AND id NOT IN
-               (SELECT id FROM jobs WHERE state = 'finished' ORDER BY end_time DESC, id DESC LIMIT ?1)",
-            [keep as i64],
-        )?;
+        let count = before + changed;
+        let excess = count.saturating_sub(keep);
+        if excess > 0 {
+            tx.execute(
+                "DELETE FROM jobs WHERE id IN
+                   (SELECT id FROM jobs WHERE state = 'finished' ORDER BY end_time, id LIMIT ?1)",
+                [excess as i64],
+            )?;
+        }
+        let committed = tx.commit();
+        // After a failed commit the count is not known: count again next time.
+        self.finished_count = committed.is_ok().then_some(count - excess);
+        committed?;
         Ok(())
     }
 
@@ -322,6 +365,16 @@ impl Db {
         Ok(rows)
     }
 
+    /// Number of jobs recorded as running.
+    pub fn running_count(&mut self) -> Result<usize, StoreError> {
+        let n: i64 = self.jobs()?.query_row(
+            "SELECT count(*) FROM jobs WHERE state = 'running'",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(n as usize)
+    }
+
     /// Finished jobs, newest first.
     pub fn finished(&mut self, project: Option<&str>) -> Result<Vec<JobRecord>, StoreError> {
         let conn = self.jobs()?;
@@ -331,6 +384,38 @@ impl Db {
         ))?;
         let rows = stmt
             .query_map([project], row_to_record)?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// Finished jobs, newest first, with only what the listing shows.
+    pub fn finished_brief(
+        &mut self,
+        project: Option<&str>,
+    ) -> Result<Vec<FinishedJob>, StoreError> {
+        let conn = self.jobs()?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT project, spider, job, start_time, end_time, outcome, exit_code, signal, finish_reason
+             FROM jobs WHERE state = 'finished' AND (?1 IS NULL OR project = ?1)
+             ORDER BY end_time DESC, id DESC",
+        )?;
+        let rows = stmt
+            .query_map([project], |r| {
+                let start_time: i64 = r.get(3)?;
+                Ok(FinishedJob {
+                    project: r.get(0)?,
+                    spider: r.get(1)?,
+                    job: r.get(2)?,
+                    start_time,
+                    end_time: r.get::<_, Option<i64>>(4)?.unwrap_or(start_time),
+                    ending: Ended {
+                        outcome: r.get(5)?,
+                        exit_code: r.get(6)?,
+                        signal: r.get(7)?,
+                        finish_reason: r.get(8)?,
+                    },
+                })
+            })?
             .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
     }
@@ -351,13 +436,17 @@ impl Db {
             .optional()?)
     }
 
-    /// Number of finished jobs kept.
+    /// Number of finished jobs kept (counted once, then kept up to date by [`Db::finish`]).
     pub fn finished_count(&mut self) -> Result<usize, StoreError> {
+        if let Some(n) = self.finished_count {
+            return Ok(n);
+        }
         let n: i64 = self.jobs()?.query_row(
             "SELECT count(*) FROM jobs WHERE state = 'finished'",
             [],
             |r| r.get(0),
         )?;
+        self.finished_count = Some(n as usize);
         Ok(n as usize)
     }
 

@@ -8,7 +8,7 @@
 //! - [`web`]: the HTML pages and the logs/items trees.
 //! - [`eggs`]: the filesystem egg store and version order.
 //! - [`store`]: the one owner of SQLite; [`queue`] (pending jobs) and [`jobs`] (running and
-//!   finished jobs) are its tables.
+//!   finished jobs) are its tables; [`listing`] is the cached jobs listing read from them.
 //! - [`launcher`]: the task that starts, signals and reaps crawls; [`runner`]: the embedded
 //!   Python runner.
 //! - [`error`], [`names`], [`pyjson`]: the API error type, name validation, Python-style JSON.
@@ -19,6 +19,7 @@ pub mod eggs;
 pub mod error;
 pub mod jobs;
 pub mod launcher;
+pub mod listing;
 pub mod names;
 pub mod process;
 pub mod pyjson;
@@ -43,6 +44,8 @@ pub struct AppState {
     pub eggs: Arc<eggs::EggStore>,
     /// The launcher task.
     pub launcher: launcher::LauncherHandle,
+    /// The jobs listing, cached between store writes.
+    pub listing: Arc<listing::Listing>,
 }
 
 /// A new job id like Scrapyd's (`uuid1().hex`: 32 lowercase hex digits, time-based).
@@ -128,6 +131,7 @@ async fn serve_with_runner(
         store,
         eggs,
         launcher: handle,
+        listing: Arc::default(),
     };
     let app = api::router(state);
 

@@ -73,13 +73,19 @@ impl Formatter for PythonFormatter {
 /// Serializes `value` as Python's `json.dumps(value)` would, without a trailing newline.
 pub fn to_vec<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
     let mut out = Vec::with_capacity(128);
-    let mut ser = serde_json::Serializer::with_formatter(&mut out, PythonFormatter);
+    push(&mut out, value);
+    out
+}
+
+/// Appends `value` to `out` as Python's `json.dumps(value)` would.
+pub fn push<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
+    let start = out.len();
+    let mut ser = serde_json::Serializer::with_formatter(&mut *out, PythonFormatter);
     // Serializing a `serde_json::Value` or plain data into a Vec cannot fail.
     if value.serialize(&mut ser).is_err() {
-        out.clear();
+        out.truncate(start);
         out.extend_from_slice(b"null");
     }
-    out
 }
 
 /// Like [`to_vec`], as a `String` (the output is pure ASCII).

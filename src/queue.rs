@@ -128,14 +128,68 @@ fn row_to_job(project: &str, row: &rusqlite::Row<'_>) -> rusqlite::Result<Option
     ))
 }
 
+fn insert(conn: &Connection, job: &PendingJob) -> rusqlite::Result<usize> {
+    conn.execute(
+        "INSERT INTO spider_queue (priority, message, created, job) VALUES (?1, ?2, ?3, ?4)",
+        params![job.priority, job.message(), job.created, job.job],
+    )
+}
+
 impl Db {
     /// Queues a job.
     pub fn enqueue(&mut self, job: &PendingJob) -> Result<(), StoreError> {
-        self.conn(&job.project)?.execute(
-            "INSERT INTO spider_queue (priority, message, created, job) VALUES (?1, ?2, ?3, ?4)",
-            params![job.priority, job.message(), job.created, job.job],
-        )?;
+        insert(self.conn(&job.project)?, job)?;
         Ok(())
+    }
+
+    /// Queues several jobs with one commit per project; one result per job, in order. A job is
+    /// stored exactly when its result is `Ok`.
+    pub fn enqueue_group(&mut self, jobs: &[Box<PendingJob>]) -> Vec<Result<(), StoreError>> {
+        let mut results: Vec<Option<Result<(), StoreError>>> = jobs.iter().map(|_| None).collect();
+        let mut projects: Vec<&str> = Vec::new();
+        for j in jobs {
+            if !projects.contains(&j.project.as_str()) {
+                projects.push(&j.project);
+            }
+        }
+        for project in projects {
+            let members: Vec<usize> = (0..jobs.len())
+                .filter(|&i| jobs[i].project == project)
+                .collect();
+            let conn = match self.conn(project) {
+                Ok(c) => c,
+                Err(e) => {
+                    let message = e.to_string();
+                    for &i in &members {
+                        results[i] = Some(Err(StoreError::Commit(message.clone())));
+                    }
+                    continue;
+                }
+            };
+            if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+                let message = e.to_string();
+                for &i in &members {
+                    results[i] = Some(Err(StoreError::Commit(message.clone())));
+                }
+                continue;
+            }
+            for &i in &members {
+                results[i] = Some(insert(conn, &jobs[i]).map(|_| ()).map_err(StoreError::from));
+            }
+            if let Err(e) = conn.execute_batch("COMMIT") {
+                if !conn.is_autocommit() {
+                    let _ = conn.execute_batch("ROLLBACK");
+                }
+                let message = e.to_string();
+                for &i in &members {
+                    results[i] = Some(Err(StoreError::Commit(message.clone())));
+                }
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(StoreError::Closed)))
+            .collect()
     }
 
     /// The pending jobs of `projects`, each project's in start order (priority, then FIFO).

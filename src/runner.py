@@ -11,6 +11,8 @@ Environment contract (the same as Scrapyd's runner, plus one variable):
 * ``SCRAPYD_RS_RESULT``: for crawls, a file where the runner writes, when it exits, a JSON
   object ``{"exit_code": int, "finish_reason": str|null, "stats": {...}|null}`` (the daemon
   reads it, also for a crawl it re-adopted after a restart).
+* ``SCRAPYD_RS_NICE``: an increment for the process's nice value. The daemon sets it when it
+  lists an upload's spiders, so that background work does not slow the API down.
 
 Writes to stdout/stderr that fail (the daemon that read them is gone) are dropped instead of
 raising ``BrokenPipeError`` in the crawl.
@@ -135,6 +137,9 @@ def main():
 
 
 def run():
+    nice = os.environ.pop("SCRAPYD_RS_NICE", None)
+    if nice:
+        os.nice(int(nice))
     egg = os.environ.get("SCRAPYD_RS_EGG")
     if egg:
         try:

@@ -107,6 +107,7 @@ impl Runner {
         let mut cmd = Command::new(&self.python);
         cmd.arg(self.script())
             .env_remove("SCRAPYD_RS_RESULT")
+            .env_remove("SCRAPYD_RS_NICE")
             .current_dir(&self.cwd)
             .env("SCRAPY_PROJECT", project);
         match source {
@@ -134,6 +135,8 @@ impl Runner {
         let mut cmd = self.command(project, source);
         cmd.args(["list", "-s", "LOG_STDOUT=0"])
             .env("PYTHONIOENCODING", "UTF-8")
+            // Listing is background work: requests (and crawls) come first for the CPU.
+            .env("SCRAPYD_RS_NICE", "10")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

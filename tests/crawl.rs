@@ -88,6 +88,22 @@ async fn deploy_with_scrapyd_deploy_then_crawl_a_site() {
         jobs_page.contains("<th>Outcome</th>") && jobs_page.contains("<td>finished</td>"),
         "{jobs_page}"
     );
+    // The listing is cached between store writes, but its file links follow the files: a log
+    // removed (and an items file restored) by hand shows at once, with no job change between.
+    let log_path = s
+        .config
+        .logs_dir
+        .clone()
+        .unwrap()
+        .join(format!("testproject/site/{job}.log"));
+    let log_bytes = std::fs::read(&log_path).unwrap();
+    std::fs::remove_file(&log_path).unwrap();
+    let entry = s.finished_entry(&job).await.unwrap();
+    assert_eq!(entry["log_url"], Value::Null);
+    assert_eq!(entry["items_url"], items_url);
+    std::fs::write(&log_path, log_bytes).unwrap();
+    let entry = s.finished_entry(&job).await.unwrap();
+    assert_eq!(entry["log_url"], log_url);
     s.stop().await;
 }
 

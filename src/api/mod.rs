@@ -8,13 +8,19 @@ pub mod webservices;
 
 use crate::AppState;
 use crate::config::Service;
-use crate::error::{ApiError, Envelope};
+use crate::error::{ApiError, Envelope, Field};
 use axum::Router;
+use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post};
+use http_body::{Frame, SizeHint};
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 /// Whether a service is POST-only (else GET-only), as in Scrapyd 1.6.
 pub fn is_post(service: Service) -> bool {
@@ -92,21 +98,43 @@ async fn render_envelope(State(state): State<AppState>, req: Request, next: Next
     let Some(envelope) = response.extensions_mut().remove::<Envelope>() else {
         return response;
     };
-    let mut map = match envelope {
-        Envelope::Ok(mut map) => {
-            map.insert("status".into(), "ok".into());
-            map
+    let mut fields = match envelope {
+        Envelope::Ok(mut fields) => {
+            fields.push(("status".into(), Field::Value("ok".into())));
+            fields
         }
-        Envelope::Error(message) => {
-            let mut map = serde_json::Map::new();
-            map.insert("status".into(), "error".into());
-            map.insert("message".into(), message.into());
-            map
-        }
+        Envelope::Error(message) => vec![
+            ("status".into(), Field::Value("error".into())),
+            ("message".into(), Field::Value(message.into())),
+        ],
     };
-    map.insert("node_name".into(), state.config.node_name.clone().into());
-    let mut body = crate::pyjson::to_vec(&serde_json::Value::Object(map));
-    body.push(b'\n');
+    fields.push((
+        "node_name".into(),
+        Field::Value(state.config.node_name.clone().into()),
+    ));
+    // Small values are written into one buffer; a large pre-rendered one (a cached listing)
+    // is sent as its own chunk, without a copy.
+    let mut chunks = Vec::new();
+    let mut body = Vec::with_capacity(256);
+    body.push(b'{');
+    for (i, (key, value)) in fields.into_iter().enumerate() {
+        if i > 0 {
+            body.extend_from_slice(b", ");
+        }
+        crate::pyjson::push(&mut body, key.as_str());
+        body.extend_from_slice(b": ");
+        match value {
+            Field::Value(v) => crate::pyjson::push(&mut body, &v),
+            Field::Json(json) if json.len() < 64 * 1024 => body.extend_from_slice(&json),
+            Field::Json(json) => {
+                chunks.push(Bytes::from(std::mem::take(&mut body)));
+                chunks.push(json);
+            }
+        }
+    }
+    body.extend_from_slice(b"}\n");
+    chunks.push(Bytes::from(body));
+    let length: usize = chunks.iter().map(Bytes::len).sum();
     let (mut parts, _) = response.into_parts();
     parts.status = StatusCode::OK;
     parts.headers.insert(
@@ -115,8 +143,36 @@ async fn render_envelope(State(state): State<AppState>, req: Request, next: Next
     );
     parts
         .headers
-        .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
-    Response::from_parts(parts, axum::body::Body::from(body))
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    let body = if chunks.len() == 1 {
+        Body::from(chunks.remove(0))
+    } else {
+        Body::new(Chunks(chunks.into()))
+    };
+    Response::from_parts(parts, body)
+}
+
+/// A body sent as a sequence of chunks.
+struct Chunks(VecDeque<Bytes>);
+
+impl HttpBody for Chunks {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        Poll::Ready(self.get_mut().0.pop_front().map(|b| Ok(Frame::data(b))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.0.iter().map(|b| b.len() as u64).sum())
+    }
 }
 
 /// The whole application: webservices, pages, logs and items, auth.

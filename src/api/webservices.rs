@@ -4,13 +4,14 @@
 use super::params::Params;
 use crate::AppState;
 use crate::error::{ApiError, ApiResult, Reply};
-use crate::jobs::{JobRecord, JobState, format_time, now_micros};
+use crate::jobs::{JobRecord, JobState, now_micros};
 use crate::launcher::parse_signal;
+use crate::listing::ending_keys;
 use crate::names;
-use crate::queue::{PendingJob, pairs_to_map};
+use crate::queue::PendingJob;
 use crate::store::StoreError;
 use axum::extract::State;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
@@ -112,21 +113,14 @@ fn check_argument_sizes(
 
 /// `daemonstatus.json`.
 pub async fn daemonstatus(State(state): State<AppState>) -> ApiResult {
-    let projects = state.eggs.projects();
-    let (pending, running, finished) = state
-        .store
-        .call(move |db| {
-            Ok((
-                db.pending_count(&projects)?,
-                db.running()?.len(),
-                db.finished_count()?,
-            ))
-        })
+    let counts = state
+        .listing
+        .counts(&state.store, state.eggs.projects())
         .await?;
     Ok(Reply::empty()
-        .with("pending", pending)
-        .with("running", running)
-        .with("finished", finished))
+        .with("pending", counts.pending)
+        .with("running", counts.running)
+        .with("finished", counts.finished))
 }
 
 /// `addversion.json`.
@@ -208,12 +202,13 @@ pub async fn schedule(State(state): State<AppState>, params: Params) -> ApiResul
         created: now_micros(),
     };
     tracing::debug!(project = %pending.project, spider = %pending.spider, job = %job, "scheduled");
-    // Under the change lock: a deletion of the project cannot slip between the check and the
-    // enqueue (its pending jobs would outlive it).
-    let changes = state.eggs.lock_changes().await;
+    // While the projects are held: a deletion of the project cannot slip between the check and
+    // the enqueue (its pending jobs would outlive it). Schedules share the hold, so their
+    // enqueues reach the store together and are committed as a group.
+    let held = state.eggs.hold_projects().await;
     known_project(&state, &pending.project)?;
-    state.store.call(move |db| db.enqueue(&pending)).await?;
-    drop(changes);
+    state.store.enqueue(pending).await?;
+    drop(held);
     state.launcher.wake();
     Ok(Reply::empty().with("jobid", job))
 }
@@ -263,11 +258,7 @@ pub async fn status(State(state): State<AppState>, params: Params) -> ApiResult 
         .await?;
     let mut reply = Reply::empty().with("currstate", current.map(JobState::as_str));
     if let Some(r) = finished {
-        let mut extra = Value::Object(serde_json::Map::new());
-        add_ending(&mut extra, &r);
-        if let Value::Object(map) = extra {
-            reply.0.extend(map);
-        }
+        reply = reply.extend(ending_keys(&r.ended()));
     }
     Ok(reply)
 }
@@ -327,84 +318,20 @@ pub async fn jobs_snapshot(
     Ok(snapshot)
 }
 
-/// `/logs/…` URL of a job's log, when the file exists.
-pub fn log_url(state: &AppState, project: &str, spider: &str, job: &str) -> Option<String> {
-    let dir = state.config.logs_dir.as_ref()?;
-    dir.join(project)
-        .join(spider)
-        .join(format!("{job}.log"))
-        .is_file()
-        .then(|| format!("/logs/{project}/{spider}/{job}.log"))
-}
-
-/// `/items/…` URL of a job's items, when the file exists.
-pub fn items_url(state: &AppState, project: &str, spider: &str, job: &str) -> Option<String> {
-    let dir = state.config.items_local()?;
-    dir.join(project)
-        .join(spider)
-        .join(format!("{job}.jl"))
-        .is_file()
-        .then(|| format!("/items/{project}/{spider}/{job}.jl"))
-}
-
-/// Adds how a finished job ended — keys Scrapyd does not have, after Scrapyd's own.
-fn add_ending(entry: &mut Value, r: &JobRecord) {
-    if let Value::Object(map) = entry {
-        map.insert("outcome".into(), r.outcome.clone().into());
-        map.insert("exit_code".into(), r.exit_code.into());
-        map.insert("signal".into(), r.signal.into());
-        map.insert("finish_reason".into(), r.finish_reason.clone().into());
-    }
-}
-
 /// `listjobs.json`.
 pub async fn listjobs(State(state): State<AppState>, params: Params) -> ApiResult {
     let project = params.text("project")?;
     if let Some(p) = &project {
         known_project(&state, p)?;
     }
-    let snap = jobs_snapshot(&state, project).await?;
-    let pending: Vec<Value> = snap
-        .pending
-        .iter()
-        .map(|p| {
-            json!({
-                "id": p.job, "project": p.project, "spider": p.spider, "version": p.version,
-                "settings": pairs_to_map(&p.settings), "args": pairs_to_map(&p.args),
-            })
-        })
-        .collect();
-    let running: Vec<Value> = snap
-        .running
-        .iter()
-        .map(|r| {
-            json!({
-                "id": r.job, "project": r.project, "spider": r.spider, "pid": r.pid,
-                "start_time": format_time(r.start_time),
-                "log_url": log_url(&state, &r.project, &r.spider, &r.job),
-                "items_url": items_url(&state, &r.project, &r.spider, &r.job),
-            })
-        })
-        .collect();
-    let finished: Vec<Value> = snap
-        .finished
-        .iter()
-        .map(|r| {
-            let mut entry = json!({
-                "id": r.job, "project": r.project, "spider": r.spider,
-                "start_time": format_time(r.start_time),
-                "end_time": format_time(r.end_time.unwrap_or(r.start_time)),
-                "log_url": log_url(&state, &r.project, &r.spider, &r.job),
-                "items_url": items_url(&state, &r.project, &r.spider, &r.job),
-            });
-            add_ending(&mut entry, r);
-            entry
-        })
-        .collect();
+    let view = state
+        .listing
+        .view(&state.store, state.eggs.projects(), project)
+        .await?;
     Ok(Reply::empty()
-        .with("pending", pending)
-        .with("running", running)
-        .with("finished", finished))
+        .with_json("pending", view.pending_json())
+        .with_json("running", view.running_json(&state.config))
+        .with_json("finished", view.finished_json(&state.config)))
 }
 
 /// After a project lost its last egg: its pending jobs go too (Scrapyd kept them, and a later

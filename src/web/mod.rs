@@ -6,9 +6,10 @@
 pub mod pages;
 
 use crate::AppState;
-use crate::api::webservices::{items_url, jobs_snapshot, log_url};
+use crate::api::webservices::jobs_snapshot;
 use crate::config::Service;
 use crate::jobs::{local_time, now_micros};
+use crate::listing::{items_url, log_url};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -106,8 +107,8 @@ async fn jobs(State(state): State<AppState>, headers: HeaderMap) -> Response {
             job: r.job.clone(),
             pid: r.pid,
             start: local_time(r.start_time),
-            log_url: log_url(&state, &r.project, &r.spider, &r.job),
-            items_url: items_url(&state, &r.project, &r.spider, &r.job),
+            log_url: log_url(&state.config, &r.project, &r.spider, &r.job),
+            items_url: items_url(&state.config, &r.project, &r.spider, &r.job),
         })
         .collect();
     let finished: Vec<pages::FinishedRow> = snap
@@ -119,8 +120,8 @@ async fn jobs(State(state): State<AppState>, headers: HeaderMap) -> Response {
             job: r.job.clone(),
             start: local_time(r.start_time),
             end: local_time(r.end_time.unwrap_or(r.start_time)),
-            log_url: log_url(&state, &r.project, &r.spider, &r.job),
-            items_url: items_url(&state, &r.project, &r.spider, &r.job),
+            log_url: log_url(&state.config, &r.project, &r.spider, &r.job),
+            items_url: items_url(&state.config, &r.project, &r.spider, &r.job),
             outcome: r.outcome.clone(),
         })
         .collect();
