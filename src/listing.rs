@@ -27,33 +27,31 @@ pub struct Counts {
     pub finished: usize,
 }
 
-/// A finished job, rendered but for its two file links.
-struct FinishedEntry {
-    /// Index into [`JobsView::folders`].
-    folder: usize,
-    job: String,
-    /// `{"id": …, …, "end_time": …` (no closing brace).
-    head: Box<[u8]>,
-    /// `, "outcome": …}` (shared between entries that end alike).
-    tail: Arc<[u8]>,
-}
-
 /// Which jobs of each folder of a view have a log file and an items file (by job id), or
 /// `None` where that tree is not served.
 type FileSets = Vec<(Option<HashSet<String>>, Option<HashSet<String>>)>;
 
-/// Pending, running and finished jobs as read at one generation (optionally for one project).
-pub struct JobsView {
+/// Pending, running and finished jobs as read at one generation (optionally for one project),
+/// rendered. Only the rendered JSON is kept, not the records it was made from.
+struct JobsView {
     generation: u64,
     projects: Vec<String>,
-    /// The `pending` array, rendered.
+    /// The `pending` array.
     pending: Bytes,
     running: Vec<JobRecord>,
-    /// `(project, spider)` of the finished jobs.
+    /// `(project, spider)` of the finished jobs, and which of their files existed when the
+    /// `finished` array was rendered.
     folders: Vec<(String, String)>,
-    finished: Vec<FinishedEntry>,
-    /// The `finished` array as last rendered, with the files it was rendered for.
-    rendered: Mutex<Option<(FileSets, Bytes)>>,
+    files: FileSets,
+    /// The `finished` array.
+    finished: Bytes,
+}
+
+/// The three arrays of `listjobs.json`, rendered.
+pub struct JobsJson {
+    pub pending: Bytes,
+    pub running: Bytes,
+    pub finished: Bytes,
 }
 
 /// The caches, shared by every request.
@@ -133,75 +131,116 @@ pub fn ending_keys(e: &Ended) -> serde_json::Map<String, Value> {
     map
 }
 
+/// The log and items files of each folder, as they are now.
+fn file_sets(config: &Config, folders: &[(String, String)]) -> FileSets {
+    folders
+        .iter()
+        .map(|(p, s)| {
+            (
+                config
+                    .logs_dir
+                    .as_deref()
+                    .map(|r| files_in(&r.join(p).join(s), "log")),
+                config
+                    .items_local()
+                    .map(|r| files_in(&r.join(p).join(s), "jl")),
+            )
+        })
+        .collect()
+}
+
+/// The `finished` array, and the folders and files it was rendered with.
+fn render_finished(
+    config: &Config,
+    finished: Vec<FinishedJob>,
+) -> (Vec<(String, String)>, FileSets, Vec<u8>) {
+    let mut folders: Vec<(String, String)> = Vec::new();
+    let mut folder_of: Vec<usize> = Vec::with_capacity(finished.len());
+    let mut index: HashMap<(&str, &str), usize> = HashMap::new();
+    for r in &finished {
+        let i = *index
+            .entry((r.project.as_str(), r.spider.as_str()))
+            .or_insert_with(|| {
+                folders.push((r.project.clone(), r.spider.clone()));
+                folders.len() - 1
+            });
+        folder_of.push(i);
+    }
+    drop(index);
+    let files = file_sets(config, &folders);
+    let mut tails: HashMap<&Ended, Vec<u8>> = HashMap::new();
+    let mut out = Vec::with_capacity(finished.len() * 300 + 2);
+    out.push(b'[');
+    for (i, r) in finished.iter().enumerate() {
+        if i > 0 {
+            out.extend_from_slice(b", ");
+        }
+        out.extend_from_slice(b"{\"id\": ");
+        crate::pyjson::push(&mut out, &r.job);
+        out.extend_from_slice(b", \"project\": ");
+        crate::pyjson::push(&mut out, &r.project);
+        out.extend_from_slice(b", \"spider\": ");
+        crate::pyjson::push(&mut out, &r.spider);
+        out.extend_from_slice(b", \"start_time\": ");
+        crate::pyjson::push(&mut out, &format_time(r.start_time));
+        out.extend_from_slice(b", \"end_time\": ");
+        crate::pyjson::push(&mut out, &format_time(r.end_time));
+        let (logs, items) = &files[folder_of[i]];
+        for (key, names, tree, ext) in [
+            ("log_url", logs, "logs", "log"),
+            ("items_url", items, "items", "jl"),
+        ] {
+            out.extend_from_slice(b", \"");
+            out.extend_from_slice(key.as_bytes());
+            out.extend_from_slice(b"\": ");
+            match names {
+                Some(jobs) if jobs.contains(&r.job) => crate::pyjson::push(
+                    &mut out,
+                    &format!("/{tree}/{}/{}/{}.{ext}", r.project, r.spider, r.job),
+                ),
+                _ => out.extend_from_slice(b"null"),
+            }
+        }
+        let tail = tails.entry(&r.ending).or_insert_with(|| {
+            let mut tail = Vec::with_capacity(96);
+            for (key, value) in ending_keys(&r.ending) {
+                tail.extend_from_slice(b", ");
+                crate::pyjson::push(&mut tail, &key);
+                tail.extend_from_slice(b": ");
+                crate::pyjson::push(&mut tail, &value);
+            }
+            tail.push(b'}');
+            tail
+        });
+        out.extend_from_slice(tail);
+    }
+    out.push(b']');
+    drop(tails);
+    (folders, files, out)
+}
+
 impl JobsView {
-    fn new(generation: u64, projects: Vec<String>, snapshot: Snapshot) -> JobsView {
-        let mut folders: Vec<(String, String)> = Vec::new();
-        let mut folder_index: HashMap<(String, String), usize> = HashMap::new();
-        let mut tails: HashMap<Ended, Arc<[u8]>> = HashMap::new();
-        let finished = snapshot
-            .finished
-            .into_iter()
-            .map(|r| {
-                let mut head = Vec::with_capacity(160);
-                head.extend_from_slice(b"{\"id\": ");
-                crate::pyjson::push(&mut head, &r.job);
-                head.extend_from_slice(b", \"project\": ");
-                crate::pyjson::push(&mut head, &r.project);
-                head.extend_from_slice(b", \"spider\": ");
-                crate::pyjson::push(&mut head, &r.spider);
-                head.extend_from_slice(b", \"start_time\": ");
-                crate::pyjson::push(&mut head, &format_time(r.start_time));
-                head.extend_from_slice(b", \"end_time\": ");
-                crate::pyjson::push(&mut head, &format_time(r.end_time));
-                let tail = tails
-                    .entry(r.ending)
-                    .or_insert_with_key(|ending| {
-                        let mut tail = Vec::with_capacity(96);
-                        for (key, value) in ending_keys(ending) {
-                            tail.extend_from_slice(b", ");
-                            crate::pyjson::push(&mut tail, &key);
-                            tail.extend_from_slice(b": ");
-                            crate::pyjson::push(&mut tail, &value);
-                        }
-                        tail.push(b'}');
-                        Arc::from(tail)
-                    })
-                    .clone();
-                let key = (r.project, r.spider);
-                let folder = match folder_index.get(&key) {
-                    Some(&i) => i,
-                    None => {
-                        folders.push(key.clone());
-                        folder_index.insert(key, folders.len() - 1);
-                        folders.len() - 1
-                    }
-                };
-                FinishedEntry {
-                    folder,
-                    job: r.job,
-                    head: head.into_boxed_slice(),
-                    tail,
-                }
-            })
-            .collect();
+    fn new(
+        config: &Config,
+        generation: u64,
+        projects: Vec<String>,
+        snapshot: Snapshot,
+    ) -> JobsView {
+        let pending = Bytes::from(render_pending(&snapshot.pending));
+        let (folders, files, finished) = render_finished(config, snapshot.finished);
         JobsView {
             generation,
             projects,
-            pending: Bytes::from(render_pending(&snapshot.pending)),
+            pending,
             running: snapshot.running,
             folders,
-            finished,
-            rendered: Mutex::new(None),
+            files,
+            finished: Bytes::from(finished),
         }
     }
 
-    /// The `pending` array.
-    pub fn pending_json(&self) -> Bytes {
-        self.pending.clone()
-    }
-
     /// The `running` array, with the file links as they are now.
-    pub fn running_json(&self, config: &Config) -> Bytes {
+    fn running_json(&self, config: &Config) -> Bytes {
         let entries: Vec<Value> = self
             .running
             .iter()
@@ -217,67 +256,14 @@ impl JobsView {
         Bytes::from(crate::pyjson::to_vec(&entries))
     }
 
-    /// The `finished` array, with the file links as they are now: one folder read per spider,
-    /// and the array is rendered again only when those files changed.
-    pub fn finished_json(&self, config: &Config) -> Bytes {
-        let sets: FileSets = self
-            .folders
-            .iter()
-            .map(|(p, s)| {
-                let logs = config.logs_dir.as_deref();
-                (
-                    logs.map(|r| files_in(&r.join(p).join(s), "log")),
-                    config
-                        .items_local()
-                        .map(|r| files_in(&r.join(p).join(s), "jl")),
-                )
-            })
-            .collect();
-        let mut rendered = self.rendered.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((seen, bytes)) = &*rendered
-            && *seen == sets
-        {
-            return bytes.clone();
-        }
-        let bytes = Bytes::from(self.render_finished(&sets));
-        *rendered = Some((sets, bytes.clone()));
-        bytes
-    }
-
-    fn render_finished(&self, sets: &FileSets) -> Vec<u8> {
-        let size: usize = self
-            .finished
-            .iter()
-            .map(|e| e.head.len() + e.tail.len() + 40)
-            .sum();
-        let mut out = Vec::with_capacity(size + 2);
-        out.push(b'[');
-        for (i, e) in self.finished.iter().enumerate() {
-            if i > 0 {
-                out.extend_from_slice(b", ");
-            }
-            out.extend_from_slice(&e.head);
-            let (project, spider) = &self.folders[e.folder];
-            let (logs, items) = &sets[e.folder];
-            for (key, files, tree, ext) in [
-                ("log_url", logs, "logs", "log"),
-                ("items_url", items, "items", "jl"),
-            ] {
-                out.extend_from_slice(b", \"");
-                out.extend_from_slice(key.as_bytes());
-                out.extend_from_slice(b"\": ");
-                match files {
-                    Some(jobs) if jobs.contains(&e.job) => crate::pyjson::push(
-                        &mut out,
-                        &format!("/{tree}/{project}/{spider}/{}.{ext}", e.job),
-                    ),
-                    _ => out.extend_from_slice(b"null"),
-                }
-            }
-            out.extend_from_slice(&e.tail);
-        }
-        out.push(b']');
-        out
+    /// The arrays, if the finished jobs' files are still those it was rendered with (one folder
+    /// read per spider).
+    fn json(&self, config: &Config) -> Option<JobsJson> {
+        (file_sets(config, &self.folders) == self.files).then(|| JobsJson {
+            pending: self.pending.clone(),
+            running: self.running_json(config),
+            finished: self.finished.clone(),
+        })
     }
 }
 
@@ -314,23 +300,24 @@ impl Listing {
         Ok(counts)
     }
 
-    /// The jobs of `projects` (all, or only `project`'s).
-    pub async fn view(
+    /// `listjobs.json`'s arrays for `projects` (all, or only `project`'s).
+    pub async fn jobs_json(
         &self,
         store: &Store,
+        config: &Arc<Config>,
         projects: Vec<String>,
         project: Option<String>,
-    ) -> Result<Arc<JobsView>, StoreError> {
+    ) -> Result<JobsJson, StoreError> {
         let generation = store.generation();
-        if let Some(view) = self
+        let cached = self
             .views
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(&project)
-            && view.generation == generation
-            && view.projects == projects
-        {
-            return Ok(view.clone());
+            .filter(|v| v.generation == generation && v.projects == projects)
+            .cloned();
+        if let Some(json) = cached.and_then(|v| v.json(config)) {
+            return Ok(json);
         }
         let scope = match &project {
             Some(p) => vec![p.clone()],
@@ -352,16 +339,24 @@ impl Listing {
                 })
             })
             .await?;
-        let view = tokio::task::spawn_blocking(move || JobsView::new(seen, projects, snapshot))
-            .await
-            .map(Arc::new)
-            .map_err(|_| StoreError::Closed)?;
+        let build_config = config.clone();
+        let view = tokio::task::spawn_blocking(move || {
+            JobsView::new(&build_config, seen, projects, snapshot)
+        })
+        .await
+        .map(Arc::new)
+        .map_err(|_| StoreError::Closed)?;
+        let json = JobsJson {
+            pending: view.pending.clone(),
+            running: view.running_json(config),
+            finished: view.finished.clone(),
+        };
         let mut views = self.views.lock().unwrap_or_else(|e| e.into_inner());
         // Views of older generations are of no more use.
         views.retain(|_, v| v.generation >= seen);
         if views.get(&project).is_none_or(|v| v.generation <= seen) {
-            views.insert(project, view.clone());
+            views.insert(project, view);
         }
-        Ok(view)
+        Ok(json)
     }
 }

@@ -324,14 +324,14 @@ pub async fn listjobs(State(state): State<AppState>, params: Params) -> ApiResul
     if let Some(p) = &project {
         known_project(&state, p)?;
     }
-    let view = state
+    let jobs = state
         .listing
-        .view(&state.store, state.eggs.projects(), project)
+        .jobs_json(&state.store, &state.config, state.eggs.projects(), project)
         .await?;
     Ok(Reply::empty()
-        .with_json("pending", view.pending_json())
-        .with_json("running", view.running_json(&state.config))
-        .with_json("finished", view.finished_json(&state.config)))
+        .with_json("pending", jobs.pending)
+        .with_json("running", jobs.running)
+        .with_json("finished", jobs.finished))
 }
 
 /// After a project lost its last egg: its pending jobs go too (Scrapyd kept them, and a later
