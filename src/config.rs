@@ -176,6 +176,11 @@ pub struct Config {
     pub leave_crawls_running: bool,
     /// Largest request body accepted (an egg upload), in bytes.
     pub max_upload_size: usize,
+    /// API keys of the Scrapy Cloud API (`/api/`, `/storage/`); none: see [`crate::cloud`].
+    pub api_keys: Vec<String>,
+    /// Where each job's items, logs, requests and stats samples are kept for the Scrapy Cloud
+    /// API (absolute).
+    pub jobdata_dir: PathBuf,
     /// Endpoint path (e.g. `schedule.json`) → service, after applying `[services]`.
     pub services: Vec<(String, Service)>,
     /// `[settings]`: project name → settings module, in file order.
@@ -221,6 +226,7 @@ webroot           = scrapyd.website.Root
 prefix_header     = x-forwarded-prefix
 debug             = off
 max_upload_size   = 104857600
+api_keys          =
 
 # Egg storage options
 eggstorage        = scrapyd.eggstorage.FilesystemEggStorage
@@ -232,6 +238,7 @@ finished_to_keep  = 100
 
 # Directory options
 dbs_dir           = dbs
+jobdata_dir       = jobdata
 
 [services]
 schedule.json     = scrapyd.webservice.Schedule
@@ -260,7 +267,7 @@ const ENV_OVERRIDES: [(&str, &str); 5] = [
 ];
 
 /// Every `[scrapyd]` option that is not a class path.
-const VALUE_OPTIONS: [&str; 23] = [
+const VALUE_OPTIONS: [&str; 25] = [
     "bind_address",
     "http_port",
     "unix_socket_path",
@@ -284,6 +291,8 @@ const VALUE_OPTIONS: [&str; 23] = [
     "shutdown_timeout",
     "leave_crawls_running",
     "max_upload_size",
+    "api_keys",
+    "jobdata_dir",
 ];
 
 /// The class-path options and the Scrapyd classes (or module) each accepts.
@@ -1130,6 +1139,21 @@ fn build(
         }
     };
 
+    let api_keys: Vec<String> = r
+        .required("api_keys")?
+        .value
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|k| !k.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let jobdata_dir = {
+        let s = r.required("jobdata_dir")?;
+        if s.value.is_empty() {
+            return Err(s.invalid("expected a directory, not an empty value"));
+        }
+        absolute(cwd, Path::new(&s.value))
+    };
+
     Ok(Config {
         bind_address,
         http_port,
@@ -1154,6 +1178,8 @@ fn build(
         shutdown_timeout,
         leave_crawls_running,
         max_upload_size,
+        api_keys,
+        jobdata_dir,
         services: build_services(ini)?,
         settings: build_settings(ini)?,
         sources,

@@ -270,6 +270,7 @@ impl Db {
                 .execute("DELETE FROM jobs WHERE id = ?1", [record.id]);
             return Err(e);
         }
+        self.follow_started(&p);
         Ok(Some(record))
     }
 
@@ -321,6 +322,12 @@ impl Db {
     /// and the pruning touches only the rows it removes (a long history costs no more).
     pub fn finish(&mut self, id: i64, ending: &Ending, keep: usize) -> Result<(), StoreError> {
         let before = self.finished_count()?;
+        let who: Option<(String, String)> = self
+            .jobs()?
+            .query_row("SELECT project, job FROM jobs WHERE id = ?1", [id], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()?;
         let conn = self.jobs()?;
         let tx = conn.unchecked_transaction()?;
         let changed = tx.execute(
@@ -350,6 +357,11 @@ impl Db {
         // After a failed commit the count is not known: count again next time.
         self.finished_count = committed.is_ok().then_some(count - excess);
         committed?;
+        if changed > 0
+            && let Some((project, job)) = who
+        {
+            self.follow_finished(&project, &job, ending);
+        }
         Ok(())
     }
 
@@ -506,6 +518,7 @@ impl Db {
             if !self.is_pending(&r.project, &r.job)? {
                 self.enqueue(&pending)?;
             }
+            self.follow_requeued(&pending);
             self.jobs()?
                 .execute("DELETE FROM jobs WHERE id = ?1", [r.id])?;
         }

@@ -21,6 +21,12 @@ use tokio::io::AsyncBufReadExt;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+/// What the Scrapy Cloud registry adds to a launch.
+struct CloudLaunch {
+    key: crate::cloud::registry::JobKey,
+    environment: Vec<(String, String)>,
+}
+
 /// How often a re-adopted crawl (not our child: no exit notification) is checked.
 const ADOPTED_CHECK: Duration = Duration::from_millis(200);
 
@@ -261,10 +267,25 @@ impl Launcher {
             let projects = self.eggs.projects();
             let next = self
                 .store
-                .call(move |db| db.start_next(&projects, now_micros()))
+                .call(move |db| {
+                    let Some(record) = db.start_next(&projects, now_micros())? else {
+                        return Ok(None);
+                    };
+                    // Its Scrapy Cloud key and `run.json` environment, if the registry has them.
+                    let cloud = match db.cloud_job_of(&record.project, &record.job) {
+                        Ok(Some(j)) => Some(CloudLaunch {
+                            key: j.key,
+                            environment: db
+                                .job_environment(&record.project, &record.job)
+                                .unwrap_or_default(),
+                        }),
+                        _ => None,
+                    };
+                    Ok(Some((record, cloud)))
+                })
                 .await;
             match next {
-                Ok(Some(record)) => self.launch(record).await,
+                Ok(Some((record, cloud))) => self.launch(record, cloud).await,
                 Ok(None) => break,
                 Err(e) => {
                     tracing::error!("cannot read the spider queues: {e}");
@@ -274,8 +295,8 @@ impl Launcher {
         }
     }
 
-    async fn launch(&mut self, record: JobRecord) {
-        match self.spawn(&record).await {
+    async fn launch(&mut self, record: JobRecord, cloud: Option<CloudLaunch>) {
+        match self.spawn(&record, cloud.as_ref()).await {
             Ok((pid, log)) => {
                 tracing::info!(
                     log = %log.as_deref().map(|p| p.display().to_string()).unwrap_or_default(),
@@ -319,7 +340,11 @@ impl Launcher {
     }
 
     /// Prepares folders and starts the crawl process; returns its pid and log path.
-    async fn spawn(&self, r: &JobRecord) -> Result<(u32, Option<PathBuf>), String> {
+    async fn spawn(
+        &self,
+        r: &JobRecord,
+        cloud: Option<&CloudLaunch>,
+    ) -> Result<(u32, Option<PathBuf>), String> {
         for name in [&r.project, &r.spider, &r.job] {
             if !names::is_safe(name) {
                 return Err(format!("DirectoryTraversalError: {name}"));
@@ -374,6 +399,23 @@ impl Launcher {
         let result = self.result_path(r.id);
         let _ = std::fs::remove_file(&result);
         let mut cmd = self.eggs.runner().command(&r.project, &source);
+        if let Some(c) = cloud {
+            for (k, v) in &c.environment {
+                if !k.is_empty() && !k.contains(['=', '\0']) && !v.contains('\0') {
+                    cmd.env(k, v);
+                }
+            }
+            let dir = crate::cloud::jobdata::job_dir(
+                &self.config.jobdata_dir,
+                c.key.project,
+                c.key.spider,
+                c.key.n,
+            );
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| format!("cannot use {}: {e}", dir.display()))?;
+            cmd.env("SCRAPYD_RS_JOBDATA", &dir)
+                .env("SHUB_JOBKEY", c.key.to_string());
+        }
         cmd.env("SCRAPYD_RS_RESULT", &result);
         cmd.args(runner::crawl_args(
             &r.spider, &settings, &r.job, version, &r.args,

@@ -11,9 +11,11 @@
 //!   finished jobs) are its tables; [`listing`] is the cached jobs listing read from them.
 //! - [`launcher`]: the task that starts, signals and reaps crawls; [`runner`]: the embedded
 //!   Python runner.
+//! - [`cloud`]: the Scrapy Cloud API (`/api/`, `/storage/`) for `scrapinghub` and `shub`.
 //! - [`error`], [`names`], [`pyjson`]: the API error type, name validation, Python-style JSON.
 
 pub mod api;
+pub mod cloud;
 pub mod config;
 pub mod eggs;
 pub mod error;

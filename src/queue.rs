@@ -3,6 +3,7 @@
 //! folder's pending jobs carry over. We add a `created` column (microseconds since the epoch) so
 //! the launcher can order jobs across projects: highest priority first, then oldest first.
 
+use crate::cloud::registry::JobKey;
 use crate::store::{Db, StoreError};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::{Map, Value};
@@ -143,53 +144,107 @@ impl Db {
     }
 
     /// Queues several jobs with one commit per project; one result per job, in order. A job is
-    /// stored exactly when its result is `Ok`.
-    pub fn enqueue_group(&mut self, jobs: &[Box<PendingJob>]) -> Vec<Result<(), StoreError>> {
+    /// stored exactly when its result is `Ok`. Each stored job is then registered (its key and
+    /// metadata, with `extra` from `run.json`) in one more transaction; the key is `None` if
+    /// that failed (the registry catches up when the job starts).
+    pub fn enqueue_group(
+        &mut self,
+        jobs: &[(Box<PendingJob>, Map<String, Value>)],
+    ) -> Vec<Result<Option<JobKey>, StoreError>> {
         let mut results: Vec<Option<Result<(), StoreError>>> = jobs.iter().map(|_| None).collect();
         let mut projects: Vec<&str> = Vec::new();
-        for j in jobs {
+        for (j, _) in jobs {
             if !projects.contains(&j.project.as_str()) {
                 projects.push(&j.project);
             }
         }
         for project in projects {
             let members: Vec<usize> = (0..jobs.len())
-                .filter(|&i| jobs[i].project == project)
+                .filter(|&i| jobs[i].0.project == project)
                 .collect();
+            let failed = |results: &mut Vec<Option<Result<(), StoreError>>>, e: String| {
+                for &i in &members {
+                    results[i] = Some(Err(StoreError::Commit(e.clone())));
+                }
+            };
             let conn = match self.conn(project) {
                 Ok(c) => c,
                 Err(e) => {
-                    let message = e.to_string();
-                    for &i in &members {
-                        results[i] = Some(Err(StoreError::Commit(message.clone())));
-                    }
+                    failed(&mut results, e.to_string());
                     continue;
                 }
             };
             if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
-                let message = e.to_string();
-                for &i in &members {
-                    results[i] = Some(Err(StoreError::Commit(message.clone())));
-                }
+                failed(&mut results, e.to_string());
                 continue;
             }
             for &i in &members {
-                results[i] = Some(insert(conn, &jobs[i]).map(|_| ()).map_err(StoreError::from));
+                results[i] = Some(
+                    insert(conn, &jobs[i].0)
+                        .map(|_| ())
+                        .map_err(StoreError::from),
+                );
             }
             if let Err(e) = conn.execute_batch("COMMIT") {
                 if !conn.is_autocommit() {
                     let _ = conn.execute_batch("ROLLBACK");
                 }
-                let message = e.to_string();
-                for &i in &members {
-                    results[i] = Some(Err(StoreError::Commit(message.clone())));
-                }
+                failed(&mut results, e.to_string());
             }
         }
+        let stored: Vec<usize> = (0..jobs.len())
+            .filter(|&i| matches!(results[i], Some(Ok(()))))
+            .collect();
+        let keys = self.register_group(jobs, &stored);
         results
             .into_iter()
-            .map(|r| r.unwrap_or_else(|| Err(StoreError::Closed)))
+            .enumerate()
+            .map(|(i, r)| match r {
+                Some(Ok(())) => Ok(keys.get(&i).copied()),
+                Some(Err(e)) => Err(e),
+                None => Err(StoreError::Closed),
+            })
             .collect()
+    }
+
+    /// Registers the stored jobs of a group in one transaction.
+    fn register_group(
+        &mut self,
+        jobs: &[(Box<PendingJob>, Map<String, Value>)],
+        stored: &[usize],
+    ) -> std::collections::HashMap<usize, JobKey> {
+        let mut keys = std::collections::HashMap::new();
+        if stored.is_empty() {
+            return keys;
+        }
+        let begun = self
+            .conn(crate::jobs::JOBS_DB)
+            .and_then(|c| Ok(c.execute_batch("BEGIN IMMEDIATE")?));
+        if let Err(e) = begun {
+            tracing::warn!("job registry: cannot register queued jobs: {e}");
+            return keys;
+        }
+        for &i in stored {
+            match self.register_job(&jobs[i].0, &jobs[i].1) {
+                Ok(key) => {
+                    keys.insert(i, key);
+                }
+                Err(e) => tracing::warn!("job registry: cannot register a queued job: {e}"),
+            }
+        }
+        let committed = self
+            .conn(crate::jobs::JOBS_DB)
+            .and_then(|c| Ok(c.execute_batch("COMMIT")?));
+        if let Err(e) = committed {
+            tracing::warn!("job registry: cannot register queued jobs: {e}");
+            if let Ok(c) = self.conn(crate::jobs::JOBS_DB)
+                && !c.is_autocommit()
+            {
+                let _ = c.execute_batch("ROLLBACK");
+            }
+            keys.clear();
+        }
+        keys
     }
 
     /// The pending jobs of `projects`, each project's in start order (priority, then FIFO).
@@ -258,14 +313,21 @@ impl Db {
         for id in &ids {
             conn.execute("DELETE FROM spider_queue WHERE id = ?1", [id])?;
         }
+        if !ids.is_empty() {
+            self.follow_dequeued(project, job, "scrapyd");
+        }
         Ok(ids.len())
     }
 
     /// Removes every pending job of `project`.
     pub fn clear_pending(&mut self, project: &str) -> Result<usize, StoreError> {
+        let jobs = self.pending(&[project.to_owned()])?;
         let n = self
             .conn(project)?
             .execute("DELETE FROM spider_queue", [])?;
+        for j in jobs {
+            self.follow_dequeued(project, &j.job, "scrapyd");
+        }
         Ok(n)
     }
 

@@ -11,6 +11,12 @@ Environment contract (the same as Scrapyd's runner, plus one variable):
 * ``SCRAPYD_RS_RESULT``: for crawls, a file where the runner writes, when it exits, a JSON
   object ``{"exit_code": int, "finish_reason": str|null, "stats": {...}|null}`` (the daemon
   reads it, also for a crawl it re-adopted after a restart).
+* ``SCRAPYD_RS_JOBDATA``: for crawls, the folder of the job's data for the Scrapy Cloud API.
+  The runner appends one compact JSON line per entry, each with one ``write()`` on an
+  ``O_APPEND`` file, to ``items.jl`` (items, with ``_type``), ``logs.jl`` (``time``, ``level``,
+  ``message``), ``requests.jl`` (``url``, ``method``, ``status``, ``rs``, ``duration``,
+  ``time``, ``fp``, ``parent``) and ``samples.jl`` (``[time, items, pages, errors]`` every
+  30 s and at the end). The daemon indexes them.
 * ``SCRAPYD_RS_NICE``: an increment for the process's nice value. The daemon sets it when it
   lists an upload's spiders, so that background work does not slow the API down.
 
@@ -22,6 +28,7 @@ The egg is put on ``sys.path`` (eggs are importable zip files); ``pkg_resources`
 
 import configparser
 import json
+import logging
 import os
 import sys
 import zipfile
@@ -74,6 +81,153 @@ class ResultRecorder:
             _result["stats"] = dict(self.crawler.stats.get_stats())
         except Exception:  # stats are a bonus, never a reason to fail
             _result["stats"] = None
+
+
+def _now_ms():
+    import time
+
+    return int(time.time() * 1000)
+
+
+class _Appender:
+    """Appends JSON lines to one file of the job's data folder, one write() per line."""
+
+    def __init__(self, folder, name):
+        self.path = os.path.join(folder, name)
+        self.fd = None
+
+    def write(self, value):
+        line = json.dumps(value, separators=(",", ":"), default=str) + "\n"
+        try:
+            if self.fd is None:
+                self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            os.write(self.fd, line.encode("utf-8"))
+        except OSError:
+            pass  # job data is a bonus, never a reason to fail the crawl
+
+
+class _LogRecorder(logging.Handler):
+    """Logging handler writing each record as a log entry of the job."""
+
+    def __init__(self, appender):
+        super().__init__(logging.DEBUG)
+        self.appender = appender
+
+    def emit(self, record):
+        try:
+            message = record.getMessage()
+            if record.exc_info:
+                message += "\n" + logging.Formatter().formatException(record.exc_info)
+            self.appender.write(
+                {"time": int(record.created * 1000), "level": record.levelno,
+                 "message": f"[{record.name}] {message}"}
+            )
+        except Exception:
+            pass
+
+
+_log_recorder = None
+
+
+class JobDataRecorder:
+    """Scrapy extension: records the job's items, requests and stats samples (logs come from
+    the handler installed at start-up) in SCRAPYD_RS_JOBDATA."""
+
+    def __init__(self, crawler, folder):
+        from scrapy import signals
+
+        self.crawler = crawler
+        self.items = _Appender(folder, "items.jl")
+        self.requests = _Appender(folder, "requests.jl")
+        self.samples = _Appender(folder, "samples.jl")
+        self.request_count = 0
+        self.loop = None
+        if _log_recorder is not None:
+            _log_recorder.setLevel(crawler.settings.get("LOG_LEVEL") or "DEBUG")
+        crawler.signals.connect(self.item_scraped, signal=signals.item_scraped)
+        crawler.signals.connect(self.response_received, signal=signals.response_received)
+        crawler.signals.connect(self.spider_opened, signal=signals.spider_opened)
+        crawler.signals.connect(self.spider_closed, signal=signals.spider_closed)
+
+    @classmethod
+    def from_crawler(cls, crawler):
+        from scrapy.exceptions import NotConfigured
+
+        folder = os.environ.get("SCRAPYD_RS_JOBDATA")
+        if not folder:
+            raise NotConfigured
+        return cls(crawler, folder)
+
+    def item_scraped(self, item, response, spider):
+        try:
+            from itemadapter import ItemAdapter
+
+            data = ItemAdapter(item).asdict()
+        except Exception:
+            data = dict(item) if isinstance(item, dict) else {"value": repr(item)}
+        data["_type"] = type(item).__name__
+        self.items.write(data)
+
+    def response_received(self, response, request, spider):
+        number = self.request_count
+        self.request_count += 1
+        request.meta["_scrapyd_rs_request"] = number
+        try:
+            fp = self.crawler.request_fingerprinter.fingerprint(request).hex()
+        except Exception:
+            fp = None
+        entry = {
+            "url": response.url,
+            "method": request.method,
+            "status": response.status,
+            "rs": len(response.body),
+            "duration": int(float(request.meta.get("download_latency") or 0) * 1000),
+            "time": _now_ms(),
+        }
+        if fp:
+            entry["fp"] = fp
+        parent = request.meta.get("_scrapyd_rs_parent")
+        if parent is not None:
+            entry["parent"] = parent
+        self.requests.write(entry)
+
+    def sample(self):
+        stats = self.crawler.stats
+        self.samples.write([
+            _now_ms(),
+            stats.get_value("item_scraped_count", 0),
+            stats.get_value("response_received_count", 0),
+            stats.get_value("log_count/ERROR", 0),
+        ])
+
+    def spider_opened(self, spider):
+        from twisted.internet import task
+
+        self.loop = task.LoopingCall(self.sample)
+        self.loop.start(30, now=False)
+
+    def spider_closed(self, spider, reason):
+        if self.loop is not None and self.loop.running:
+            self.loop.stop()
+        self.sample()
+
+
+class RequestParents:
+    """Spider middleware: marks each request with the number of the response it came from."""
+
+    def process_spider_output(self, response, result, spider):
+        parent = response.meta.get("_scrapyd_rs_request")
+        for r in result:
+            if parent is not None and hasattr(r, "meta") and hasattr(r, "dont_filter"):
+                r.meta.setdefault("_scrapyd_rs_parent", parent)
+            yield r
+
+    async def process_spider_output_async(self, response, result, spider):
+        parent = response.meta.get("_scrapyd_rs_request")
+        async for r in result:
+            if parent is not None and hasattr(r, "meta") and hasattr(r, "dont_filter"):
+                r.meta.setdefault("_scrapyd_rs_parent", parent)
+            yield r
 
 
 def _write_result(path):
@@ -156,6 +310,21 @@ def run():
             **default_settings.EXTENSIONS_BASE,
             "__main__.ResultRecorder": 0,
         }
+    folder = os.environ.get("SCRAPYD_RS_JOBDATA")
+    if folder:
+        global _log_recorder
+        from scrapy.settings import default_settings
+
+        default_settings.EXTENSIONS_BASE = {
+            **default_settings.EXTENSIONS_BASE,
+            "__main__.JobDataRecorder": 0,
+        }
+        default_settings.SPIDER_MIDDLEWARES_BASE = {
+            **default_settings.SPIDER_MIDDLEWARES_BASE,
+            "__main__.RequestParents": 0,
+        }
+        _log_recorder = _LogRecorder(_Appender(folder, "logs.jl"))
+        logging.getLogger().addHandler(_log_recorder)
     from scrapy.cmdline import execute
 
     execute(["scrapy", *sys.argv[1:]])

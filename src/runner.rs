@@ -108,6 +108,8 @@ impl Runner {
         cmd.arg(self.script())
             .env_remove("SCRAPYD_RS_RESULT")
             .env_remove("SCRAPYD_RS_NICE")
+            .env_remove("SCRAPYD_RS_JOBDATA")
+            .env_remove("SHUB_JOBKEY")
             .current_dir(&self.cwd)
             .env("SCRAPY_PROJECT", project);
         match source {

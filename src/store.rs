@@ -13,9 +13,11 @@
 //!   on the owner thread before its caller is answered; [`Store::read`] never does. Readers cache
 //!   what they derive from the store under the generation it was read at (see [`crate::listing`]).
 
+use crate::cloud::registry::JobKey;
 use crate::config::DbsDir;
 use crate::queue::PendingJob;
 use rusqlite::Connection;
+use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,8 +29,8 @@ type Reply<T> = tokio::sync::oneshot::Sender<Result<T, StoreError>>;
 enum Task {
     /// Any closure (it answers its caller itself).
     Run(Box<dyn FnOnce(&mut Db) + Send>),
-    /// A job to queue: consecutive ones are committed together.
-    Enqueue(Box<PendingJob>, Reply<()>),
+    /// A job to queue (with its `run.json` metadata): consecutive ones are committed together.
+    Enqueue(Box<PendingJob>, Map<String, Value>, Reply<Option<JobKey>>),
 }
 
 /// Most enqueues committed in one transaction (bounds the wait of the first one).
@@ -94,10 +96,14 @@ impl Db {
                     conn
                 }
             };
-            crate::queue::migrate(&conn)?;
+            // One transaction: a half-migrated database is never left behind.
+            let tx = conn.unchecked_transaction()?;
+            crate::queue::migrate(&tx)?;
             if name == crate::jobs::JOBS_DB {
-                crate::jobs::migrate(&conn)?;
+                crate::jobs::migrate(&tx)?;
+                crate::cloud::registry::migrate(&tx)?;
             }
+            tx.commit()?;
             self.conns.insert(name.to_owned(), conn);
         }
         self.conns.get(name).ok_or(StoreError::Closed)
@@ -143,11 +149,11 @@ fn run_owner(mut db: Db, rx: mpsc::Receiver<Task>, generation: Arc<AtomicU64>) {
         };
         match task {
             Task::Run(f) => f(&mut db),
-            Task::Enqueue(job, reply) => {
-                let mut group = vec![(job, reply)];
+            Task::Enqueue(job, extra, reply) => {
+                let mut group = vec![((job, extra), reply)];
                 while group.len() < MAX_GROUP {
                     match rx.try_recv() {
-                        Ok(Task::Enqueue(job, reply)) => group.push((job, reply)),
+                        Ok(Task::Enqueue(job, extra, reply)) => group.push(((job, extra), reply)),
                         Ok(other) => {
                             next = Some(other);
                             break;
@@ -237,11 +243,17 @@ impl Store {
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
-    /// Queues a job; answered once it is committed (together with the enqueues around it).
-    pub async fn enqueue(&self, job: PendingJob) -> Result<(), StoreError> {
+    /// Queues a job; answered once it is committed (together with the enqueues around it),
+    /// with its Scrapy Cloud key (see [`Db::enqueue_group`]). `extra` is metadata from
+    /// `run.json`.
+    pub async fn enqueue(
+        &self,
+        job: PendingJob,
+        extra: Map<String, Value>,
+    ) -> Result<Option<JobKey>, StoreError> {
         let (reply, rx) = tokio::sync::oneshot::channel();
         self.tx
-            .send(Task::Enqueue(Box::new(job), reply))
+            .send(Task::Enqueue(Box::new(job), extra, reply))
             .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
@@ -282,7 +294,9 @@ mod tests {
             let store = store.clone();
             let project = if i % 3 == 0 { "a" } else { "b" };
             calls.push(tokio::spawn(async move {
-                store.enqueue(job(project, &format!("{i:03}"))).await
+                store
+                    .enqueue(job(project, &format!("{i:03}")), Map::new())
+                    .await
             }));
         }
         for c in calls {
@@ -326,10 +340,10 @@ mod tests {
     #[test]
     fn a_group_spanning_projects_stores_each_job_once() {
         let mut db = Db::new_for_tests(DbsDir::Memory);
-        let jobs: Vec<Box<PendingJob>> = ["a", "b", "a", "c", "b"]
+        let jobs: Vec<(Box<PendingJob>, Map<String, Value>)> = ["a", "b", "a", "c", "b"]
             .iter()
             .enumerate()
-            .map(|(i, p)| Box::new(job(p, &format!("j{i}"))))
+            .map(|(i, p)| (Box::new(job(p, &format!("j{i}"))), Map::new()))
             .collect();
         let results = db.enqueue_group(&jobs);
         assert!(results.iter().all(Result::is_ok));

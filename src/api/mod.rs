@@ -183,6 +183,7 @@ pub fn router(state: AppState) -> Router {
     }
     let api = api.layer(DefaultBodyLimit::max(state.config.max_upload_size));
     let app = api
+        .merge(crate::cloud::routes(&state))
         .merge(crate::web::routes(&state))
         .fallback(crate::web::not_found)
         .layer(middleware::from_fn_with_state(

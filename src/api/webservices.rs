@@ -207,7 +207,7 @@ pub async fn schedule(State(state): State<AppState>, params: Params) -> ApiResul
     // enqueues reach the store together and are committed as a group.
     let held = state.eggs.hold_projects().await;
     known_project(&state, &pending.project)?;
-    state.store.enqueue(pending).await?;
+    state.store.enqueue(pending, serde_json::Map::new()).await?;
     drop(held);
     state.launcher.wake();
     Ok(Reply::empty().with("jobid", job))

@@ -24,6 +24,7 @@ pub fn test_config(root: &Path) -> Config {
     c.logs_dir = Some(root.join("logs"));
     c.items_dir = ItemsDir::Local(root.join("items"));
     c.dbs_dir = DbsDir::Dir(root.join("dbs"));
+    c.jobdata_dir = root.join("jobdata");
     c.python = super::venv().python.display().to_string();
     c.max_proc = 2;
     c.node_name = "test-node".into();

@@ -1,0 +1,524 @@
+//! Each job's data streams — items, logs, requests and stats samples — as append-only files in
+//! the job's folder `{jobdata_dir}/{project id}/{spider id}/{n}/`:
+//! - `{stream}.jl`: one compact JSON value per line, appended by the crawl's runner (a Scrapy
+//!   extension) and by storage API writes, each line with one `write()` on an `O_APPEND` file;
+//! - `{stream}.idx`: the byte offset of every line (8 bytes each, little-endian), so entry `n`
+//!   is one seek away and a count is a file size;
+//! - `{stream}.stats.json`: how far the index reaches, and the stream's stats (field counts,
+//!   values, bytes), updated with the index.
+//!
+//! The daemon extends the index and stats lazily — when the stream is read, counted or written
+//! through the API — over the lines added since (complete lines only: a line being written is
+//! left for next time). Reads stream from the file; nothing holds a whole stream in memory.
+//! Why files and not SQLite: a crawl writes its data from its own process, and must keep
+//! writing while the daemon restarts (re-adoption); plain appends need no shared database
+//! handle, and reading a million entries is a sequential file read.
+
+use serde_json::{Map, Value};
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// The four streams of a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamKind {
+    Items,
+    Logs,
+    Requests,
+    Samples,
+}
+
+impl StreamKind {
+    pub fn parse(name: &str) -> Option<StreamKind> {
+        Some(match name {
+            "items" => StreamKind::Items,
+            "logs" => StreamKind::Logs,
+            "requests" => StreamKind::Requests,
+            "samples" => StreamKind::Samples,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            StreamKind::Items => "items",
+            StreamKind::Logs => "logs",
+            StreamKind::Requests => "requests",
+            StreamKind::Samples => "samples",
+        }
+    }
+
+    /// Whether the client may ask for msgpack (never for requests).
+    pub fn allows_msgpack(self) -> bool {
+        self != StreamKind::Requests
+    }
+}
+
+/// The folder of a job's data.
+pub fn job_dir(root: &Path, project: i64, spider: i64, n: i64) -> PathBuf {
+    root.join(project.to_string())
+        .join(spider.to_string())
+        .join(n.to_string())
+}
+
+/// What the index covers, and the stats of those entries.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct Indexed {
+    /// Bytes of the `.jl` file covered by the index.
+    pub bytes: u64,
+    /// Entries covered.
+    pub values: u64,
+    /// Sum of the entries' msgpack sizes (Scrapy Cloud's `input_bytes`).
+    pub input_bytes: u64,
+    /// Per-field (items, requests) or per-level (logs) counts.
+    pub counts: Map<String, Value>,
+}
+
+impl Indexed {
+    /// Scrapy Cloud's stats object.
+    pub fn stats(&self) -> Value {
+        serde_json::json!({
+            "counts": self.counts,
+            "totals": {"input_values": self.values, "input_bytes": self.input_bytes},
+        })
+    }
+
+    fn count(&mut self, key: String) {
+        let n = self.counts.get(&key).and_then(Value::as_u64).unwrap_or(0);
+        self.counts.insert(key, (n + 1).into());
+    }
+
+    fn add(&mut self, kind: StreamKind, value: &Value) {
+        self.values += 1;
+        match (kind, value) {
+            (StreamKind::Logs, Value::Object(m)) => {
+                if let Some(level) = m.get("level") {
+                    self.count(match level {
+                        Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    });
+                }
+                let message = m.get("message").cloned().unwrap_or(Value::Null);
+                self.input_bytes += super::wire::msgpack(&message).len() as u64;
+            }
+            (StreamKind::Items | StreamKind::Requests, Value::Object(m)) => {
+                for (k, v) in m {
+                    let skipped = v.is_null() || (kind == StreamKind::Requests && k == "time");
+                    if !skipped {
+                        self.count(k.clone());
+                    }
+                }
+                self.input_bytes += super::wire::msgpack(value).len() as u64;
+            }
+            _ => self.input_bytes += super::wire::msgpack(value).len() as u64,
+        }
+    }
+}
+
+/// One stream of one job.
+#[derive(Debug, Clone)]
+pub struct Stream {
+    dir: PathBuf,
+    kind: StreamKind,
+}
+
+/// One lock per stream file (index updates and API appends), for the daemon's lifetime.
+fn lock_of(path: &Path) -> Arc<Mutex<()>> {
+    static LOCKS: OnceLock<Mutex<HashMap<PathBuf, Arc<Mutex<()>>>>> = OnceLock::new();
+    let mut locks = LOCKS
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if locks.len() > 10_000 {
+        locks.retain(|_, l| Arc::strong_count(l) > 1);
+    }
+    locks.entry(path.to_path_buf()).or_default().clone()
+}
+
+impl Stream {
+    pub fn new(dir: PathBuf, kind: StreamKind) -> Stream {
+        Stream { dir, kind }
+    }
+
+    pub fn kind(&self) -> StreamKind {
+        self.kind
+    }
+
+    fn path(&self, ext: &str) -> PathBuf {
+        self.dir.join(format!("{}.{ext}", self.kind.name()))
+    }
+
+    fn read_indexed(&self) -> Indexed {
+        std::fs::read(self.path("stats.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    }
+
+    /// Extends the index over the complete lines added since; returns what it covers.
+    pub fn catch_up(&self) -> std::io::Result<Indexed> {
+        let lock = lock_of(&self.path("jl"));
+        let _held = lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.catch_up_locked()
+    }
+
+    fn catch_up_locked(&self) -> std::io::Result<Indexed> {
+        let mut indexed = self.read_indexed();
+        let data = match File::open(self.path("jl")) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(indexed),
+            Err(e) => return Err(e),
+        };
+        let len = data.metadata()?.len();
+        // An index that does not match its data (a stream rewritten by hand) is rebuilt.
+        let idx_len = std::fs::metadata(self.path("idx")).map_or(0, |m| m.len());
+        if indexed.bytes > len || idx_len != indexed.values * 8 {
+            indexed = Indexed::default();
+            let _ = std::fs::remove_file(self.path("idx"));
+        }
+        if indexed.bytes == len {
+            return Ok(indexed);
+        }
+        let mut reader = BufReader::with_capacity(1 << 16, data);
+        reader.seek(SeekFrom::Start(indexed.bytes))?;
+        let mut offsets = Vec::new();
+        let mut line = Vec::new();
+        let mut pos = indexed.bytes;
+        loop {
+            line.clear();
+            let n = reader.read_until(b'\n', &mut line)?;
+            if n == 0 || line.last() != Some(&b'\n') {
+                break;
+            }
+            let value: Value = serde_json::from_slice(&line).unwrap_or(Value::Null);
+            offsets.extend_from_slice(&pos.to_le_bytes());
+            indexed.add(self.kind, &value);
+            pos += n as u64;
+        }
+        if offsets.is_empty() {
+            return Ok(indexed);
+        }
+        let mut idx = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.path("idx"))?;
+        idx.write_all(&offsets)?;
+        indexed.bytes = pos;
+        let tmp = self.path("stats.json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec(&indexed)?)?;
+        std::fs::rename(&tmp, self.path("stats.json"))?;
+        Ok(indexed)
+    }
+
+    /// Appends values through the API. `start` is the offset of the first one: values the
+    /// stream already holds (a batch sent again) are skipped, so a retried write is harmless.
+    pub fn append(&self, start: Option<u64>, values: &[Value]) -> std::io::Result<u64> {
+        let lock = lock_of(&self.path("jl"));
+        let _held = lock.lock().unwrap_or_else(|e| e.into_inner());
+        let indexed = self.catch_up_locked()?;
+        let skip = match start {
+            Some(s) if s < indexed.values => (indexed.values - s) as usize,
+            _ => 0,
+        };
+        let mut buf = Vec::new();
+        for v in values.iter().skip(skip) {
+            serde_json::to_writer(&mut buf, v)?;
+            buf.push(b'\n');
+        }
+        if !buf.is_empty() {
+            std::fs::create_dir_all(&self.dir)?;
+            let mut f = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.path("jl"))?;
+            f.write_all(&buf)?;
+        }
+        Ok(self.catch_up_locked()?.values)
+    }
+
+    /// Reads entries `from..` (at most up to `until`, the count when the read began) in order.
+    pub fn reader(&self, from: u64, until: u64) -> std::io::Result<EntryReader> {
+        let data = File::open(self.path("jl"))?;
+        let mut reader = BufReader::with_capacity(1 << 16, data);
+        if from < until {
+            let idx = File::open(self.path("idx"))?;
+            let mut offset = [0u8; 8];
+            idx.read_exact_at(&mut offset, from * 8)?;
+            reader.seek(SeekFrom::Start(u64::from_le_bytes(offset)))?;
+        }
+        Ok(EntryReader {
+            reader,
+            next: from,
+            until,
+            line: Vec::new(),
+        })
+    }
+
+    /// Entry `n`, if the stream has it.
+    pub fn get(&self, n: u64) -> std::io::Result<Option<Vec<u8>>> {
+        let indexed = self.catch_up()?;
+        if n >= indexed.values {
+            return Ok(None);
+        }
+        let mut r = self.reader(n, n + 1)?;
+        Ok(r.next_entry()?.map(|(_, line)| line.to_vec()))
+    }
+
+    /// Removes the stream's files.
+    pub fn remove(&self) {
+        for ext in ["jl", "idx", "stats.json"] {
+            let _ = std::fs::remove_file(self.path(ext));
+        }
+    }
+}
+
+/// Entries of a stream, in order.
+pub struct EntryReader {
+    reader: BufReader<File>,
+    next: u64,
+    until: u64,
+    line: Vec<u8>,
+}
+
+impl EntryReader {
+    /// The next entry: its number and its JSON text (without the newline).
+    pub fn next_entry(&mut self) -> std::io::Result<Option<(u64, &[u8])>> {
+        if self.next >= self.until {
+            return Ok(None);
+        }
+        self.line.clear();
+        let n = self.reader.read_until(b'\n', &mut self.line)?;
+        if n == 0 || self.line.last() != Some(&b'\n') {
+            return Ok(None);
+        }
+        self.line.pop();
+        let number = self.next;
+        self.next += 1;
+        Ok(Some((number, &self.line)))
+    }
+
+    /// Skips entries without returning them.
+    pub fn skip(&mut self, count: u64) -> std::io::Result<()> {
+        for _ in 0..count {
+            if self.next_entry()?.is_none() {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Read for EntryReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.reader.read(buf)
+    }
+}
+
+/// A `[field, op, values]` filter of a storage read.
+#[derive(Debug, Clone)]
+pub struct Filter {
+    field: String,
+    op: String,
+    values: Vec<Value>,
+}
+
+impl Filter {
+    /// Parses one `filter` parameter.
+    pub fn parse(text: &str) -> Result<Filter, String> {
+        let v: Value =
+            serde_json::from_str(text).map_err(|e| format!("invalid filter {text}: {e}"))?;
+        let Value::Array(parts) = v else {
+            return Err(format!(
+                "invalid filter {text}: expected [field, op, values]"
+            ));
+        };
+        let field = parts
+            .first()
+            .and_then(Value::as_str)
+            .ok_or_else(|| format!("invalid filter {text}: no field"))?
+            .to_owned();
+        let op = parts
+            .get(1)
+            .and_then(Value::as_str)
+            .ok_or_else(|| format!("invalid filter {text}: no operator"))?
+            .to_owned();
+        const OPS: [&str; 14] = [
+            "=",
+            "!=",
+            ">",
+            ">=",
+            "<",
+            "<=",
+            "contains",
+            "icontains",
+            "haselement",
+            "hasnotelement",
+            "exists",
+            "notexists",
+            "isempty",
+            "isnotempty",
+        ];
+        if !OPS.contains(&op.as_str()) {
+            return Err(format!("unknown filter operator {op}"));
+        }
+        let values = match parts.get(2) {
+            Some(Value::Array(a)) => a.clone(),
+            Some(Value::Null) | None => Vec::new(),
+            Some(other) => vec![other.clone()],
+        };
+        Ok(Filter { field, op, values })
+    }
+
+    /// Whether an entry passes.
+    pub fn matches(&self, entry: &Value) -> bool {
+        let field = entry.get(&self.field);
+        let cmp = |f: &Value, v: &Value| -> Option<std::cmp::Ordering> {
+            match (f, v) {
+                (Value::Number(a), Value::Number(b)) => a.as_f64()?.partial_cmp(&b.as_f64()?),
+                (Value::String(a), Value::String(b)) => Some(a.cmp(b)),
+                _ => None,
+            }
+        };
+        let any = |pred: &dyn Fn(&Value, &Value) -> bool| match field {
+            Some(f) => self.values.iter().any(|v| pred(f, v)),
+            None => false,
+        };
+        use std::cmp::Ordering::*;
+        match self.op.as_str() {
+            "=" => any(&|f, v| f == v || cmp(f, v) == Some(Equal)),
+            "!=" => field.is_some_and(|f| self.values.iter().all(|v| f != v)),
+            ">" => any(&|f, v| cmp(f, v) == Some(Greater)),
+            ">=" => any(&|f, v| matches!(cmp(f, v), Some(Greater | Equal))),
+            "<" => any(&|f, v| cmp(f, v) == Some(Less)),
+            "<=" => any(&|f, v| matches!(cmp(f, v), Some(Less | Equal))),
+            "contains" => any(&|f, v| contains(f, v, false)),
+            "icontains" => any(&|f, v| contains(f, v, true)),
+            "haselement" => any(&|f, v| f.as_array().is_some_and(|a| a.contains(v))),
+            "hasnotelement" => match field {
+                Some(Value::Array(a)) => self.values.iter().all(|v| !a.contains(v)),
+                _ => true,
+            },
+            "exists" => field.is_some(),
+            "notexists" => field.is_none(),
+            "isempty" => field.is_none_or(is_empty),
+            "isnotempty" => field.is_some_and(|f| !is_empty(f)),
+            _ => false,
+        }
+    }
+}
+
+fn contains(field: &Value, value: &Value, ignore_case: bool) -> bool {
+    match (field, value) {
+        (Value::String(f), Value::String(v)) if ignore_case => {
+            f.to_lowercase().contains(&v.to_lowercase())
+        }
+        (Value::String(f), Value::String(v)) => f.contains(v.as_str()),
+        (Value::Array(a), v) => a.contains(v),
+        _ => false,
+    }
+}
+
+fn is_empty(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::String(s) => s.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+        _ => false,
+    }
+}
+
+/// Writes an entry's JSON with `_key` first (and nothing else with `nodata`).
+pub fn with_key(out: &mut Vec<u8>, line: &[u8], key: Option<&str>, nodata: bool) {
+    let Some(key) = key else {
+        out.extend_from_slice(line);
+        return;
+    };
+    let trimmed = line.trim_ascii();
+    let key_json = serde_json::to_string(key).unwrap_or_default();
+    if nodata {
+        out.extend_from_slice(b"{\"_key\":");
+        out.extend_from_slice(key_json.as_bytes());
+        out.push(b'}');
+        return;
+    }
+    match trimmed.strip_prefix(b"{") {
+        Some(inner) => {
+            out.extend_from_slice(b"{\"_key\":");
+            out.extend_from_slice(key_json.as_bytes());
+            if !inner.trim_ascii_start().starts_with(b"}") {
+                out.push(b',');
+            }
+            out.extend_from_slice(inner);
+        }
+        None => out.extend_from_slice(line),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn appends_index_and_reads_back_from_any_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Stream::new(dir.path().join("1/2/3"), StreamKind::Items);
+        let values: Vec<Value> = (0..1000).map(|i| json!({"n": i, "x": null})).collect();
+        assert_eq!(s.append(Some(0), &values[..600]).unwrap(), 600);
+        // A retried batch is not stored twice.
+        assert_eq!(s.append(Some(500), &values[500..]).unwrap(), 1000);
+        let indexed = s.catch_up().unwrap();
+        assert_eq!(indexed.values, 1000);
+        assert_eq!(indexed.counts["n"], 1000);
+        assert!(indexed.counts.get("x").is_none());
+        let mut r = s.reader(998, indexed.values).unwrap();
+        let (n, line) = r.next_entry().unwrap().unwrap();
+        assert_eq!((n, line), (998, &br#"{"n":998,"x":null}"#[..]));
+        assert_eq!(s.get(5).unwrap().unwrap(), br#"{"n":5,"x":null}"#);
+        assert!(s.get(1000).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_line_being_written_waits_and_lines_from_the_runner_are_indexed() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Stream::new(dir.path().to_path_buf(), StreamKind::Logs);
+        std::fs::write(
+            dir.path().join("logs.jl"),
+            b"{\"level\":20,\"message\":\"a\"}\n{\"level\":40,\"mess",
+        )
+        .unwrap();
+        let i = s.catch_up().unwrap();
+        assert_eq!(i.values, 1);
+        assert_eq!(i.counts["20"], 1);
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(dir.path().join("logs.jl"))
+            .unwrap();
+        f.write_all(b"age\":\"b\"}\n").unwrap();
+        let i = s.catch_up().unwrap();
+        assert_eq!(i.values, 2);
+        assert_eq!(i.counts["40"], 1);
+        // msgpack sizes of the messages: "a" and "b", 2 bytes each.
+        assert_eq!(i.input_bytes, 4);
+    }
+
+    #[test]
+    fn filters_and_keys() {
+        let f = Filter::parse(r#"["level", ">=", [30]]"#).unwrap();
+        assert!(f.matches(&json!({"level": 40})));
+        assert!(!f.matches(&json!({"level": 20})));
+        let f = Filter::parse(r#"["name", "contains", ["ab"]]"#).unwrap();
+        assert!(f.matches(&json!({"name": "xaby"})));
+        assert!(Filter::parse(r#"["a", "~", []]"#).is_err());
+        let mut out = Vec::new();
+        with_key(&mut out, br#"{"a":1}"#, Some("1/2/3/4"), false);
+        assert_eq!(out, br#"{"_key":"1/2/3/4","a":1}"#);
+        out.clear();
+        with_key(&mut out, b"{}", Some("k"), false);
+        assert_eq!(out, br#"{"_key":"k"}"#);
+    }
+}

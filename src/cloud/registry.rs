@@ -1,0 +1,671 @@
+//! Scrapy Cloud identities and job metadata, kept in `jobs.db` beside the Scrapyd job rows (so
+//! the store stays their one owner):
+//! - every project has a numeric id (a project named by a number keeps that number; others get
+//!   ids from [`FIRST_ALLOCATED_PROJECT_ID`] up);
+//! - every spider of a project has a numeric id (1, 2, … in order of first sight), and a job
+//!   counter: jobs are keyed `project/spider/n`;
+//! - every job, whichever API scheduled it, has a row with its state and its metadata object.
+//!
+//! The queue and job rows of the Scrapyd side stay what they were; the hooks here follow them
+//! (queued → `pending`, started → `running`, ended → `finished`).
+
+use crate::jobs::{Ending, JOBS_DB, Outcome, now_micros};
+use crate::queue::PendingJob;
+use crate::store::{Db, StoreError};
+use rusqlite::{Connection, OptionalExtension, params};
+use serde_json::{Map, Value, json};
+
+/// Ids given to projects whose names are not numbers start here (names that are numbers below
+/// it keep their number).
+pub const FIRST_ALLOCATED_PROJECT_ID: i64 = 1_000_000_000;
+
+/// A job key `project/spider/n`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct JobKey {
+    pub project: i64,
+    pub spider: i64,
+    pub n: i64,
+}
+
+impl std::fmt::Display for JobKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}/{}", self.project, self.spider, self.n)
+    }
+}
+
+impl JobKey {
+    /// Parses `p/s/n` (three decimal numbers).
+    pub fn parse(text: &str) -> Option<JobKey> {
+        let mut parts = text.split('/');
+        let mut next = || parts.next().and_then(parse_id);
+        let key = JobKey {
+            project: next()?,
+            spider: next()?,
+            n: next()?,
+        };
+        parts.next().is_none().then_some(key)
+    }
+}
+
+/// A decimal id as Scrapy Cloud writes them (no sign, no leading zero, fits in 53 bits).
+pub fn parse_id(text: &str) -> Option<i64> {
+    if text.is_empty()
+        || text.len() > 15
+        || !text.bytes().all(|b| b.is_ascii_digit())
+        || (text.len() > 1 && text.starts_with('0'))
+    {
+        return None;
+    }
+    text.parse().ok()
+}
+
+/// Job states of the Scrapy Cloud model.
+pub const STATES: [&str; 4] = ["pending", "running", "finished", "deleted"];
+
+/// A job as the registry holds it.
+#[derive(Debug, Clone)]
+pub struct CloudJob {
+    pub key: JobKey,
+    /// The Scrapyd project name and job id.
+    pub project: String,
+    pub job: String,
+    pub spider: String,
+    pub state: String,
+    /// Milliseconds of the last state change.
+    pub ts: i64,
+    pub meta: Map<String, Value>,
+}
+
+/// Creates the registry tables if needed.
+pub fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS cloud_projects (
+            name TEXT PRIMARY KEY,
+            id INTEGER NOT NULL UNIQUE
+        );
+        CREATE TABLE IF NOT EXISTS cloud_spiders (
+            project TEXT NOT NULL,
+            name TEXT NOT NULL,
+            id INTEGER NOT NULL,
+            next_job INTEGER NOT NULL DEFAULT 1,
+            tags TEXT NOT NULL DEFAULT '[]',
+            PRIMARY KEY (project, name),
+            UNIQUE (project, id)
+        );
+        CREATE TABLE IF NOT EXISTS cloud_jobs (
+            project TEXT NOT NULL,
+            spider_id INTEGER NOT NULL,
+            n INTEGER NOT NULL,
+            spider TEXT NOT NULL,
+            job TEXT NOT NULL,
+            state TEXT NOT NULL,
+            ts INTEGER NOT NULL,
+            meta TEXT NOT NULL,
+            PRIMARY KEY (project, spider_id, n)
+        );
+        CREATE INDEX IF NOT EXISTS cloud_jobs_by_job ON cloud_jobs (project, job);
+        CREATE INDEX IF NOT EXISTS cloud_jobs_by_state ON cloud_jobs (project, state, ts);",
+    )
+}
+
+/// Milliseconds since the epoch, now.
+pub fn now_ms() -> i64 {
+    now_micros() / 1000
+}
+
+/// The time field and user field a transition to `state` sets.
+fn transition_fields(state: &str) -> Option<(&'static str, &'static str)> {
+    Some(match state {
+        "pending" => ("pending_time", "scheduled_by"),
+        "running" => ("running_time", "started_by"),
+        "finished" => ("finished_time", "completed_by"),
+        "deleted" => ("deleted_time", "deleted_by"),
+        _ => return None,
+    })
+}
+
+/// Scrapy Cloud's `close_reason` for how a job ended.
+pub fn close_reason(ending: &Ending) -> String {
+    match ending.outcome {
+        Outcome::Finished => ending
+            .finish_reason
+            .clone()
+            .unwrap_or_else(|| "finished".into()),
+        Outcome::Cancelled | Outcome::Killed => "cancelled".into(),
+        Outcome::Failed | Outcome::LaunchFailed => "failed".into(),
+        Outcome::Lost => "lost".into(),
+    }
+}
+
+fn row_to_job(project_id: i64, r: &rusqlite::Row<'_>) -> rusqlite::Result<CloudJob> {
+    let meta: String = r.get(7)?;
+    Ok(CloudJob {
+        key: JobKey {
+            project: project_id,
+            spider: r.get(1)?,
+            n: r.get(2)?,
+        },
+        project: r.get(0)?,
+        spider: r.get(3)?,
+        job: r.get(4)?,
+        state: r.get(5)?,
+        ts: r.get(6)?,
+        meta: serde_json::from_str(&meta).unwrap_or_default(),
+    })
+}
+
+const JOB_COLUMNS: &str = "project, spider_id, n, spider, job, state, ts, meta";
+
+impl Db {
+    fn registry(&mut self) -> Result<&Connection, StoreError> {
+        self.conn(JOBS_DB)
+    }
+
+    /// The numeric id of a project, given on first use.
+    pub fn project_id(&mut self, name: &str) -> Result<i64, StoreError> {
+        let conn = self.registry()?;
+        if let Some(id) = conn
+            .query_row(
+                "SELECT id FROM cloud_projects WHERE name = ?1",
+                [name],
+                |r| r.get(0),
+            )
+            .optional()?
+        {
+            return Ok(id);
+        }
+        let own = parse_id(name).filter(|&n| n < FIRST_ALLOCATED_PROJECT_ID);
+        let taken = |id: i64| -> Result<bool, StoreError> {
+            Ok(conn
+                .prepare_cached("SELECT 1 FROM cloud_projects WHERE id = ?1")?
+                .exists([id])?)
+        };
+        let id = match own {
+            Some(n) if !taken(n)? => n,
+            _ => {
+                let max: Option<i64> = conn.query_row(
+                    "SELECT max(id) FROM cloud_projects WHERE id >= ?1",
+                    [FIRST_ALLOCATED_PROJECT_ID],
+                    |r| r.get(0),
+                )?;
+                max.map_or(FIRST_ALLOCATED_PROJECT_ID, |m| m + 1)
+            }
+        };
+        conn.execute(
+            "INSERT INTO cloud_projects (name, id) VALUES (?1, ?2)",
+            params![name, id],
+        )?;
+        Ok(id)
+    }
+
+    /// The project with this id, among `known` projects (registering them as needed).
+    pub fn project_by_id(
+        &mut self,
+        id: i64,
+        known: &[String],
+    ) -> Result<Option<String>, StoreError> {
+        let name: Option<String> = self
+            .registry()?
+            .query_row("SELECT name FROM cloud_projects WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        if let Some(n) = name {
+            return Ok(known.contains(&n).then_some(n));
+        }
+        for p in known {
+            if self.project_id(p)? == id {
+                return Ok(Some(p.clone()));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The id of a spider of `project`; with `create`, given on first use.
+    pub fn spider_id(
+        &mut self,
+        project: &str,
+        spider: &str,
+        create: bool,
+    ) -> Result<Option<i64>, StoreError> {
+        let conn = self.registry()?;
+        let id: Option<i64> = conn
+            .query_row(
+                "SELECT id FROM cloud_spiders WHERE project = ?1 AND name = ?2",
+                params![project, spider],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if id.is_some() || !create {
+            return Ok(id);
+        }
+        let next: i64 = conn.query_row(
+            "SELECT coalesce(max(id), 0) + 1 FROM cloud_spiders WHERE project = ?1",
+            [project],
+            |r| r.get(0),
+        )?;
+        conn.execute(
+            "INSERT INTO cloud_spiders (project, name, id) VALUES (?1, ?2, ?3)",
+            params![project, spider, next],
+        )?;
+        Ok(Some(next))
+    }
+
+    /// The name of spider `id` of `project`.
+    pub fn spider_name(&mut self, project: &str, id: i64) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .registry()?
+            .query_row(
+                "SELECT name FROM cloud_spiders WHERE project = ?1 AND id = ?2",
+                params![project, id],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// A spider's tags.
+    pub fn spider_tags(&mut self, project: &str, spider: &str) -> Result<Vec<String>, StoreError> {
+        let tags: Option<String> = self
+            .registry()?
+            .query_row(
+                "SELECT tags FROM cloud_spiders WHERE project = ?1 AND name = ?2",
+                params![project, spider],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(tags
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default())
+    }
+
+    /// Adds and removes tags of a spider; returns its tags.
+    pub fn update_spider_tags(
+        &mut self,
+        project: &str,
+        spider: &str,
+        add: &[String],
+        remove: &[String],
+    ) -> Result<Vec<String>, StoreError> {
+        self.spider_id(project, spider, true)?;
+        let mut tags = self.spider_tags(project, spider)?;
+        apply_tags(&mut tags, add, remove);
+        self.registry()?.execute(
+            "UPDATE cloud_spiders SET tags = ?3 WHERE project = ?1 AND name = ?2",
+            params![project, spider, Value::from(tags.clone()).to_string()],
+        )?;
+        Ok(tags)
+    }
+
+    /// Gives a newly queued job its key and metadata (state `pending`). `extra` holds what
+    /// `run.json` adds (tags, units, meta keys, environment, …).
+    pub fn register_job(
+        &mut self,
+        job: &PendingJob,
+        extra: &Map<String, Value>,
+    ) -> Result<JobKey, StoreError> {
+        let project_id = self.project_id(&job.project)?;
+        let spider_id = self
+            .spider_id(&job.project, &job.spider, true)?
+            .unwrap_or(0);
+        let conn = self.registry()?;
+        let n: i64 = conn.query_row(
+            "UPDATE cloud_spiders SET next_job = next_job + 1 WHERE project = ?1 AND id = ?2
+             RETURNING next_job - 1",
+            params![job.project, spider_id],
+            |r| r.get(0),
+        )?;
+        let now = if job.created > 0 {
+            job.created / 1000
+        } else {
+            now_ms()
+        };
+        let mut meta = Map::new();
+        meta.insert("project".into(), project_id.into());
+        meta.insert("spider".into(), job.spider.clone().into());
+        meta.insert("spider_type".into(), "manual".into());
+        meta.insert("state".into(), "pending".into());
+        meta.insert("pending_time".into(), now.into());
+        meta.insert("scheduled_by".into(), "scrapyd".into());
+        meta.insert("priority".into(), cloud_priority(job.priority).into());
+        meta.insert("units".into(), 1.into());
+        meta.insert("tags".into(), json!([]));
+        meta.insert("scrapyd_job".into(), job.job.clone().into());
+        if let Some(v) = &job.version {
+            meta.insert("version".into(), v.clone().into());
+        }
+        if !job.args.is_empty() {
+            meta.insert(
+                "spider_args".into(),
+                Value::Object(crate::queue::pairs_to_map(&job.args)),
+            );
+        }
+        if !job.settings.is_empty() {
+            meta.insert(
+                "job_settings".into(),
+                Value::Object(crate::queue::pairs_to_map(&job.settings)),
+            );
+        }
+        for (k, v) in extra {
+            meta.insert(k.clone(), v.clone());
+        }
+        conn.execute(
+            &format!("INSERT INTO cloud_jobs ({JOB_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?7)"),
+            params![
+                job.project,
+                spider_id,
+                n,
+                job.spider,
+                job.job,
+                now,
+                Value::Object(meta).to_string()
+            ],
+        )?;
+        Ok(JobKey {
+            project: project_id,
+            spider: spider_id,
+            n,
+        })
+    }
+
+    /// The newest registry row of a Scrapyd job.
+    pub fn cloud_job_of(
+        &mut self,
+        project: &str,
+        job: &str,
+    ) -> Result<Option<CloudJob>, StoreError> {
+        let project_id = self.project_id(project)?;
+        let conn = self.registry()?;
+        Ok(conn
+            .query_row(
+                &format!(
+                    "SELECT {JOB_COLUMNS} FROM cloud_jobs WHERE project = ?1 AND job = ?2
+                     ORDER BY ts DESC, n DESC LIMIT 1"
+                ),
+                params![project, job],
+                |r| row_to_job(project_id, r),
+            )
+            .optional()?)
+    }
+
+    /// A job by key.
+    pub fn cloud_job(
+        &mut self,
+        project: &str,
+        key: JobKey,
+    ) -> Result<Option<CloudJob>, StoreError> {
+        let conn = self.registry()?;
+        Ok(conn
+            .query_row(
+                &format!(
+                    "SELECT {JOB_COLUMNS} FROM cloud_jobs WHERE project = ?1 AND spider_id = ?2 AND n = ?3"
+                ),
+                params![project, key.spider, key.n],
+                |r| row_to_job(key.project, r),
+            )
+            .optional()?)
+    }
+
+    /// Writes a job's state, ts and metadata.
+    pub fn save_cloud_job(&mut self, job: &CloudJob) -> Result<(), StoreError> {
+        self.registry()?.execute(
+            "UPDATE cloud_jobs SET state = ?4, ts = ?5, meta = ?6
+             WHERE project = ?1 AND spider_id = ?2 AND n = ?3",
+            params![
+                job.project,
+                job.key.spider,
+                job.key.n,
+                job.state,
+                job.ts,
+                Value::Object(job.meta.clone()).to_string()
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Moves a job to `state`, setting its time and user fields and `extra` metadata.
+    pub fn transition(
+        &mut self,
+        job: &mut CloudJob,
+        state: &str,
+        by: &str,
+        extra: Map<String, Value>,
+    ) -> Result<(), StoreError> {
+        let now = now_ms();
+        job.state = state.to_owned();
+        job.ts = now;
+        job.meta.insert("state".into(), state.into());
+        if let Some((time, user)) = transition_fields(state) {
+            job.meta.insert(time.into(), now.into());
+            job.meta.insert(user.into(), by.into());
+        }
+        job.meta.extend(extra);
+        self.save_cloud_job(job)
+    }
+
+    /// Follows a Scrapyd job into `state` (registering it first if it has no row yet).
+    pub fn follow_job(
+        &mut self,
+        pending: &PendingJob,
+        state: &str,
+        extra: Map<String, Value>,
+    ) -> Result<(), StoreError> {
+        let job = match self.cloud_job_of(&pending.project, &pending.job)? {
+            Some(j) if j.state != "finished" && j.state != "deleted" => Some(j),
+            _ if state == "pending" => None,
+            _ => {
+                self.register_job(pending, &Map::new())?;
+                self.cloud_job_of(&pending.project, &pending.job)?
+            }
+        };
+        if let Some(mut job) = job {
+            self.transition(&mut job, state, "jobrunner", extra)?;
+        }
+        Ok(())
+    }
+
+    /// The environment `run.json` gave a job, for its crawl.
+    pub fn job_environment(
+        &mut self,
+        project: &str,
+        job: &str,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let Some(j) = self.cloud_job_of(project, job)? else {
+            return Ok(Vec::new());
+        };
+        Ok(match j.meta.get("environment") {
+            Some(Value::Object(map)) => map
+                .iter()
+                .map(|(k, v)| {
+                    let v = match v {
+                        Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    };
+                    (k.clone(), v)
+                })
+                .collect(),
+            _ => Vec::new(),
+        })
+    }
+
+    /// Jobs of `project` matching a query, newest first (by `ts`).
+    pub fn cloud_jobs(
+        &mut self,
+        project: &str,
+        query: &JobQuery,
+    ) -> Result<Vec<CloudJob>, StoreError> {
+        let project_id = self.project_id(project)?;
+        let conn = self.registry()?;
+        let mut sql = format!("SELECT {JOB_COLUMNS} FROM cloud_jobs WHERE project = ?1");
+        let mut args: Vec<rusqlite::types::Value> = vec![project.to_owned().into()];
+        if !query.states.is_empty() {
+            let marks: Vec<String> = query
+                .states
+                .iter()
+                .map(|s| {
+                    args.push(s.clone().into());
+                    format!("?{}", args.len())
+                })
+                .collect();
+            sql.push_str(&format!(" AND state IN ({})", marks.join(", ")));
+        }
+        if let Some(s) = query.spider_id {
+            args.push(s.into());
+            sql.push_str(&format!(" AND spider_id = ?{}", args.len()));
+        }
+        if let Some(t) = query.startts {
+            args.push(t.into());
+            sql.push_str(&format!(" AND ts >= ?{}", args.len()));
+        }
+        if let Some(t) = query.endts {
+            args.push(t.into());
+            sql.push_str(&format!(" AND ts < ?{}", args.len()));
+        }
+        sql.push_str(" ORDER BY ts DESC, spider_id DESC, n DESC");
+        let mut stmt = conn.prepare(&sql)?;
+        let rows = stmt.query_map(rusqlite::params_from_iter(args), |r| {
+            row_to_job(project_id, r)
+        })?;
+        let mut out = Vec::new();
+        let mut skipped = 0;
+        for row in rows {
+            let job = row?;
+            if !query.keys.is_empty() && !query.keys.contains(&job.key) {
+                continue;
+            }
+            let tags = tags_of(&job.meta);
+            if !query.has_tag.is_empty() && !query.has_tag.iter().any(|t| tags.contains(t)) {
+                continue;
+            }
+            if query.lacks_tag.iter().any(|t| tags.contains(t)) {
+                continue;
+            }
+            if skipped < query.skip {
+                skipped += 1;
+                continue;
+            }
+            let stop = query.stop == Some(job.key);
+            out.push(job);
+            if stop || query.count.is_some_and(|c| out.len() >= c) {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes a job's registry row (its data files are the caller's).
+    pub fn purge_cloud_job(&mut self, project: &str, key: JobKey) -> Result<usize, StoreError> {
+        Ok(self.registry()?.execute(
+            "DELETE FROM cloud_jobs WHERE project = ?1 AND spider_id = ?2 AND n = ?3",
+            params![project, key.spider, key.n],
+        )?)
+    }
+}
+
+/// Filters of `jobq/<p>/list` and `count`.
+#[derive(Debug, Default, Clone)]
+pub struct JobQuery {
+    pub states: Vec<String>,
+    pub spider_id: Option<i64>,
+    pub has_tag: Vec<String>,
+    pub lacks_tag: Vec<String>,
+    pub startts: Option<i64>,
+    pub endts: Option<i64>,
+    pub keys: Vec<JobKey>,
+    pub skip: usize,
+    pub count: Option<usize>,
+    pub stop: Option<JobKey>,
+}
+
+/// A job's tags.
+pub fn tags_of(meta: &Map<String, Value>) -> Vec<String> {
+    match meta.get("tags") {
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(|t| t.as_str().map(str::to_owned))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Adds `add` (once each) and removes `remove` from `tags`.
+pub fn apply_tags(tags: &mut Vec<String>, add: &[String], remove: &[String]) {
+    for t in add {
+        if !tags.contains(t) {
+            tags.push(t.clone());
+        }
+    }
+    tags.retain(|t| !remove.contains(t));
+}
+
+/// Scrapyd priorities are any float; Scrapy Cloud's are 0–4.
+fn cloud_priority(priority: f64) -> i64 {
+    if priority.is_finite() {
+        priority.round().clamp(0.0, 4.0) as i64
+    } else if priority > 0.0 {
+        4
+    } else {
+        0
+    }
+}
+
+/// The registry following the Scrapyd side. A failure here never undoes the Scrapyd change it
+/// follows (the job has moved): it is logged, and the row is made good on the next transition.
+impl Db {
+    fn log_follow_error(result: Result<(), StoreError>, what: &str) {
+        if let Err(e) = result {
+            tracing::warn!("job registry: cannot record {what}: {e}");
+        }
+    }
+
+    /// After `start_next`: the job runs.
+    pub(crate) fn follow_started(&mut self, job: &PendingJob) {
+        let r = self.follow_job(job, "running", Map::new());
+        Self::log_follow_error(r, "a start");
+    }
+
+    /// After `recover` put a job back in its queue.
+    pub(crate) fn follow_requeued(&mut self, job: &PendingJob) {
+        let r = self.follow_job(job, "pending", Map::new());
+        Self::log_follow_error(r, "a requeue");
+    }
+
+    /// After a pending job was cancelled (or its project deleted).
+    pub(crate) fn follow_dequeued(&mut self, project: &str, job: &str, by: &str) {
+        let r = (|| {
+            if let Some(mut j) = self.cloud_job_of(project, job)?
+                && j.state == "pending"
+            {
+                let mut extra = Map::new();
+                extra.insert("close_reason".into(), "cancelled".into());
+                extra.insert("cancelled_by".into(), by.into());
+                self.transition(&mut j, "finished", by, extra)?;
+            }
+            Ok(())
+        })();
+        Self::log_follow_error(r, "a cancel");
+    }
+
+    /// After `finish`: the job ended.
+    pub(crate) fn follow_finished(&mut self, project: &str, job: &str, ending: &Ending) {
+        let r = (|| {
+            if let Some(mut j) = self.cloud_job_of(project, job)?
+                && j.state != "finished"
+                && j.state != "deleted"
+            {
+                let mut extra = Map::new();
+                extra.insert("close_reason".into(), close_reason(ending).into());
+                extra.insert("outcome".into(), ending.outcome.as_str().into());
+                if let Some(stats) = ending
+                    .stats
+                    .as_deref()
+                    .and_then(|s| serde_json::from_str::<Value>(s).ok())
+                {
+                    extra.insert("scrapystats".into(), stats);
+                }
+                self.transition(&mut j, "finished", "jobrunner", extra)?;
+            }
+            Ok(())
+        })();
+        Self::log_follow_error(r, "an end");
+    }
+}

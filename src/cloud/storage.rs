@@ -1,0 +1,976 @@
+//! The storage API under `/storage/`: what `ScrapinghubClient(endpoint=…)` calls for the job
+//! queue (`jobq`), job metadata (`jobs`), job data (`items`, `logs`, `requests`, `samples`),
+//! spider ids and summaries. JSON lines in and out; msgpack out when asked; errors as HTTP
+//! statuses ([`super::wire`]).
+
+use super::jobdata::{Filter, Stream, StreamKind, job_dir, with_key};
+use super::registry::{CloudJob, JobKey, JobQuery, STATES, now_ms, parse_id};
+use super::wire::{
+    self, ChannelBody, MAX_VALUE, StorageError, StorageResult, decode_body, json_lines, lines, one,
+};
+use crate::AppState;
+use crate::api::params::{Params, parse_urlencoded};
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, RawQuery, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use axum::routing::{get, post};
+use nix::sys::signal::Signal;
+use serde_json::{Map, Value, json};
+
+pub fn routes() -> Router<AppState> {
+    let mut r = Router::new()
+        .route("/storage/system/ts", get(system_ts))
+        .route("/storage/ids/{p}/spider/{name}", get(spider_id))
+        .route("/storage/jobq/{p}/count", get(jobq_count))
+        .route("/storage/jobq/{p}/list", get(jobq_list))
+        .route("/storage/jobq/{p}/summary", get(summary_all))
+        .route("/storage/jobq/{p}/summary/{state}", get(summary_state))
+        .route("/storage/jobq/{p}/{s}/summary", get(spider_summary_all))
+        .route(
+            "/storage/jobq/{p}/{s}/summary/{state}",
+            get(spider_summary_state),
+        )
+        .route("/storage/jobq/{p}/update", post(jobq_update))
+        .route("/storage/jobq/{p}/cancel", post(jobq_cancel))
+        .route("/storage/jobq/{p}/{s}/{j}/cancel", post(job_cancel))
+        .route("/storage/projects/jobsummaries", get(project_summaries))
+        .route("/storage/projects/{p}/jobsummary", get(project_summary))
+        .route("/storage/spiders/{p}/lastjobsummary", get(last_summaries))
+        .route(
+            "/storage/spiders/{p}/{s}/lastjobsummary",
+            get(spider_last_summary),
+        )
+        .route(
+            "/storage/jobs/{p}/{s}/{j}",
+            get(meta_get).post(meta_post).delete(meta_delete),
+        )
+        .route(
+            "/storage/jobs/{p}/{s}/{j}/{field}",
+            get(field_get).post(field_post).delete(field_delete),
+        );
+    for kind in ["items", "logs", "requests", "samples"] {
+        r = r
+            .route(
+                &format!("/storage/{kind}/{{p}}/{{s}}/{{j}}"),
+                get(stream_read).post(stream_write),
+            )
+            .route(
+                &format!("/storage/{kind}/{{p}}/{{s}}/{{j}}/{{n}}"),
+                get(stream_entry),
+            );
+    }
+    r
+}
+
+/// The query parameters.
+fn query(raw: &Option<String>) -> Params {
+    raw.as_deref()
+        .map(|q| parse_urlencoded(q.as_bytes()))
+        .unwrap_or_default()
+}
+
+fn text_list(params: &Params, key: &str) -> Result<Vec<String>, StorageError> {
+    params
+        .all(key)
+        .map_err(|e| StorageError::bad_request(e.message))
+}
+
+fn text(params: &Params, key: &str) -> Result<Option<String>, StorageError> {
+    params
+        .text(key)
+        .map_err(|e| StorageError::bad_request(e.message))
+}
+
+fn number(params: &Params, key: &str) -> Result<Option<i64>, StorageError> {
+    text(params, key)?
+        .map(|t| {
+            t.trim()
+                .parse::<i64>()
+                .map_err(|_| StorageError::bad_request(format!("invalid {key}: {t}")))
+        })
+        .transpose()
+}
+
+/// The Scrapyd project named by a project id in the path.
+async fn project(state: &AppState, p: &str) -> Result<(String, i64), StorageError> {
+    let id =
+        parse_id(p).ok_or_else(|| StorageError::bad_request(format!("invalid project id: {p}")))?;
+    let name = super::project_name(state, p)
+        .await
+        .ok_or_else(|| StorageError::not_found(format!("project {p} not found")))?;
+    Ok((name, id))
+}
+
+fn parse_key(p: &str, s: &str, j: &str) -> Result<JobKey, StorageError> {
+    JobKey::parse(&format!("{p}/{s}/{j}"))
+        .ok_or_else(|| StorageError::bad_request(format!("invalid job key: {p}/{s}/{j}")))
+}
+
+/// `system/ts`: the server's time (ms).
+async fn system_ts() -> Response {
+    one(&now_ms().into())
+}
+
+/// `ids/<p>/spider/<name>`: the spider's id, or `null` (`create=1` gives one).
+async fn spider_id(
+    State(state): State<AppState>,
+    Path((p, name)): Path<(String, String)>,
+    q: RawQuery,
+) -> StorageResult {
+    let (project, _) = project(&state, &p).await?;
+    let params = query(&q.0);
+    let create = text(&params, "create")?
+        .is_some_and(|c| !matches!(c.as_str(), "" | "0" | "false" | "False"));
+    let known = state
+        .eggs
+        .spiders(&project, None)
+        .await
+        .map(|s| s.contains(&name))
+        .unwrap_or(false);
+    let id = state
+        .store
+        .call(move |db| db.spider_id(&project, &name, create || known))
+        .await?;
+    Ok(one(&id.into()))
+}
+
+/// Filters of `jobq` reads.
+async fn job_query(
+    state: &AppState,
+    project: &str,
+    params: &Params,
+    default_state: Option<&str>,
+) -> Result<JobQuery, StorageError> {
+    let mut q = JobQuery::default();
+    for s in text_list(params, "state")? {
+        if !STATES.contains(&s.as_str()) {
+            return Err(StorageError::bad_request(format!("invalid state: {s}")));
+        }
+        q.states.push(s);
+    }
+    if q.states.is_empty()
+        && let Some(s) = default_state
+    {
+        q.states.push(s.to_owned());
+    }
+    if let Some(spider) = text(params, "spider")? {
+        // A spider name (the client's form), else a spider id.
+        let (p, s) = (project.to_owned(), spider.clone());
+        let by_name = state
+            .store
+            .call(move |db| db.spider_id(&p, &s, false))
+            .await?;
+        let id = by_name.or_else(|| parse_id(&spider));
+        // An unknown spider has no jobs.
+        q.spider_id = Some(id.unwrap_or(-1));
+    }
+    q.has_tag = text_list(params, "has_tag")?;
+    q.lacks_tag = text_list(params, "lacks_tag")?;
+    q.startts = number(params, "startts")?;
+    q.endts = number(params, "endts")?;
+    if let (Some(start), Some(end)) = (q.startts, q.endts)
+        && end < start
+    {
+        q.endts = None;
+    }
+    for k in text_list(params, "key")? {
+        q.keys.push(
+            JobKey::parse(&k)
+                .ok_or_else(|| StorageError::bad_request(format!("invalid key: {k}")))?,
+        );
+    }
+    Ok(q)
+}
+
+/// A job summary line: the default fields, or `key`, `state`, `ts`, `elapsed` and the `jobmeta`
+/// fields asked for.
+fn summary(job: &CloudJob, jobmeta: &[String]) -> Value {
+    let now = now_ms();
+    let mut m = Map::new();
+    m.insert("key".into(), job.key.to_string().into());
+    m.insert("state".into(), job.state.clone().into());
+    m.insert("ts".into(), job.ts.into());
+    m.insert("elapsed".into(), (now - job.ts).max(0).into());
+    if !jobmeta.is_empty() {
+        for f in jobmeta {
+            if let Some(v) = job.meta.get(f) {
+                m.insert(f.clone(), v.clone());
+            }
+        }
+        return Value::Object(m);
+    }
+    m.insert("spider".into(), job.spider.clone().into());
+    for f in [
+        "pending_time",
+        "running_time",
+        "finished_time",
+        "close_reason",
+        "version",
+    ] {
+        if let Some(v) = job.meta.get(f) {
+            m.insert(f.into(), v.clone());
+        }
+    }
+    if let Some(Value::Array(tags)) = job.meta.get("tags")
+        && !tags.is_empty()
+    {
+        m.insert("tags".into(), Value::Array(tags.clone()));
+    }
+    if let Some(Value::Object(stats)) = job.meta.get("scrapystats") {
+        let stat = |k: &str| stats.get(k).and_then(Value::as_i64).unwrap_or(0);
+        let logs: i64 = stats
+            .iter()
+            .filter(|(k, _)| k.starts_with("log_count/"))
+            .filter_map(|(_, v)| v.as_i64())
+            .sum();
+        m.insert("items".into(), stat("item_scraped_count").into());
+        m.insert("pages".into(), stat("response_received_count").into());
+        m.insert("errors".into(), stat("log_count/ERROR").into());
+        m.insert("logs".into(), logs.into());
+    }
+    Value::Object(m)
+}
+
+/// `jobq/<p>/count`: how many jobs match (finished ones unless `state` is given).
+async fn jobq_count(
+    State(state): State<AppState>,
+    Path(p): Path<String>,
+    q: RawQuery,
+) -> StorageResult {
+    let (project, _) = project(&state, &p).await?;
+    let params = query(&q.0);
+    let query = job_query(&state, &project, &params, Some("finished")).await?;
+    let (_, jobs) = state
+        .store
+        .read(move |db| db.cloud_jobs(&project, &query))
+        .await?;
+    Ok(one(&jobs.len().into()))
+}
+
+/// `jobq/<p>/list`: job summaries, newest first.
+async fn jobq_list(
+    State(state): State<AppState>,
+    Path(p): Path<String>,
+    q: RawQuery,
+) -> StorageResult {
+    let (project, _) = project(&state, &p).await?;
+    let params = query(&q.0);
+    let mut query = job_query(&state, &project, &params, Some("finished")).await?;
+    query.skip = number(&params, "start")?.unwrap_or(0).max(0) as usize;
+    query.count = Some(number(&params, "count")?.unwrap_or(1000).clamp(0, 100_000) as usize);
+    if let Some(stop) = text(&params, "stop")? {
+        query.stop = JobKey::parse(&stop);
+    }
+    let jobmeta = text_list(&params, "jobmeta")?;
+    let (_, jobs) = state
+        .store
+        .read(move |db| db.cloud_jobs(&project, &query))
+        .await?;
+    let out: Vec<Value> = jobs.iter().map(|j| summary(j, &jobmeta)).collect();
+    Ok(lines(&out, false))
+}
+
+/// Summary lines per state (`pending`, `running`, `finished`), each with its count and up to
+/// `count` (5) summaries.
+async fn summaries(
+    state: &AppState,
+    p: &str,
+    spider: Option<&str>,
+    only: Option<&str>,
+    q: &Option<String>,
+) -> StorageResult {
+    let (project, _) = project(state, p).await?;
+    let params = query(q);
+    let count = number(&params, "count")?.unwrap_or(5).clamp(0, 1000) as usize;
+    let skip = number(&params, "start")?.unwrap_or(0).max(0) as usize;
+    let jobmeta = text_list(&params, "jobmeta")?;
+    let spider_id = match spider {
+        Some(s) => Some(
+            parse_id(s)
+                .ok_or_else(|| StorageError::bad_request(format!("invalid spider id: {s}")))?,
+        ),
+        None => None,
+    };
+    let states: Vec<&str> = match only {
+        Some(s) if ["pending", "running", "finished"].contains(&s) => vec![s],
+        Some(s) => return Err(StorageError::bad_request(format!("invalid state: {s}"))),
+        None => vec!["pending", "running", "finished"],
+    };
+    let states: Vec<String> = states.into_iter().map(str::to_owned).collect();
+    let (_, groups) = state
+        .store
+        .read(move |db| {
+            states
+                .into_iter()
+                .map(|s| {
+                    let query = JobQuery {
+                        states: vec![s.clone()],
+                        spider_id,
+                        ..JobQuery::default()
+                    };
+                    db.cloud_jobs(&project, &query).map(|jobs| (s, jobs))
+                })
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await?;
+    let out: Vec<Value> = groups
+        .iter()
+        .map(|(name, jobs)| {
+            let list: Vec<Value> = jobs
+                .iter()
+                .skip(skip)
+                .take(count)
+                .map(|j| summary(j, &jobmeta))
+                .collect();
+            json!({"name": name, "count": jobs.len(), "summary": list})
+        })
+        .collect();
+    Ok(lines(&out, false))
+}
+
+async fn summary_all(
+    State(state): State<AppState>,
+    Path(p): Path<String>,
+    q: RawQuery,
+) -> StorageResult {
+    summaries(&state, &p, None, None, &q.0).await
+}
+
+async fn summary_state(
+    State(state): State<AppState>,
+    Path((p, s)): Path<(String, String)>,
+    q: RawQuery,
+) -> StorageResult {
+    summaries(&state, &p, None, Some(&s), &q.0).await
+}
+
+async fn spider_summary_all(
+    State(state): State<AppState>,
+    Path((p, s)): Path<(String, String)>,
+    q: RawQuery,
+) -> StorageResult {
+    summaries(&state, &p, Some(&s), None, &q.0).await
+}
+
+async fn spider_summary_state(
+    State(state): State<AppState>,
+    Path((p, s, st)): Path<(String, String, String)>,
+    q: RawQuery,
+) -> StorageResult {
+    summaries(&state, &p, Some(&s), Some(&st), &q.0).await
+}
+
+/// Stops a job in the Scrapyd world: a pending one leaves its queue, a running one is
+/// signalled. Returns whether it was pending or running.
+async fn stop_job(state: &AppState, job: &CloudJob, signal: Signal) -> Result<bool, StorageError> {
+    match job.state.as_str() {
+        "pending" => {
+            let (p, j) = (job.project.clone(), job.job.clone());
+            let removed = state
+                .store
+                .call(move |db| db.remove_pending(&p, &j))
+                .await?;
+            Ok(removed > 0)
+        }
+        "running" => Ok(state.launcher.cancel(&job.project, &job.job, signal).await > 0),
+        _ => Ok(false),
+    }
+}
+
+/// `jobq/<p>/update`: state changes and metadata, one JSON line per job (or per spider key).
+async fn jobq_update(
+    State(state): State<AppState>,
+    Path(p): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> StorageResult {
+    let (project, project_id) = project(&state, &p).await?;
+    let updates = json_lines(&decode_body(&headers, &body)?)?;
+    let mut out = Vec::new();
+    for update in updates {
+        let Value::Object(mut fields) = update else {
+            return Err(StorageError::bad_request("expected a JSON object per line"));
+        };
+        let key_text = fields
+            .remove("key")
+            .and_then(|k| k.as_str().map(str::to_owned))
+            .ok_or_else(|| StorageError::bad_request("missing key"))?;
+        let new_state = match fields.remove("state") {
+            Some(Value::String(s)) if STATES.contains(&s.as_str()) => Some(s),
+            Some(other) => {
+                return Err(StorageError::bad_request(format!("invalid state: {other}")));
+            }
+            None => None,
+        };
+        fields.remove("auth");
+        fields.remove("_key");
+        let mut parts = key_text.split('/');
+        if parts.next().and_then(parse_id) != Some(project_id) {
+            return Err(StorageError::bad_request(format!(
+                "key {key_text} is not of project {p}"
+            )));
+        }
+        let query = match (parts.next().and_then(parse_id), parts.next()) {
+            (Some(s), None) => JobQuery {
+                states: vec!["pending".into(), "running".into(), "finished".into()],
+                spider_id: Some(s),
+                ..JobQuery::default()
+            },
+            (Some(_), Some(_)) => {
+                let key = JobKey::parse(&key_text)
+                    .ok_or_else(|| StorageError::bad_request(format!("invalid key: {key_text}")))?;
+                JobQuery {
+                    keys: vec![key],
+                    ..JobQuery::default()
+                }
+            }
+            _ => {
+                return Err(StorageError::bad_request(format!(
+                    "invalid key: {key_text}"
+                )));
+            }
+        };
+        let pn = project.clone();
+        let (_, jobs) = state
+            .store
+            .read(move |db| db.cloud_jobs(&pn, &query))
+            .await?;
+        for job in jobs {
+            let prevstate = job.state.clone();
+            if let Some(s) = &new_state
+                && s != &prevstate
+                && (s == "finished" || s == "deleted")
+            {
+                stop_job(&state, &job, Signal::SIGINT).await?;
+            }
+            let (pn, key, s, f) = (project.clone(), job.key, new_state.clone(), fields.clone());
+            state
+                .store
+                .call(move |db| {
+                    let Some(mut job) = db.cloud_job(&pn, key)? else {
+                        return Ok(());
+                    };
+                    match s {
+                        Some(s) => db.transition(&mut job, &s, "api", f),
+                        None => {
+                            job.meta.extend(f);
+                            db.save_cloud_job(&job)
+                        }
+                    }
+                })
+                .await?;
+            out.push(json!({"key": job.key.to_string(), "prevstate": prevstate}));
+        }
+    }
+    Ok(lines(&out, false))
+}
+
+/// Cancels jobs by key; returns how many were pending or running.
+async fn cancel_keys(
+    state: &AppState,
+    project: &str,
+    keys: Vec<JobKey>,
+) -> Result<usize, StorageError> {
+    let p = project.to_owned();
+    let query = JobQuery {
+        keys,
+        ..JobQuery::default()
+    };
+    let (_, jobs) = state
+        .store
+        .read(move |db| db.cloud_jobs(&p, &query))
+        .await?;
+    let mut n = 0;
+    for job in &jobs {
+        if stop_job(state, job, Signal::SIGINT).await? {
+            n += 1;
+            let (p, key) = (project.to_owned(), job.key);
+            state
+                .store
+                .call(move |db| {
+                    if let Some(mut j) = db.cloud_job(&p, key)? {
+                        j.meta.insert("cancelled_by".into(), "api".into());
+                        db.save_cloud_job(&j)?;
+                    }
+                    Ok(())
+                })
+                .await?;
+        }
+    }
+    Ok(n)
+}
+
+/// `jobq/<p>/cancel` with `[{"key": …}, …]`.
+async fn jobq_cancel(
+    State(state): State<AppState>,
+    Path(p): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> StorageResult {
+    let (project, project_id) = project(&state, &p).await?;
+    let body = decode_body(&headers, &body)?;
+    let list: Value = serde_json::from_slice(&body)
+        .map_err(|e| StorageError::bad_request(format!("expected a JSON array: {e}")))?;
+    let mut keys = Vec::new();
+    for entry in list.as_array().into_iter().flatten() {
+        let text = entry.get("key").and_then(Value::as_str).unwrap_or_default();
+        match JobKey::parse(text) {
+            Some(k) if k.project == project_id => keys.push(k),
+            _ => return Err(StorageError::bad_request(format!("invalid key: {text}"))),
+        }
+    }
+    let count = cancel_keys(&state, &project, keys).await?;
+    Ok(one(&json!({"count": count})))
+}
+
+/// `jobq/<p>/<s>/<j>/cancel`.
+async fn job_cancel(
+    State(state): State<AppState>,
+    Path((p, s, j)): Path<(String, String, String)>,
+) -> StorageResult {
+    let (project, _) = project(&state, &p).await?;
+    let key = parse_key(&p, &s, &j)?;
+    let count = cancel_keys(&state, &project, vec![key]).await?;
+    Ok(one(&json!({"count": count})))
+}
+
+/// Pending, running and finished counts of a project.
+async fn project_counts(state: &AppState, project: &str) -> Result<Value, StorageError> {
+    let p = project.to_owned();
+    let (_, counts) = state
+        .store
+        .read(move |db| {
+            let id = db.project_id(&p)?;
+            let mut counts = Vec::new();
+            for s in ["pending", "running", "finished"] {
+                let q = JobQuery {
+                    states: vec![s.into()],
+                    ..JobQuery::default()
+                };
+                counts.push(db.cloud_jobs(&p, &q)?.len());
+            }
+            Ok((id, counts))
+        })
+        .await?;
+    let running = state.launcher_running_hint(counts.1[1]);
+    Ok(json!({
+        "project": counts.0, "pending": counts.1[0], "running": counts.1[1],
+        "finished": counts.1[2], "has_capacity": running,
+    }))
+}
+
+/// `projects/jobsummaries`: projects with pending or running jobs (one JSON line).
+async fn project_summaries(State(state): State<AppState>) -> StorageResult {
+    let mut out = Vec::new();
+    for p in state.eggs.projects() {
+        let c = project_counts(&state, &p).await?;
+        if c["pending"] != 0 || c["running"] != 0 {
+            out.push(c);
+        }
+    }
+    Ok(one(&Value::Array(out)))
+}
+
+/// `projects/<p>/jobsummary`.
+async fn project_summary(State(state): State<AppState>, Path(p): Path<String>) -> StorageResult {
+    let (project, _) = project(&state, &p).await?;
+    let mut c = project_counts(&state, &project).await?;
+    c["running_units_count"] = c["running"].clone();
+    c["pending_units_max"] = Value::Null;
+    Ok(one(&c))
+}
+
+/// The newest finished job of each spider (or of one).
+async fn last_jobs(
+    state: &AppState,
+    p: &str,
+    spider: Option<&str>,
+    q: &Option<String>,
+) -> StorageResult {
+    let (project, _) = project(state, p).await?;
+    let params = query(q);
+    let count = number(&params, "count")?.map(|c| c.max(0) as usize);
+    let start = text(&params, "start")?;
+    let startafter = text(&params, "startafter")?;
+    let spider_id = match spider {
+        Some(s) => Some(
+            parse_id(s)
+                .ok_or_else(|| StorageError::bad_request(format!("invalid spider id: {s}")))?,
+        ),
+        None => None,
+    };
+    let query = JobQuery {
+        states: vec!["finished".into()],
+        spider_id,
+        ..JobQuery::default()
+    };
+    let (_, jobs) = state
+        .store
+        .read(move |db| db.cloud_jobs(&project, &query))
+        .await?;
+    let mut seen = std::collections::HashSet::new();
+    let mut last: Vec<&CloudJob> = jobs.iter().filter(|j| seen.insert(j.key.spider)).collect();
+    last.sort_by_key(|j| j.key.spider);
+    let key_of = |j: &CloudJob| format!("{}/{}", j.key.project, j.key.spider);
+    if let Some(s) = start {
+        last.retain(|j| key_of(j) >= s);
+    }
+    if let Some(s) = startafter {
+        last.retain(|j| key_of(j) > s);
+    }
+    let out: Vec<Value> = last
+        .into_iter()
+        .take(count.unwrap_or(usize::MAX))
+        .map(|j| summary(j, &[]))
+        .collect();
+    Ok(lines(&out, false))
+}
+
+async fn last_summaries(
+    State(state): State<AppState>,
+    Path(p): Path<String>,
+    q: RawQuery,
+) -> StorageResult {
+    last_jobs(&state, &p, None, &q.0).await
+}
+
+async fn spider_last_summary(
+    State(state): State<AppState>,
+    Path((p, s)): Path<(String, String)>,
+    q: RawQuery,
+) -> StorageResult {
+    last_jobs(&state, &p, Some(&s), &q.0).await
+}
+
+/// The job of a `jobs/<p>/<s>/<j>` path.
+async fn job_at(
+    state: &AppState,
+    p: &str,
+    s: &str,
+    j: &str,
+) -> Result<(String, JobKey, CloudJob), StorageError> {
+    let (project, _) = project(state, p).await?;
+    let key = parse_key(p, s, j)?;
+    let pn = project.clone();
+    let (_, job) = state.store.read(move |db| db.cloud_job(&pn, key)).await?;
+    let job = job.ok_or_else(|| StorageError::not_found(format!("job {key} not found")))?;
+    Ok((project, key, job))
+}
+
+/// The metadata as shown (without `auth`).
+fn shown_meta(job: &CloudJob) -> Value {
+    let mut m = job.meta.clone();
+    m.remove("auth");
+    m.insert("state".into(), job.state.clone().into());
+    Value::Object(m)
+}
+
+/// `GET jobs/<key>`: the whole metadata object.
+async fn meta_get(
+    State(state): State<AppState>,
+    Path((p, s, j)): Path<(String, String, String)>,
+) -> StorageResult {
+    let (_, _, job) = job_at(&state, &p, &s, &j).await?;
+    Ok(one(&shown_meta(&job)))
+}
+
+/// Metadata keys that a client cannot set.
+const PROTECTED: [&str; 3] = ["auth", "_key", "state"];
+
+/// `POST jobs/<key>`: merges a JSON object into the metadata.
+async fn meta_post(
+    State(state): State<AppState>,
+    Path((p, s, j)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> StorageResult {
+    let (project, key, _) = job_at(&state, &p, &s, &j).await?;
+    let mut fields = Map::new();
+    for v in json_lines(&decode_body(&headers, &body)?)? {
+        match v {
+            Value::Object(m) => fields.extend(m),
+            _ => return Err(StorageError::bad_request("expected a JSON object")),
+        }
+    }
+    for k in PROTECTED {
+        fields.remove(k);
+    }
+    state
+        .store
+        .call(move |db| {
+            if let Some(mut job) = db.cloud_job(&project, key)? {
+                job.meta.extend(fields);
+                db.save_cloud_job(&job)?;
+            }
+            Ok(())
+        })
+        .await?;
+    Ok(wire::empty())
+}
+
+/// `DELETE jobs/<key>`: removes the job — its queue entry or crawl, its metadata and data.
+async fn meta_delete(
+    State(state): State<AppState>,
+    Path((p, s, j)): Path<(String, String, String)>,
+) -> StorageResult {
+    let (project, key, job) = job_at(&state, &p, &s, &j).await?;
+    stop_job(&state, &job, Signal::SIGKILL).await?;
+    state
+        .store
+        .call(move |db| db.purge_cloud_job(&project, key))
+        .await?;
+    let dir = job_dir(&state.config.jobdata_dir, key.project, key.spider, key.n);
+    let _ = std::fs::remove_dir_all(dir);
+    Ok(wire::empty())
+}
+
+/// `GET jobs/<key>/<field>`: one value (`null` when absent).
+async fn field_get(
+    State(state): State<AppState>,
+    Path((p, s, j, field)): Path<(String, String, String, String)>,
+) -> StorageResult {
+    let (_, _, job) = job_at(&state, &p, &s, &j).await?;
+    let meta = shown_meta(&job);
+    Ok(one(meta.get(&field).unwrap_or(&Value::Null)))
+}
+
+/// `POST jobs/<key>/<field>`: sets one value.
+async fn field_post(
+    State(state): State<AppState>,
+    Path((p, s, j, field)): Path<(String, String, String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> StorageResult {
+    let (project, key, _) = job_at(&state, &p, &s, &j).await?;
+    if PROTECTED.contains(&field.as_str()) {
+        return Err(StorageError::bad_request(format!("{field} cannot be set")));
+    }
+    let body = decode_body(&headers, &body)?;
+    let value: Value = serde_json::from_slice(body.trim_ascii())
+        .map_err(|e| StorageError::bad_request(format!("Error parsing data: {e}")))?;
+    state
+        .store
+        .call(move |db| {
+            if let Some(mut job) = db.cloud_job(&project, key)? {
+                job.meta.insert(field, value);
+                db.save_cloud_job(&job)?;
+            }
+            Ok(())
+        })
+        .await?;
+    Ok(wire::empty())
+}
+
+/// `DELETE jobs/<key>/<field>`.
+async fn field_delete(
+    State(state): State<AppState>,
+    Path((p, s, j, field)): Path<(String, String, String, String)>,
+) -> StorageResult {
+    let (project, key, _) = job_at(&state, &p, &s, &j).await?;
+    state
+        .store
+        .call(move |db| {
+            if let Some(mut job) = db.cloud_job(&project, key)? {
+                job.meta.remove(&field);
+                db.save_cloud_job(&job)?;
+            }
+            Ok(())
+        })
+        .await?;
+    Ok(wire::empty())
+}
+
+/// The stream of a data path (`/storage/<kind>/<p>/<s>/<j>…`).
+fn stream_of(state: &AppState, uri_path: &str, key: JobKey) -> Result<Stream, StorageError> {
+    let kind = uri_path
+        .trim_start_matches(super::STORAGE_PREFIX)
+        .split('/')
+        .next()
+        .and_then(StreamKind::parse)
+        .ok_or_else(|| StorageError::not_found("unknown resource"))?;
+    Ok(Stream::new(
+        job_dir(&state.config.jobdata_dir, key.project, key.spider, key.n),
+        kind,
+    ))
+}
+
+/// An entry number from `start`/`startafter` (a full entry key) of this job.
+fn entry_number(key: JobKey, text: &str) -> Result<u64, StorageError> {
+    let prefix = format!("{key}/");
+    text.strip_prefix(&prefix)
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| StorageError::bad_request(format!("invalid entry key: {text}")))
+}
+
+/// `GET <kind>/<key>`: entries, streamed; `count`, `start`, `startafter`, `index`, `meta`
+/// (`_key`), `nodata` and `filter` as Scrapy Cloud.
+async fn stream_read(
+    State(state): State<AppState>,
+    Path((p, s, j)): Path<(String, String, String)>,
+    uri: axum::http::Uri,
+    q: RawQuery,
+    headers: HeaderMap,
+) -> StorageResult {
+    let key = parse_key(&p, &s, &j)?;
+    let stream = stream_of(&state, uri.path(), key)?;
+    let kind = stream.kind();
+    let params = query(&q.0);
+    let count = number(&params, "count")?.map(|c| c.max(0) as u64);
+    let mut from = 0u64;
+    if let Some(start) = text(&params, "start")? {
+        from = from.max(entry_number(key, &start)?);
+    }
+    if let Some(after) = text(&params, "startafter")? {
+        from = from.max(entry_number(key, &after)? + 1);
+    }
+    let mut index = Vec::new();
+    for i in text_list(&params, "index")? {
+        index.push(
+            i.parse::<u64>()
+                .map_err(|_| StorageError::bad_request(format!("invalid index: {i}")))?,
+        );
+    }
+    let meta = text_list(&params, "meta")?;
+    let with_keys = meta.iter().any(|m| m == "_key");
+    let nodata = text(&params, "nodata")?.is_some_and(|v| v == "1" || v == "true");
+    let filters = text_list(&params, "filter")?
+        .iter()
+        .map(|f| Filter::parse(f))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(StorageError::bad_request)?;
+    let msgpack = kind.allows_msgpack() && wire::wants_msgpack(&headers);
+    let reading = stream.clone();
+    let indexed = tokio::task::spawn_blocking(move || reading.catch_up())
+        .await
+        .map_err(StorageError::internal)?
+        .map_err(StorageError::internal)?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+    tokio::task::spawn_blocking(move || {
+        let produce = || -> std::io::Result<()> {
+            let mut out = Vec::with_capacity(1 << 16);
+            let mut sent = 0u64;
+            let mut emit = |n: u64, line: &[u8], out: &mut Vec<u8>| -> std::io::Result<bool> {
+                if !filters.is_empty() {
+                    let v: Value = serde_json::from_slice(line).unwrap_or(Value::Null);
+                    if !filters.iter().all(|f| f.matches(&v)) {
+                        return Ok(true);
+                    }
+                }
+                let entry_key = with_keys.then(|| format!("{key}/{n}"));
+                if msgpack {
+                    let mut v: Value = serde_json::from_slice(line).unwrap_or(Value::Null);
+                    if let (Some(k), Value::Object(m)) = (&entry_key, &mut v) {
+                        if nodata {
+                            m.clear();
+                        }
+                        m.insert("_key".into(), k.clone().into());
+                    }
+                    out.extend(wire::msgpack(&v));
+                } else {
+                    with_key(out, line, entry_key.as_deref(), nodata);
+                    out.push(b'\n');
+                }
+                sent += 1;
+                if out.len() >= 1 << 16
+                    && tx.blocking_send(Bytes::from(std::mem::take(out))).is_err()
+                {
+                    return Ok(false);
+                }
+                Ok(count.is_none_or(|c| sent < c))
+            };
+            if index.is_empty() {
+                let mut reader = stream.reader(from.min(indexed.values), indexed.values)?;
+                while let Some((n, line)) = reader.next_entry()? {
+                    let line = line.to_vec();
+                    if !emit(n, &line, &mut out)? {
+                        break;
+                    }
+                }
+            } else {
+                for n in index {
+                    if let Some(line) = stream.get(n)?
+                        && !emit(n, &line, &mut out)?
+                    {
+                        break;
+                    }
+                }
+            }
+            if !out.is_empty() {
+                let _ = tx.blocking_send(Bytes::from(out));
+            }
+            Ok(())
+        };
+        if let Err(e) = produce() {
+            tracing::warn!("storage API: reading a stream failed: {e}");
+        }
+    });
+    Ok(wire::with_type(Body::new(ChannelBody(rx)), msgpack))
+}
+
+/// `GET <kind>/<key>/<n>` (one entry) and `GET <kind>/<key>/stats`.
+async fn stream_entry(
+    State(state): State<AppState>,
+    Path((p, s, j, n)): Path<(String, String, String, String)>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+) -> StorageResult {
+    let key = parse_key(&p, &s, &j)?;
+    let stream = stream_of(&state, uri.path(), key)?;
+    if n == "stats" {
+        let indexed = tokio::task::spawn_blocking(move || stream.catch_up())
+            .await
+            .map_err(StorageError::internal)?
+            .map_err(StorageError::internal)?;
+        return Ok(one(&indexed.stats()));
+    }
+    let number: u64 = n
+        .parse()
+        .map_err(|_| StorageError::bad_request(format!("invalid entry number: {n}")))?;
+    let msgpack = stream.kind().allows_msgpack() && wire::wants_msgpack(&headers);
+    let line = tokio::task::spawn_blocking(move || stream.get(number))
+        .await
+        .map_err(StorageError::internal)?
+        .map_err(StorageError::internal)?
+        .ok_or_else(|| StorageError::not_found(format!("entry {key}/{number} not found")))?;
+    let value: Value = serde_json::from_slice(&line).map_err(StorageError::internal)?;
+    Ok(lines(&[value], msgpack))
+}
+
+/// `POST <kind>/<key>?start=N`: appends JSON lines (a batch writer; a batch sent again with the
+/// same `start` is not stored twice).
+async fn stream_write(
+    State(state): State<AppState>,
+    Path((p, s, j)): Path<(String, String, String)>,
+    uri: axum::http::Uri,
+    q: RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> StorageResult {
+    let (_, key, _) = job_at(&state, &p, &s, &j).await?;
+    let stream = stream_of(&state, uri.path(), key)?;
+    let params = query(&q.0);
+    let start = number(&params, "start")?.map(|s| s.max(0) as u64);
+    let body = decode_body(&headers, &body)?;
+    for line in body.split(|b| *b == b'\n') {
+        if line.len() > MAX_VALUE {
+            return Err(StorageError::too_large(format!(
+                "Error parsing data, Serialized value too large - max {MAX_VALUE} bytes"
+            )));
+        }
+    }
+    let values = json_lines(&body)?;
+    tokio::task::spawn_blocking(move || stream.append(start, &values))
+        .await
+        .map_err(StorageError::internal)?
+        .map_err(StorageError::internal)?;
+    Ok(wire::empty())
+}
+
+impl AppState {
+    /// Whether the daemon can start another job now.
+    fn launcher_running_hint(&self, running: usize) -> bool {
+        running < self.config.capacity()
+    }
+}

@@ -1,0 +1,188 @@
+//! The storage API's wire forms: request bodies (JSON lines, optionally gzip-encoded), answers
+//! (JSON lines, or a concatenation of msgpack objects when the client asks for it), and errors
+//! with the HTTP status codes the `scrapinghub` client maps to its exceptions.
+
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use std::io::Read;
+
+/// Largest request body accepted by the storage API once decoded.
+pub const MAX_BODY: usize = 64 * 1024 * 1024;
+
+/// Largest single value (a collection record, an item): Scrapy Cloud's 1 MiB.
+pub const MAX_VALUE: usize = 1024 * 1024;
+
+/// An error of the storage API.
+#[derive(Debug)]
+pub struct StorageError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl StorageError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        StorageError {
+            status,
+            message: message.into(),
+        }
+    }
+
+    /// 400: the client's `BadRequest`.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    /// 404: the client's `NotFound`.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, message)
+    }
+
+    /// 413: the client's `ValueTooLarge`.
+    pub fn too_large(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::PAYLOAD_TOO_LARGE, message)
+    }
+
+    /// 500: the client's `ServerError`.
+    pub fn internal(e: impl std::fmt::Display) -> Self {
+        tracing::error!("storage API: {e}");
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+    }
+}
+
+impl From<crate::store::StoreError> for StorageError {
+    fn from(e: crate::store::StoreError) -> Self {
+        StorageError::internal(e)
+    }
+}
+
+impl IntoResponse for StorageError {
+    fn into_response(self) -> Response {
+        let reason = self.status.canonical_reason().unwrap_or("Error");
+        let body = json!({"error": reason, "message": self.message}).to_string() + "\n";
+        (
+            self.status,
+            [(header::CONTENT_TYPE, "application/json")],
+            body,
+        )
+            .into_response()
+    }
+}
+
+/// The result of a storage handler.
+pub type StorageResult = Result<Response, StorageError>;
+
+/// The request body, decoded (`Content-Encoding: gzip` is undone), at most [`MAX_BODY`].
+pub fn decode_body(headers: &HeaderMap, body: &Bytes) -> Result<Vec<u8>, StorageError> {
+    let encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("identity")
+        .trim()
+        .to_ascii_lowercase();
+    match encoding.as_str() {
+        "" | "identity" => Ok(body.to_vec()),
+        "gzip" | "x-gzip" => {
+            let mut out = Vec::new();
+            flate2::read::GzDecoder::new(&body[..])
+                .take(MAX_BODY as u64 + 1)
+                .read_to_end(&mut out)
+                .map_err(|e| StorageError::bad_request(format!("invalid gzip body: {e}")))?;
+            if out.len() > MAX_BODY {
+                return Err(StorageError::too_large("request body too large"));
+            }
+            Ok(out)
+        }
+        other => Err(StorageError::bad_request(format!(
+            "unsupported Content-Encoding: {other}"
+        ))),
+    }
+}
+
+/// The JSON values of a JSON-lines body (blank lines skipped).
+pub fn json_lines(body: &[u8]) -> Result<Vec<Value>, StorageError> {
+    body.split(|b| *b == b'\n')
+        .map(|l| l.trim_ascii())
+        .filter(|l| !l.is_empty())
+        .enumerate()
+        .map(|(i, l)| {
+            serde_json::from_slice(l).map_err(|e| {
+                StorageError::bad_request(format!("Error parsing data, line {}: {e}", i + 1))
+            })
+        })
+        .collect()
+}
+
+/// Whether the client asked for msgpack.
+pub fn wants_msgpack(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("application/x-msgpack"))
+}
+
+/// One value as msgpack (string keys and str-type strings, as the client's unpacker expects).
+pub fn msgpack(value: &Value) -> Vec<u8> {
+    rmp_serde::to_vec_named(value).unwrap_or_default()
+}
+
+/// An answer of JSON lines (or msgpack objects) from values.
+pub fn lines(values: &[Value], msgpack_wanted: bool) -> Response {
+    let mut body = Vec::new();
+    for v in values {
+        if msgpack_wanted {
+            body.extend(msgpack(v));
+        } else {
+            body.extend(serde_json::to_vec(v).unwrap_or_default());
+            body.push(b'\n');
+        }
+    }
+    with_type(Body::from(body), msgpack_wanted)
+}
+
+/// An answer of one JSON value on one line.
+pub fn one(value: &Value) -> Response {
+    lines(std::slice::from_ref(value), false)
+}
+
+/// An empty answer (writes).
+pub fn empty() -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/plain; charset=UTF-8")],
+        "",
+    )
+        .into_response()
+}
+
+/// Sets the content type of a JSON-lines or msgpack answer.
+pub fn with_type(body: Body, msgpack_wanted: bool) -> Response {
+    let mut r = Response::new(body);
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(if msgpack_wanted {
+            "application/x-msgpack"
+        } else {
+            "application/x-jsonlines; charset=UTF-8"
+        }),
+    );
+    r
+}
+
+/// A body fed chunk by chunk from a channel (a stream read produced on a blocking thread).
+pub struct ChannelBody(pub tokio::sync::mpsc::Receiver<Bytes>);
+
+impl axum::body::HttpBody for ChannelBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|chunk| chunk.map(|b| Ok(http_body::Frame::data(b))))
+    }
+}
