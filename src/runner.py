@@ -12,8 +12,8 @@ Environment contract (the same as Scrapyd's runner, plus one variable):
   object ``{"exit_code": int, "finish_reason": str|null, "stats": {...}|null}`` (the daemon
   reads it, also for a crawl it re-adopted after a restart).
 * ``SCRAPYD_RS_JOBDATA``: for crawls, the folder of the job's data for the Scrapy Cloud API.
-  The runner appends one compact JSON line per entry, each with one ``write()`` on an
-  ``O_APPEND`` file, to ``items.jl`` (items, with ``_type``), ``logs.jl`` (``time``, ``level``,
+  The runner appends one line per entry, ``@<ms> <compact JSON>``, each with one ``write()``
+  on an ``O_APPEND`` file, to ``items.jl`` (items, with ``_type``), ``logs.jl`` (``time``, ``level``,
   ``message``), ``requests.jl`` (``url``, ``method``, ``status``, ``rs``, ``duration``,
   ``time``, ``fp``, ``parent``) and ``samples.jl`` (``[time, items, pages, errors]`` every
   30 s and at the end). The daemon indexes them.
@@ -97,7 +97,7 @@ class _Appender:
         self.fd = None
 
     def write(self, value):
-        line = json.dumps(value, separators=(",", ":"), default=str) + "\n"
+        line = f"@{_now_ms()} " + json.dumps(value, separators=(",", ":"), default=str) + "\n"
         try:
             if self.fd is None:
                 self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)

@@ -10,7 +10,7 @@ use crate::queue::PendingJob;
 use axum::Json;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch, post};
 use serde_json::{Map, Value, json};
@@ -57,29 +57,37 @@ async fn listprojects(State(state): State<AppState>) -> ApiResult {
     Ok(Reply::empty().with("projects", ids))
 }
 
-/// `spiders/list.json?project=`: the spiders of the project's newest version.
+/// `spiders/list.json?project=`: the spiders of the project's newest version, then the
+/// spiders only the registry knows (an external runner's; `version` null).
 async fn spiders_list(State(state): State<AppState>, params: Params) -> ApiResult {
     let (project, _) = project_param(&state, &params).await?;
     let spiders = state.eggs.spiders(&project, None).await?;
     let version = state.eggs.versions(&project)?.last().cloned();
     let names: Vec<String> = spiders.to_vec();
     let p = project.clone();
-    let tags = state
+    let listed = state
         .store
         .call(move |db| {
-            names
-                .iter()
-                .map(|s| {
-                    db.spider_id(&p, s, true)?;
-                    db.spider_tags(&p, s)
-                })
-                .collect::<Result<Vec<_>, _>>()
+            let mut listed = Vec::new();
+            for s in &names {
+                db.spider_id(&p, s, true)?;
+                listed.push((s.clone(), true, db.spider_tags(&p, s)?));
+            }
+            for s in db.registry_spiders(&p)? {
+                if !names.contains(&s) {
+                    let tags = db.spider_tags(&p, &s)?;
+                    listed.push((s, false, tags));
+                }
+            }
+            Ok(listed)
         })
         .await?;
-    let list: Vec<Value> = spiders
-        .iter()
-        .zip(tags)
-        .map(|(s, t)| json!({"id": s, "tags": t, "type": "manual", "version": version}))
+    let list: Vec<Value> = listed
+        .into_iter()
+        .map(|(s, deployed, tags)| {
+            let v = if deployed { version.clone() } else { None };
+            json!({"id": s, "tags": tags, "type": "manual", "version": v})
+        })
         .collect();
     Ok(Reply::empty().with("spiders", list))
 }
@@ -112,13 +120,10 @@ const RUN_PARAMS: [&str; 10] = [
 ];
 
 /// `run.json`: schedules a job (the same queue and launcher as `schedule.json`).
-async fn run(State(state): State<AppState>, params: Params) -> ApiResult {
+async fn run(State(state): State<AppState>, headers: HeaderMap, params: Params) -> ApiResult {
     let (project, _) = project_param(&state, &params).await?;
     let spider = params.required("spider")?;
     let spiders = state.eggs.spiders(&project, None).await?;
-    if !spiders.contains(&spider) {
-        return Err(ApiError::spider_not_found(&spider));
-    }
     crate::names::check(&spider)?;
     let priority: i64 = match params.text("priority")? {
         None => 2,
@@ -169,6 +174,16 @@ async fn run(State(state): State<AppState>, params: Params) -> ApiResult {
     if let Some(c) = params.text("cmd_args")? {
         extra.insert("cmd_args".into(), c.into());
     }
+    if !args.is_empty() {
+        extra.insert(
+            "spider_args".into(),
+            Value::Object(crate::queue::pairs_to_map(&args)),
+        );
+    }
+    if let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) {
+        extra.insert("api_url".into(), format!("http://{host}/api/").into());
+        extra.insert("portia_url".into(), format!("http://{host}/").into());
+    }
     // Scrapy Cloud refuses a second active job with the same spider and arguments.
     let spider_args = Value::Object(crate::queue::pairs_to_map(&args));
     let (p, s) = (project.clone(), spider.clone());
@@ -195,6 +210,30 @@ async fn run(State(state): State<AppState>, params: Params) -> ApiResult {
         .1;
     if duplicate {
         return Err(ApiError::new(format!("{spider} already scheduled")));
+    }
+    // A spider of no deployed egg but known to the registry (an external runner's), or a job
+    // asked for in a given state, is registered without being queued here.
+    let wanted_state = match extra.get("state") {
+        None => None,
+        Some(Value::String(s)) if super::registry::STATES.contains(&s.as_str()) => Some(s.clone()),
+        Some(other) => return Err(ApiError::invalid("meta", format!("invalid state {other}"))),
+    };
+    extra.remove("state");
+    if !spiders.contains(&spider) || wanted_state.is_some() {
+        let (p, s) = (project.clone(), spider.clone());
+        let known = spiders.contains(&spider);
+        let key = state
+            .store
+            .call(move |db| {
+                if !known && db.spider_id(&p, &s, false)?.is_none() {
+                    return Ok(None);
+                }
+                db.register_external(&p, &s, &extra, wanted_state.as_deref())
+                    .map(Some)
+            })
+            .await?
+            .ok_or_else(|| ApiError::spider_not_found(&spider))?;
+        return Ok(Reply::empty().with("jobid", key.to_string()));
     }
     let job = PendingJob {
         project: project.clone(),

@@ -1,7 +1,9 @@
 //! Each job's data streams — items, logs, requests and stats samples — as append-only files in
 //! the job's folder `{jobdata_dir}/{project id}/{spider id}/{n}/`:
-//! - `{stream}.jl`: one compact JSON value per line, appended by the crawl's runner (a Scrapy
-//!   extension) and by storage API writes, each line with one `write()` on an `O_APPEND` file;
+//! - `{stream}.jl`: one entry per line, `@{ms} {compact JSON}` (the time it was written, then
+//!   the value; a line without the `@` prefix is a bare value), appended by the crawl's runner
+//!   (a Scrapy extension) and by storage API writes, each line with one `write()` on an
+//!   `O_APPEND` file;
 //! - `{stream}.idx`: the byte offset of every line (8 bytes each, little-endian), so entry `n`
 //!   is one seek away and a count is a file size;
 //! - `{stream}.stats.json`: how far the index reaches, and the stream's stats (field counts,
@@ -17,7 +19,7 @@
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -55,6 +57,54 @@ impl StreamKind {
     pub fn allows_msgpack(self) -> bool {
         self != StreamKind::Requests
     }
+}
+
+/// Splits a stored line into its write time (ms) and its JSON.
+pub fn split_ts(line: &[u8]) -> (Option<i64>, &[u8]) {
+    if let Some(rest) = line.strip_prefix(b"@")
+        && let Some(space) = rest.iter().position(|b| *b == b' ')
+        && let Ok(text) = std::str::from_utf8(&rest[..space])
+        && let Ok(ts) = text.parse::<i64>()
+    {
+        return (Some(ts), &rest[space + 1..]);
+    }
+    (None, line)
+}
+
+/// The jobs with data under `root` for project `project` (and one spider), in key order.
+pub fn jobs_with_data(
+    root: &Path,
+    project: i64,
+    spider: Option<i64>,
+) -> Vec<super::registry::JobKey> {
+    let numbers = |dir: &Path| -> Vec<i64> {
+        let mut n: Vec<i64> = std::fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter_map(|e| super::registry::parse_id(&e.file_name().to_string_lossy()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        n.sort_unstable();
+        n
+    };
+    let project_dir = root.join(project.to_string());
+    let spiders = match spider {
+        Some(s) => vec![s],
+        None => numbers(&project_dir),
+    };
+    let mut keys = Vec::new();
+    for s in spiders {
+        for n in numbers(&project_dir.join(s.to_string())) {
+            keys.push(super::registry::JobKey {
+                project,
+                spider: s,
+                n,
+            });
+        }
+    }
+    keys
 }
 
 /// The folder of a job's data.
@@ -193,7 +243,7 @@ impl Stream {
             if n == 0 || line.last() != Some(&b'\n') {
                 break;
             }
-            let value: Value = serde_json::from_slice(&line).unwrap_or(Value::Null);
+            let value: Value = serde_json::from_slice(split_ts(&line).1).unwrap_or(Value::Null);
             offsets.extend_from_slice(&pos.to_le_bytes());
             indexed.add(self.kind, &value);
             pos += n as u64;
@@ -224,7 +274,19 @@ impl Stream {
             _ => 0,
         };
         let mut buf = Vec::new();
+        let prefix = format!("@{} ", super::registry::now_ms());
         for v in values.iter().skip(skip) {
+            buf.extend_from_slice(prefix.as_bytes());
+            // Scrapy Cloud drops a request's null `parent` and `fp`.
+            if self.kind == StreamKind::Requests
+                && let Value::Object(m) = v
+            {
+                let mut m = m.clone();
+                m.retain(|k, v| !(v.is_null() && (k == "parent" || k == "fp")));
+                serde_json::to_writer(&mut buf, &Value::Object(m))?;
+                buf.push(b'\n');
+                continue;
+            }
             serde_json::to_writer(&mut buf, v)?;
             buf.push(b'\n');
         }
@@ -257,14 +319,14 @@ impl Stream {
         })
     }
 
-    /// Entry `n`, if the stream has it.
-    pub fn get(&self, n: u64) -> std::io::Result<Option<Vec<u8>>> {
+    /// Entry `n` (its time and JSON), if the stream has it.
+    pub fn get(&self, n: u64) -> std::io::Result<Option<(Option<i64>, Vec<u8>)>> {
         let indexed = self.catch_up()?;
         if n >= indexed.values {
             return Ok(None);
         }
         let mut r = self.reader(n, n + 1)?;
-        Ok(r.next_entry()?.map(|(_, line)| line.to_vec()))
+        Ok(r.next_entry()?.map(|e| (e.ts, e.json.to_vec())))
     }
 
     /// Removes the stream's files.
@@ -273,6 +335,14 @@ impl Stream {
             let _ = std::fs::remove_file(self.path(ext));
         }
     }
+}
+
+/// One entry of a stream.
+pub struct Entry<'a> {
+    pub n: u64,
+    /// When it was written (ms), if recorded.
+    pub ts: Option<i64>,
+    pub json: &'a [u8],
 }
 
 /// Entries of a stream, in order.
@@ -284,8 +354,8 @@ pub struct EntryReader {
 }
 
 impl EntryReader {
-    /// The next entry: its number and its JSON text (without the newline).
-    pub fn next_entry(&mut self) -> std::io::Result<Option<(u64, &[u8])>> {
+    /// The next entry.
+    pub fn next_entry(&mut self) -> std::io::Result<Option<Entry<'_>>> {
         if self.next >= self.until {
             return Ok(None);
         }
@@ -297,23 +367,12 @@ impl EntryReader {
         self.line.pop();
         let number = self.next;
         self.next += 1;
-        Ok(Some((number, &self.line)))
-    }
-
-    /// Skips entries without returning them.
-    pub fn skip(&mut self, count: u64) -> std::io::Result<()> {
-        for _ in 0..count {
-            if self.next_entry()?.is_none() {
-                break;
-            }
-        }
-        Ok(())
-    }
-}
-
-impl Read for EntryReader {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.reader.read(buf)
+        let (ts, json) = split_ts(&self.line);
+        Ok(Some(Entry {
+            n: number,
+            ts,
+            json,
+        }))
     }
 }
 
@@ -431,31 +490,139 @@ fn is_empty(v: &Value) -> bool {
     }
 }
 
-/// Writes an entry's JSON with `_key` first (and nothing else with `nodata`).
-pub fn with_key(out: &mut Vec<u8>, line: &[u8], key: Option<&str>, nodata: bool) {
-    let Some(key) = key else {
-        out.extend_from_slice(line);
-        return;
-    };
-    let trimmed = line.trim_ascii();
-    let key_json = serde_json::to_string(key).unwrap_or_default();
+/// Writes an entry's JSON with the meta fields asked for (`_key`, `_ts`) first, and nothing
+/// else with `nodata`.
+pub fn with_meta(out: &mut Vec<u8>, json: &[u8], key: Option<&str>, ts: Option<i64>, nodata: bool) {
+    let mut meta = Vec::new();
+    if let Some(k) = key {
+        meta.extend_from_slice(b"\"_key\":");
+        meta.extend_from_slice(serde_json::to_string(k).unwrap_or_default().as_bytes());
+    }
+    if let Some(t) = ts {
+        if !meta.is_empty() {
+            meta.push(b',');
+        }
+        meta.extend_from_slice(format!("\"_ts\":{t}").as_bytes());
+    }
     if nodata {
-        out.extend_from_slice(b"{\"_key\":");
-        out.extend_from_slice(key_json.as_bytes());
+        out.push(b'{');
+        out.extend_from_slice(&meta);
         out.push(b'}');
         return;
     }
+    let trimmed = json.trim_ascii();
     match trimmed.strip_prefix(b"{") {
-        Some(inner) => {
-            out.extend_from_slice(b"{\"_key\":");
-            out.extend_from_slice(key_json.as_bytes());
+        Some(inner) if !meta.is_empty() => {
+            out.push(b'{');
+            out.extend_from_slice(&meta);
             if !inner.trim_ascii_start().starts_with(b"}") {
                 out.push(b',');
             }
             out.extend_from_slice(inner);
         }
-        None => out.extend_from_slice(line),
+        _ => out.extend_from_slice(json),
     }
+}
+
+/// How to read entries (the storage API's read parameters).
+#[derive(Debug, Default)]
+pub struct ReadOptions {
+    pub count: Option<u64>,
+    /// Start at this entry (`start`), or after it (`startafter`): a job and an entry number.
+    pub start: Option<(super::registry::JobKey, u64)>,
+    /// Only these entry numbers (`index`), of a single job.
+    pub index: Vec<u64>,
+    pub with_keys: bool,
+    pub with_ts: bool,
+    pub nodata: bool,
+    pub filters: Vec<Filter>,
+    pub msgpack: bool,
+}
+
+/// Reads the entries of `sources` (streams of jobs, in order) and hands the rendered answer
+/// to `sink` in chunks of about 64 KiB; stops early when `sink` returns `false` (the client
+/// went away).
+pub fn read_entries(
+    sources: &[(Stream, super::registry::JobKey)],
+    opts: &ReadOptions,
+    sink: &mut dyn FnMut(Vec<u8>) -> bool,
+) -> std::io::Result<()> {
+    let mut out = Vec::with_capacity(1 << 16);
+    let mut sent = 0u64;
+    if opts.count == Some(0) {
+        return Ok(());
+    }
+    // Renders one entry; false once the read is over.
+    let mut emit = |key: &super::registry::JobKey, e: &Entry<'_>, out: &mut Vec<u8>| -> bool {
+        if !opts.filters.is_empty() {
+            let v: Value = serde_json::from_slice(e.json).unwrap_or(Value::Null);
+            if !opts.filters.iter().all(|f| f.matches(&v)) {
+                return true;
+            }
+        }
+        let entry_key = opts.with_keys.then(|| format!("{key}/{}", e.n));
+        let ts = if opts.with_ts { e.ts } else { None };
+        if opts.msgpack {
+            let mut v: Value = serde_json::from_slice(e.json).unwrap_or(Value::Null);
+            if let Value::Object(m) = &mut v {
+                if opts.nodata {
+                    m.clear();
+                }
+                if let Some(k) = &entry_key {
+                    m.insert("_key".into(), k.clone().into());
+                }
+                if let Some(t) = ts {
+                    m.insert("_ts".into(), t.into());
+                }
+            }
+            out.extend(super::wire::msgpack(&v));
+        } else {
+            with_meta(out, e.json, entry_key.as_deref(), ts, opts.nodata);
+            out.push(b'\n');
+        }
+        sent += 1;
+        if out.len() >= 1 << 16 && !sink(std::mem::take(out)) {
+            return false;
+        }
+        opts.count.is_none_or(|c| sent < c)
+    };
+    let mut started = opts.start.is_none();
+    'sources: for (stream, key) in sources {
+        let mut from = 0;
+        if !started {
+            match opts.start {
+                Some((k, n)) if k == *key => {
+                    from = n;
+                    started = true;
+                }
+                _ => continue,
+            }
+        }
+        let indexed = stream.catch_up()?;
+        if !opts.index.is_empty() {
+            for &n in &opts.index {
+                if let Some((ts, json)) = stream.get(n)?
+                    && !emit(key, &Entry { n, ts, json: &json }, &mut out)
+                {
+                    break 'sources;
+                }
+            }
+            continue;
+        }
+        if from >= indexed.values {
+            continue;
+        }
+        let mut reader = stream.reader(from, indexed.values)?;
+        while let Some(e) = reader.next_entry()? {
+            if !emit(key, &e, &mut out) {
+                break 'sources;
+            }
+        }
+    }
+    if !out.is_empty() {
+        sink(out);
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -476,9 +643,10 @@ mod tests {
         assert_eq!(indexed.counts["n"], 1000);
         assert!(indexed.counts.get("x").is_none());
         let mut r = s.reader(998, indexed.values).unwrap();
-        let (n, line) = r.next_entry().unwrap().unwrap();
-        assert_eq!((n, line), (998, &br#"{"n":998,"x":null}"#[..]));
-        assert_eq!(s.get(5).unwrap().unwrap(), br#"{"n":5,"x":null}"#);
+        let e = r.next_entry().unwrap().unwrap();
+        assert_eq!((e.n, e.json), (998, &br#"{"n":998,"x":null}"#[..]));
+        assert!(e.ts.is_some());
+        assert_eq!(s.get(5).unwrap().unwrap().1, br#"{"n":5,"x":null}"#);
         assert!(s.get(1000).unwrap().is_none());
     }
 
@@ -515,10 +683,15 @@ mod tests {
         assert!(f.matches(&json!({"name": "xaby"})));
         assert!(Filter::parse(r#"["a", "~", []]"#).is_err());
         let mut out = Vec::new();
-        with_key(&mut out, br#"{"a":1}"#, Some("1/2/3/4"), false);
-        assert_eq!(out, br#"{"_key":"1/2/3/4","a":1}"#);
+        with_meta(&mut out, br#"{"a":1}"#, Some("1/2/3/4"), Some(7), false);
+        assert_eq!(out, br#"{"_key":"1/2/3/4","_ts":7,"a":1}"#);
         out.clear();
-        with_key(&mut out, b"{}", Some("k"), false);
+        with_meta(&mut out, b"{}", Some("k"), None, false);
         assert_eq!(out, br#"{"_key":"k"}"#);
+        out.clear();
+        with_meta(&mut out, b"[1,2]", Some("k"), None, false);
+        assert_eq!(out, b"[1,2]");
+        assert_eq!(split_ts(b"@12 {\"a\":1}"), (Some(12), &b"{\"a\":1}"[..]));
+        assert_eq!(split_ts(b"{}"), (None, &b"{}"[..]));
     }
 }

@@ -9,6 +9,7 @@
 //! `?apikey=`); keys come from `api_keys`. With no credentials configured at all (no
 //! `api_keys`, no `username`/`password`) any key is accepted, for local use.
 
+pub mod activity;
 pub mod dash;
 pub mod jobdata;
 pub mod registry;
@@ -33,8 +34,9 @@ pub fn is_cloud_path(path: &str) -> bool {
     path.starts_with(DASH_PREFIX) || path.starts_with(STORAGE_PREFIX)
 }
 
-/// The API key of a request: the basic-auth user name, or the `apikey` query parameter.
-fn api_key(req: &Request) -> Option<String> {
+/// The credentials of a request: the basic-auth user name and password, or the `apikey`
+/// query parameter (with no password).
+fn credentials(req: &Request) -> Option<(String, String)> {
     if let Some(value) = req.headers().get(header::AUTHORIZATION)
         && let Ok(text) = value.to_str()
         && let Some(encoded) = text
@@ -44,13 +46,43 @@ fn api_key(req: &Request) -> Option<String> {
         && let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded.trim())
     {
         let decoded = String::from_utf8_lossy(&decoded).into_owned();
-        return Some(decoded.split(':').next().unwrap_or("").to_owned());
+        let (user, password) = decoded.split_once(':').unwrap_or((&decoded, ""));
+        return Some((user.to_owned(), password.to_owned()));
     }
     let query = req.uri().query()?;
     crate::api::params::parse_urlencoded(query.as_bytes())
         .text("apikey")
         .ok()
         .flatten()
+        .map(|k| (k, String::new()))
+}
+
+/// Whether `user:password` is a job's own credentials (`p/s/n` and the token its runner got),
+/// which open the storage API (not scheduling) as on Scrapy Cloud.
+async fn job_credentials_valid(state: &AppState, user: &str, password: &str) -> bool {
+    let Some(key) = registry::JobKey::parse(user) else {
+        return false;
+    };
+    if password.is_empty() {
+        return false;
+    }
+    let known = state.eggs.projects();
+    let token = state
+        .store
+        .read(move |db| {
+            let Some(project) = db.project_by_id(key.project, &known)? else {
+                return Ok(None);
+            };
+            Ok(db.cloud_job(&project, key)?.and_then(|j| {
+                j.meta
+                    .get("auth")
+                    .and_then(|a| a.as_str().map(str::to_owned))
+            }))
+        })
+        .await
+        .ok()
+        .and_then(|(_, t)| t);
+    token.is_some_and(|t| crate::api::auth::constant_time_eq(t.as_bytes(), password.as_bytes()))
 }
 
 /// Whether `key` may use the API.
@@ -68,11 +100,22 @@ pub fn key_allowed(config: &crate::config::Config, key: Option<&str>) -> bool {
 
 /// Middleware: refuses an unknown key (storage: 401; dash: 403 with its JSON, as Zyte's).
 async fn require_key(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let key = api_key(&req);
-    if key_allowed(&state.config, key.as_deref()) {
+    let credentials = credentials(&req);
+    let key = credentials.as_ref().map(|(user, _)| user.as_str());
+    // The server's clock is public (the client reads it without credentials).
+    if key_allowed(&state.config, key) || req.uri().path() == "/storage/system/ts" {
         return next.run(req).await;
     }
-    if req.uri().path().starts_with(DASH_PREFIX) {
+    let dash = req.uri().path().starts_with(DASH_PREFIX);
+    if !dash
+        && let Some((user, password)) = &credentials
+        && job_credentials_valid(&state, user, password).await
+    {
+        return next.run(req).await;
+    }
+    // Read the body anyway: a client that keeps the connection must find it clean.
+    let _ = axum::body::to_bytes(req.into_body(), wire::MAX_BODY).await;
+    if dash {
         (
             StatusCode::FORBIDDEN,
             [(header::CONTENT_TYPE, "application/json")],
@@ -88,6 +131,7 @@ async fn require_key(State(state): State<AppState>, req: Request, next: Next) ->
 pub fn routes(state: &AppState) -> Router<AppState> {
     dash::routes()
         .merge(storage::routes())
+        .merge(activity::routes())
         .layer(middleware::from_fn_with_state(state.clone(), require_key))
 }
 
@@ -101,4 +145,14 @@ pub async fn project_name(state: &AppState, id: &str) -> Option<String> {
         .await
         .ok()
         .flatten()
+}
+
+/// The Scrapyd project named by a project id in a storage path, and the id.
+pub async fn project(state: &AppState, p: &str) -> Result<(String, i64), wire::StorageError> {
+    let id = registry::parse_id(p)
+        .ok_or_else(|| wire::StorageError::bad_request(format!("invalid project id: {p}")))?;
+    let name = project_name(state, p)
+        .await
+        .ok_or_else(|| wire::StorageError::not_found(format!("project {p} not found")))?;
+    Ok((name, id))
 }

@@ -251,6 +251,17 @@ impl Db {
         Ok(Some(next))
     }
 
+    /// The spiders the registry knows for `project`, by id.
+    pub fn registry_spiders(&mut self, project: &str) -> Result<Vec<String>, StoreError> {
+        let conn = self.registry()?;
+        let mut stmt =
+            conn.prepare_cached("SELECT name FROM cloud_spiders WHERE project = ?1 ORDER BY id")?;
+        let names = stmt
+            .query_map([project], |r| r.get(0))?
+            .collect::<Result<Vec<String>, _>>()?;
+        Ok(names)
+    }
+
     /// The name of spider `id` of `project`.
     pub fn spider_name(&mut self, project: &str, id: i64) -> Result<Option<String>, StoreError> {
         Ok(self
@@ -348,6 +359,11 @@ impl Db {
         for (k, v) in extra {
             meta.insert(k.clone(), v.clone());
         }
+        let scheduled_by = meta
+            .get("scheduled_by")
+            .and_then(Value::as_str)
+            .unwrap_or("scrapyd")
+            .to_owned();
         conn.execute(
             &format!("INSERT INTO cloud_jobs ({JOB_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?7)"),
             params![
@@ -360,11 +376,13 @@ impl Db {
                 Value::Object(meta).to_string()
             ],
         )?;
-        Ok(JobKey {
+        let key = JobKey {
             project: project_id,
             spider: spider_id,
             n,
-        })
+        };
+        self.job_activity(&job.project, &key.to_string(), "scheduled", &scheduled_by);
+        Ok(key)
     }
 
     /// The newest registry row of a Scrapyd job.
@@ -439,7 +457,23 @@ impl Db {
             job.meta.insert(user.into(), by.into());
         }
         job.meta.extend(extra);
-        self.save_cloud_job(job)
+        self.save_cloud_job(job)?;
+        let what = match state {
+            "running" => Some("started"),
+            "finished"
+                if job.meta.get("close_reason").and_then(Value::as_str) == Some("cancelled") =>
+            {
+                Some("cancelled")
+            }
+            "finished" => Some("completed"),
+            "deleted" => Some("deleted"),
+            _ => None,
+        };
+        if let Some(what) = what {
+            let project = job.project.clone();
+            self.job_activity(&project, &job.key.to_string(), what, by);
+        }
+        Ok(())
     }
 
     /// Follows a Scrapyd job into `state` (registering it first if it has no row yet).
@@ -543,9 +577,12 @@ impl Db {
                 skipped += 1;
                 continue;
             }
-            let stop = query.stop == Some(job.key);
+            // `stop`: the listing ends before that job.
+            if query.stop == Some(job.key) {
+                break;
+            }
             out.push(job);
-            if stop || query.count.is_some_and(|c| out.len() >= c) {
+            if query.count.is_some_and(|c| out.len() >= c) {
                 break;
             }
         }
@@ -668,4 +705,85 @@ impl Db {
         })();
         Self::log_follow_error(r, "an end");
     }
+}
+
+/// Jobs that only the registry knows: pushed through `jobq/<p>/push` (or run for a spider that
+/// the deployed eggs do not have), for a runner outside scrapyd-rs to take with
+/// `jobq/<p>/startjob` and report through the storage API. scrapyd-rs's launcher never starts
+/// them, and Scrapyd's endpoints do not list them.
+impl Db {
+    /// Registers a job without queueing it; `state` may move it on at once.
+    pub fn register_external(
+        &mut self,
+        project: &str,
+        spider: &str,
+        extra: &Map<String, Value>,
+        state: Option<&str>,
+    ) -> Result<JobKey, StoreError> {
+        let priority = extra.get("priority").and_then(Value::as_f64).unwrap_or(2.0);
+        let pending = PendingJob {
+            project: project.to_owned(),
+            spider: spider.to_owned(),
+            job: crate::new_job_id(),
+            priority,
+            version: None,
+            settings: vec![],
+            args: vec![],
+            created: now_micros(),
+        };
+        let mut extra = extra.clone();
+        extra.insert("external".into(), true.into());
+        let key = self.register_job(&pending, &extra)?;
+        if let Some(s) = state.filter(|s| *s != "pending")
+            && let Some(mut job) = self.cloud_job(project, key)?
+        {
+            let mut fields = Map::new();
+            if s == "running" {
+                fields.insert("auth".into(), new_token().into());
+            }
+            self.transition(&mut job, s, "api", fields)?;
+        }
+        Ok(key)
+    }
+
+    /// Takes the next pending external job (highest priority, then oldest) and marks it
+    /// running; `params` are stored in its metadata.
+    pub fn start_external(
+        &mut self,
+        project: &str,
+        params: Map<String, Value>,
+    ) -> Result<Option<CloudJob>, StoreError> {
+        let query = JobQuery {
+            states: vec!["pending".into()],
+            ..JobQuery::default()
+        };
+        let mut candidates: Vec<CloudJob> = self
+            .cloud_jobs(project, &query)?
+            .into_iter()
+            .filter(|j| j.meta.get("external") == Some(&Value::Bool(true)))
+            .collect();
+        candidates.sort_by(|a, b| {
+            let p = |j: &CloudJob| j.meta.get("priority").and_then(Value::as_i64).unwrap_or(2);
+            p(b).cmp(&p(a))
+                .then(a.ts.cmp(&b.ts))
+                .then(a.key.n.cmp(&b.key.n))
+        });
+        let Some(mut job) = candidates.into_iter().next() else {
+            return Ok(None);
+        };
+        let mut fields = params;
+        fields.insert("auth".into(), new_token().into());
+        self.transition(&mut job, "running", "jobrunner", fields)?;
+        Ok(Some(job))
+    }
+}
+
+/// A job token (returned to the runner that takes a job).
+fn new_token() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// Whether a job is one that only the registry knows.
+pub fn is_external(job: &CloudJob) -> bool {
+    job.meta.get("external") == Some(&Value::Bool(true))
 }

@@ -3,8 +3,9 @@
 //! spider ids and summaries. JSON lines in and out; msgpack out when asked; errors as HTTP
 //! statuses ([`super::wire`]).
 
-use super::jobdata::{Filter, Stream, StreamKind, job_dir, with_key};
-use super::registry::{CloudJob, JobKey, JobQuery, STATES, now_ms, parse_id};
+use super::jobdata::{Filter, ReadOptions, Stream, StreamKind, job_dir, read_entries};
+use super::project;
+use super::registry::{CloudJob, JobKey, JobQuery, STATES, is_external, now_ms, parse_id};
 use super::wire::{
     self, ChannelBody, MAX_VALUE, StorageError, StorageResult, decode_body, json_lines, lines, one,
 };
@@ -24,6 +25,7 @@ pub fn routes() -> Router<AppState> {
         .route("/storage/system/ts", get(system_ts))
         .route("/storage/ids/{p}/spider/{name}", get(spider_id))
         .route("/storage/jobq/{p}/count", get(jobq_count))
+        .route("/storage/jobq/{p}/jobsummary", get(jobq_jobsummary))
         .route("/storage/jobq/{p}/list", get(jobq_list))
         .route("/storage/jobq/{p}/summary", get(summary_all))
         .route("/storage/jobq/{p}/summary/{state}", get(summary_state))
@@ -33,6 +35,8 @@ pub fn routes() -> Router<AppState> {
             get(spider_summary_state),
         )
         .route("/storage/jobq/{p}/update", post(jobq_update))
+        .route("/storage/jobq/{p}/push", post(jobq_push))
+        .route("/storage/jobq/{p}/startjob", post(jobq_startjob))
         .route("/storage/jobq/{p}/cancel", post(jobq_cancel))
         .route("/storage/jobq/{p}/{s}/{j}/cancel", post(job_cancel))
         .route("/storage/projects/jobsummaries", get(project_summaries))
@@ -52,6 +56,11 @@ pub fn routes() -> Router<AppState> {
         );
     for kind in ["items", "logs", "requests", "samples"] {
         r = r
+            .route(&format!("/storage/{kind}/{{p}}"), get(project_stream_read))
+            .route(
+                &format!("/storage/{kind}/{{p}}/{{s}}"),
+                get(spider_stream_read),
+            )
             .route(
                 &format!("/storage/{kind}/{{p}}/{{s}}/{{j}}"),
                 get(stream_read).post(stream_write),
@@ -91,16 +100,6 @@ fn number(params: &Params, key: &str) -> Result<Option<i64>, StorageError> {
                 .map_err(|_| StorageError::bad_request(format!("invalid {key}: {t}")))
         })
         .transpose()
-}
-
-/// The Scrapyd project named by a project id in the path.
-async fn project(state: &AppState, p: &str) -> Result<(String, i64), StorageError> {
-    let id =
-        parse_id(p).ok_or_else(|| StorageError::bad_request(format!("invalid project id: {p}")))?;
-    let name = super::project_name(state, p)
-        .await
-        .ok_or_else(|| StorageError::not_found(format!("project {p} not found")))?;
-    Ok((name, id))
 }
 
 fn parse_key(p: &str, s: &str, j: &str) -> Result<JobKey, StorageError> {
@@ -272,6 +271,27 @@ async fn jobq_list(
     Ok(lines(&out, false))
 }
 
+/// `jobq/<p>/jobsummary?key=…&jobmeta=…`: summaries of the jobs named, in any state.
+async fn jobq_jobsummary(
+    State(state): State<AppState>,
+    Path(p): Path<String>,
+    q: RawQuery,
+) -> StorageResult {
+    let (project, _) = project(&state, &p).await?;
+    let params = query(&q.0);
+    let query = job_query(&state, &project, &params, None).await?;
+    if query.keys.is_empty() {
+        return Ok(lines(&[], false));
+    }
+    let jobmeta = text_list(&params, "jobmeta")?;
+    let (_, jobs) = state
+        .store
+        .read(move |db| db.cloud_jobs(&project, &query))
+        .await?;
+    let out: Vec<Value> = jobs.iter().map(|j| summary(j, &jobmeta)).collect();
+    Ok(lines(&out, false))
+}
+
 /// Summary lines per state (`pending`, `running`, `finished`), each with its count and up to
 /// `count` (5) summaries.
 async fn summaries(
@@ -362,21 +382,129 @@ async fn spider_summary_state(
     summaries(&state, &p, Some(&s), Some(&st), &q.0).await
 }
 
-/// Stops a job in the Scrapyd world: a pending one leaves its queue, a running one is
-/// signalled. Returns whether it was pending or running.
+/// Stops a job: a pending one leaves its queue, a running one is signalled; a pending job
+/// that only the registry knows is marked finished (`cancelled`), a running one is left to its
+/// runner. Returns whether it was pending or running.
 async fn stop_job(state: &AppState, job: &CloudJob, signal: Signal) -> Result<bool, StorageError> {
-    match job.state.as_str() {
-        "pending" => {
-            let (p, j) = (job.project.clone(), job.job.clone());
-            let removed = state
-                .store
-                .call(move |db| db.remove_pending(&p, &j))
-                .await?;
-            Ok(removed > 0)
-        }
-        "running" => Ok(state.launcher.cancel(&job.project, &job.job, signal).await > 0),
-        _ => Ok(false),
+    if !matches!(job.state.as_str(), "pending" | "running") {
+        return Ok(false);
     }
+    if is_external(job) {
+        // A running one is its runner's to stop (it sees `cancelled_by`), as on Scrapy Cloud.
+        if job.state == "running" {
+            return Ok(true);
+        }
+        let (p, key) = (job.project.clone(), job.key);
+        state
+            .store
+            .call(move |db| {
+                if let Some(mut j) = db.cloud_job(&p, key)? {
+                    let mut extra = Map::new();
+                    extra.insert("close_reason".into(), "cancelled".into());
+                    db.transition(&mut j, "finished", "api", extra)?;
+                }
+                Ok(())
+            })
+            .await?;
+        return Ok(true);
+    }
+    if job.state == "pending" {
+        let (p, j) = (job.project.clone(), job.job.clone());
+        let removed = state
+            .store
+            .call(move |db| db.remove_pending(&p, &j))
+            .await?;
+        Ok(removed > 0)
+    } else {
+        Ok(state.launcher.cancel(&job.project, &job.job, signal).await > 0)
+    }
+}
+
+/// `jobq/<p>/push`: jobs for an external runner, one JSON line each (`spider`, optional
+/// `state`, `priority`, `unique`, other metadata).
+async fn jobq_push(
+    State(state): State<AppState>,
+    Path(p): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> StorageResult {
+    let (project, _) = project(&state, &p).await?;
+    let mut out = Vec::new();
+    for line in json_lines(&decode_body(&headers, &body)?)? {
+        let Value::Object(mut fields) = line else {
+            return Err(StorageError::bad_request("expected a JSON object per line"));
+        };
+        let spider = fields
+            .remove("spider")
+            .and_then(|s| s.as_str().map(str::to_owned))
+            .ok_or_else(|| StorageError::bad_request("missing spider"))?;
+        let new_state = match fields.remove("state") {
+            None => None,
+            Some(Value::String(s)) if STATES.contains(&s.as_str()) => Some(s),
+            Some(other) => {
+                return Err(StorageError::bad_request(format!("invalid state: {other}")));
+            }
+        };
+        fields.remove("auth");
+        fields.remove("key");
+        let pn = project.clone();
+        let result = state
+            .store
+            .call(move |db| {
+                if let Some(unique) = fields.get("unique").cloned().filter(|u| !u.is_null()) {
+                    let active = JobQuery {
+                        states: vec!["pending".into(), "running".into()],
+                        ..JobQuery::default()
+                    };
+                    if let Some(j) = db
+                        .cloud_jobs(&pn, &active)?
+                        .into_iter()
+                        .find(|j| j.meta.get("unique") == Some(&unique))
+                    {
+                        return Ok(Err(j.key));
+                    }
+                }
+                let key = db.register_external(&pn, &spider, &fields, new_state.as_deref())?;
+                let auth = db
+                    .cloud_job(&pn, key)?
+                    .and_then(|j| j.meta.get("auth").cloned());
+                Ok(Ok((key, auth)))
+            })
+            .await?;
+        out.push(match result {
+            Ok((key, auth)) => json!({"key": key.to_string(), "auth": auth}),
+            Err(existing) => json!({"error": format!("Active job exists with key {existing}")}),
+        });
+    }
+    Ok(lines(&out, false))
+}
+
+/// `jobq/<p>/startjob`: the next pending external job, now running, with its metadata, `key`
+/// and `auth`; an empty answer when there is none.
+async fn jobq_startjob(
+    State(state): State<AppState>,
+    Path(p): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> StorageResult {
+    let (project, _) = project(&state, &p).await?;
+    let mut params = Map::new();
+    for v in json_lines(&decode_body(&headers, &body)?)? {
+        if let Value::Object(m) = v {
+            params.extend(m);
+        }
+    }
+    let job = state
+        .store
+        .call(move |db| db.start_external(&project, params))
+        .await?;
+    let Some(job) = job else {
+        return Ok(wire::empty());
+    };
+    let mut m = job.meta.clone();
+    m.insert("key".into(), job.key.to_string().into());
+    m.insert("state".into(), job.state.clone().into());
+    Ok(one(&Value::Object(m)))
 }
 
 /// `jobq/<p>/update`: state changes and metadata, one JSON line per job (or per spider key).
@@ -439,9 +567,11 @@ async fn jobq_update(
             .await?;
         for job in jobs {
             let prevstate = job.state.clone();
+            // A job that scrapyd-rs runs is stopped; an external one is its runner's report.
             if let Some(s) = &new_state
                 && s != &prevstate
                 && (s == "finished" || s == "deleted")
+                && !is_external(&job)
             {
                 stop_job(&state, &job, Signal::SIGINT).await?;
             }
@@ -782,30 +912,91 @@ async fn field_delete(
     Ok(wire::empty())
 }
 
-/// The stream of a data path (`/storage/<kind>/<p>/<s>/<j>…`).
-fn stream_of(state: &AppState, uri_path: &str, key: JobKey) -> Result<Stream, StorageError> {
-    let kind = uri_path
+/// The stream kind of a data path (`/storage/<kind>/…`).
+fn kind_of(uri_path: &str) -> Result<StreamKind, StorageError> {
+    uri_path
         .trim_start_matches(super::STORAGE_PREFIX)
         .split('/')
         .next()
         .and_then(StreamKind::parse)
-        .ok_or_else(|| StorageError::not_found("unknown resource"))?;
+        .ok_or_else(|| StorageError::not_found("unknown resource"))
+}
+
+/// The stream of a job's data path.
+fn stream_of(state: &AppState, uri_path: &str, key: JobKey) -> Result<Stream, StorageError> {
     Ok(Stream::new(
         job_dir(&state.config.jobdata_dir, key.project, key.spider, key.n),
-        kind,
+        kind_of(uri_path)?,
     ))
 }
 
-/// An entry number from `start`/`startafter` (a full entry key) of this job.
-fn entry_number(key: JobKey, text: &str) -> Result<u64, StorageError> {
-    let prefix = format!("{key}/");
-    text.strip_prefix(&prefix)
-        .and_then(|n| n.parse().ok())
-        .ok_or_else(|| StorageError::bad_request(format!("invalid entry key: {text}")))
+/// An entry key `p/s/j/n` (of `start`/`startafter`).
+fn entry_key(text: &str) -> Result<(JobKey, u64), StorageError> {
+    let bad = || StorageError::bad_request(format!("invalid entry key: {text}"));
+    let (job, n) = text.rsplit_once('/').ok_or_else(bad)?;
+    Ok((
+        JobKey::parse(job).ok_or_else(bad)?,
+        n.parse().map_err(|_| bad())?,
+    ))
 }
 
-/// `GET <kind>/<key>`: entries, streamed; `count`, `start`, `startafter`, `index`, `meta`
-/// (`_key`), `nodata` and `filter` as Scrapy Cloud.
+/// Reads entries of one job, a spider's jobs or a project's jobs (`keys`, in order), streamed;
+/// `count`, `start`, `startafter`, `index`, `meta` (`_key`, `_ts`), `nodata` and `filter` as
+/// Scrapy Cloud.
+fn read_jobs(
+    state: &AppState,
+    kind: StreamKind,
+    keys: Vec<JobKey>,
+    q: &Option<String>,
+    headers: &HeaderMap,
+) -> StorageResult {
+    let params = query(q);
+    let mut opts = ReadOptions {
+        count: number(&params, "count")?.map(|c| c.max(0) as u64),
+        msgpack: kind.allows_msgpack() && wire::wants_msgpack(headers),
+        ..ReadOptions::default()
+    };
+    if let Some(start) = text(&params, "start")? {
+        opts.start = Some(entry_key(&start)?);
+    }
+    if let Some(after) = text(&params, "startafter")? {
+        let (key, n) = entry_key(&after)?;
+        opts.start = Some((key, n + 1));
+    }
+    for i in text_list(&params, "index")? {
+        opts.index.push(
+            i.parse::<u64>()
+                .map_err(|_| StorageError::bad_request(format!("invalid index: {i}")))?,
+        );
+    }
+    let meta = text_list(&params, "meta")?;
+    opts.with_keys = meta.iter().any(|m| m == "_key");
+    opts.with_ts = meta.iter().any(|m| m == "_ts");
+    opts.nodata = text(&params, "nodata")?.is_some_and(|v| v == "1" || v == "true");
+    opts.filters = text_list(&params, "filter")?
+        .iter()
+        .map(|f| Filter::parse(f))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(StorageError::bad_request)?;
+    let sources: Vec<(Stream, JobKey)> = keys
+        .into_iter()
+        .map(|k| {
+            let dir = job_dir(&state.config.jobdata_dir, k.project, k.spider, k.n);
+            (Stream::new(dir, kind), k)
+        })
+        .collect();
+    let msgpack = opts.msgpack;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+    tokio::task::spawn_blocking(move || {
+        let mut sink = |chunk: Vec<u8>| tx.blocking_send(Bytes::from(chunk)).is_ok();
+        if let Err(e) = read_entries(&sources, &opts, &mut sink) {
+            tracing::warn!("storage API: reading a stream failed: {e}");
+        }
+    });
+    Ok(wire::with_type(Body::new(ChannelBody(rx)), msgpack))
+}
+
+/// `GET <kind>/<p>/<s>/<j>`: a job's entries.
 async fn stream_read(
     State(state): State<AppState>,
     Path((p, s, j)): Path<(String, String, String)>,
@@ -814,99 +1005,35 @@ async fn stream_read(
     headers: HeaderMap,
 ) -> StorageResult {
     let key = parse_key(&p, &s, &j)?;
-    let stream = stream_of(&state, uri.path(), key)?;
-    let kind = stream.kind();
-    let params = query(&q.0);
-    let count = number(&params, "count")?.map(|c| c.max(0) as u64);
-    let mut from = 0u64;
-    if let Some(start) = text(&params, "start")? {
-        from = from.max(entry_number(key, &start)?);
-    }
-    if let Some(after) = text(&params, "startafter")? {
-        from = from.max(entry_number(key, &after)? + 1);
-    }
-    let mut index = Vec::new();
-    for i in text_list(&params, "index")? {
-        index.push(
-            i.parse::<u64>()
-                .map_err(|_| StorageError::bad_request(format!("invalid index: {i}")))?,
-        );
-    }
-    let meta = text_list(&params, "meta")?;
-    let with_keys = meta.iter().any(|m| m == "_key");
-    let nodata = text(&params, "nodata")?.is_some_and(|v| v == "1" || v == "true");
-    let filters = text_list(&params, "filter")?
-        .iter()
-        .map(|f| Filter::parse(f))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(StorageError::bad_request)?;
-    let msgpack = kind.allows_msgpack() && wire::wants_msgpack(&headers);
-    let reading = stream.clone();
-    let indexed = tokio::task::spawn_blocking(move || reading.catch_up())
-        .await
-        .map_err(StorageError::internal)?
-        .map_err(StorageError::internal)?;
-    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
-    tokio::task::spawn_blocking(move || {
-        let produce = || -> std::io::Result<()> {
-            let mut out = Vec::with_capacity(1 << 16);
-            let mut sent = 0u64;
-            let mut emit = |n: u64, line: &[u8], out: &mut Vec<u8>| -> std::io::Result<bool> {
-                if !filters.is_empty() {
-                    let v: Value = serde_json::from_slice(line).unwrap_or(Value::Null);
-                    if !filters.iter().all(|f| f.matches(&v)) {
-                        return Ok(true);
-                    }
-                }
-                let entry_key = with_keys.then(|| format!("{key}/{n}"));
-                if msgpack {
-                    let mut v: Value = serde_json::from_slice(line).unwrap_or(Value::Null);
-                    if let (Some(k), Value::Object(m)) = (&entry_key, &mut v) {
-                        if nodata {
-                            m.clear();
-                        }
-                        m.insert("_key".into(), k.clone().into());
-                    }
-                    out.extend(wire::msgpack(&v));
-                } else {
-                    with_key(out, line, entry_key.as_deref(), nodata);
-                    out.push(b'\n');
-                }
-                sent += 1;
-                if out.len() >= 1 << 16
-                    && tx.blocking_send(Bytes::from(std::mem::take(out))).is_err()
-                {
-                    return Ok(false);
-                }
-                Ok(count.is_none_or(|c| sent < c))
-            };
-            if index.is_empty() {
-                let mut reader = stream.reader(from.min(indexed.values), indexed.values)?;
-                while let Some((n, line)) = reader.next_entry()? {
-                    let line = line.to_vec();
-                    if !emit(n, &line, &mut out)? {
-                        break;
-                    }
-                }
-            } else {
-                for n in index {
-                    if let Some(line) = stream.get(n)?
-                        && !emit(n, &line, &mut out)?
-                    {
-                        break;
-                    }
-                }
-            }
-            if !out.is_empty() {
-                let _ = tx.blocking_send(Bytes::from(out));
-            }
-            Ok(())
-        };
-        if let Err(e) = produce() {
-            tracing::warn!("storage API: reading a stream failed: {e}");
-        }
-    });
-    Ok(wire::with_type(Body::new(ChannelBody(rx)), msgpack))
+    read_jobs(&state, kind_of(uri.path())?, vec![key], &q.0, &headers)
+}
+
+/// `GET <kind>/<p>/<s>`: the entries of a spider's jobs, job after job.
+async fn spider_stream_read(
+    State(state): State<AppState>,
+    Path((p, s)): Path<(String, String)>,
+    uri: axum::http::Uri,
+    q: RawQuery,
+    headers: HeaderMap,
+) -> StorageResult {
+    let (_, project_id) = project(&state, &p).await?;
+    let spider =
+        parse_id(&s).ok_or_else(|| StorageError::bad_request(format!("invalid spider id: {s}")))?;
+    let keys = super::jobdata::jobs_with_data(&state.config.jobdata_dir, project_id, Some(spider));
+    read_jobs(&state, kind_of(uri.path())?, keys, &q.0, &headers)
+}
+
+/// `GET <kind>/<p>`: the entries of a project's jobs.
+async fn project_stream_read(
+    State(state): State<AppState>,
+    Path(p): Path<String>,
+    uri: axum::http::Uri,
+    q: RawQuery,
+    headers: HeaderMap,
+) -> StorageResult {
+    let (_, project_id) = project(&state, &p).await?;
+    let keys = super::jobdata::jobs_with_data(&state.config.jobdata_dir, project_id, None);
+    read_jobs(&state, kind_of(uri.path())?, keys, &q.0, &headers)
 }
 
 /// `GET <kind>/<key>/<n>` (one entry) and `GET <kind>/<key>/stats`.
@@ -929,7 +1056,7 @@ async fn stream_entry(
         .parse()
         .map_err(|_| StorageError::bad_request(format!("invalid entry number: {n}")))?;
     let msgpack = stream.kind().allows_msgpack() && wire::wants_msgpack(&headers);
-    let line = tokio::task::spawn_blocking(move || stream.get(number))
+    let (_, line) = tokio::task::spawn_blocking(move || stream.get(number))
         .await
         .map_err(StorageError::internal)?
         .map_err(StorageError::internal)?
