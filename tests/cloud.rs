@@ -36,6 +36,87 @@ async fn the_scrapinghub_client_overview_works_unchanged() {
     s.stop().await;
 }
 
+/// Waits until a job of the Scrapy Cloud API reaches `state`.
+async fn wait_cloud_state(s: &TestServer, key: &str, state: &str) {
+    support::wait_until_async(
+        &format!("{key} {state}"),
+        Duration::from_secs(90),
+        || async {
+            let url = format!("{}/storage/jobs/{key}/state", s.url);
+            let text = s.client.get(url).send().await.ok()?.text().await.ok()?;
+            (text.trim() == format!("\"{state}\"")).then_some(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shub_deploys_schedules_and_reads_items() {
+    let s = TestServer::start(|_| {}).await;
+    let project = support::project_copy(&support::test_project_dir());
+    std::fs::write(
+        project.path().join("scrapinghub.yml"),
+        format!(
+            "projects:\n  default: 7\nendpoints:\n  default: {}/api/\nversion: r1\n",
+            s.url
+        ),
+    )
+    .unwrap();
+    let dir = project.path().to_path_buf();
+    let url = s.url.clone();
+    let shub = move |args: &[&str]| {
+        let mut cmd = support::venv().command("shub");
+        cmd.args(args)
+            .current_dir(&dir)
+            .env("SHUB_APIKEY", "0123456789abcdef")
+            .env("SHUB_STORAGE", format!("{url}/storage/"));
+        String::from_utf8_lossy(&support::run_checked(&mut cmd, "shub").stdout).into_owned()
+    };
+    let deploy = shub.clone();
+    tokio::task::spawn_blocking(move || deploy(&["deploy"]))
+        .await
+        .unwrap();
+    // Deployed as Scrapyd project "7".
+    assert_eq!(
+        s.get("listversions.json", &[("project", "7")]).await["versions"],
+        serde_json::json!(["r1"])
+    );
+    let schedule = shub.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        schedule(&[
+            "schedule", "echo", "-a", "foo=bar", "-t", "mytag", "-p", "3",
+        ])
+    })
+    .await
+    .unwrap();
+    let key = out
+        .split_whitespace()
+        .find(|w| w.starts_with("7/") && w.matches('/').count() == 2)
+        .unwrap_or_else(|| panic!("no job key in: {out}"))
+        .trim_end_matches(['.', ','])
+        .to_owned();
+    wait_cloud_state(&s, &key, "finished").await;
+    let items_key = key.clone();
+    let items = tokio::task::spawn_blocking(move || shub(&["items", &items_key]))
+        .await
+        .unwrap();
+    let item: serde_json::Value = serde_json::from_str(items.lines().next().unwrap_or("")).unwrap();
+    assert_eq!(item["args"]["foo"], "bar", "{items}");
+    let meta: serde_json::Value = s
+        .client
+        .get(format!("{}/storage/jobs/{key}", s.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(meta["tags"], serde_json::json!(["mytag"]));
+    assert_eq!(meta["priority"], 3);
+    assert_eq!(meta["close_reason"], "finished");
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn unknown_api_keys_are_refused_when_keys_are_configured() {
     let s = TestServer::start(|c| c.api_keys = vec!["good".into()]).await;
