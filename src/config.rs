@@ -181,6 +181,8 @@ pub struct Config {
     /// Where each job's items, logs, requests and stats samples are kept for the Scrapy Cloud
     /// API (absolute).
     pub jobdata_dir: PathBuf,
+    /// Finished jobs kept per spider by the Scrapy Cloud API (metadata and data); 0 keeps all.
+    pub jobdata_to_keep: usize,
     /// Endpoint path (e.g. `schedule.json`) → service, after applying `[services]`.
     pub services: Vec<(String, Service)>,
     /// `[settings]`: project name → settings module, in file order.
@@ -239,6 +241,7 @@ finished_to_keep  = 100
 # Directory options
 dbs_dir           = dbs
 jobdata_dir       = jobdata
+jobdata_to_keep   = 100
 
 [services]
 schedule.json     = scrapyd.webservice.Schedule
@@ -267,7 +270,7 @@ const ENV_OVERRIDES: [(&str, &str); 5] = [
 ];
 
 /// Every `[scrapyd]` option that is not a class path.
-const VALUE_OPTIONS: [&str; 25] = [
+const VALUE_OPTIONS: [&str; 26] = [
     "bind_address",
     "http_port",
     "unix_socket_path",
@@ -293,6 +296,7 @@ const VALUE_OPTIONS: [&str; 25] = [
     "max_upload_size",
     "api_keys",
     "jobdata_dir",
+    "jobdata_to_keep",
 ];
 
 /// The class-path options and the Scrapyd classes (or module) each accepts.
@@ -1153,6 +1157,7 @@ fn build(
         }
         absolute(cwd, Path::new(&s.value))
     };
+    let jobdata_to_keep = non_negative(&r.required("jobdata_to_keep")?)?;
 
     Ok(Config {
         bind_address,
@@ -1180,6 +1185,7 @@ fn build(
         max_upload_size,
         api_keys,
         jobdata_dir,
+        jobdata_to_keep,
         services: build_services(ini)?,
         settings: build_settings(ini)?,
         sources,

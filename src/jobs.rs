@@ -377,6 +377,18 @@ impl Db {
         Ok(rows)
     }
 
+    /// The project and spider of a job row.
+    pub fn job_spider(&mut self, id: i64) -> Result<Option<(String, String)>, StoreError> {
+        Ok(self
+            .jobs()?
+            .query_row(
+                "SELECT project, spider FROM jobs WHERE id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?)
+    }
+
     /// Number of jobs recorded as running.
     pub fn running_count(&mut self) -> Result<usize, StoreError> {
         let n: i64 = self.jobs()?.query_row(

@@ -21,6 +21,20 @@ use tokio::io::AsyncBufReadExt;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+/// Removes the data folders of jobs the retention dropped (in the background).
+pub fn remove_job_data(root: &Path, keys: Vec<crate::cloud::registry::JobKey>) {
+    if keys.is_empty() {
+        return;
+    }
+    let root = root.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        for k in keys {
+            let dir = crate::cloud::jobdata::job_dir(&root, k.project, k.spider, k.n);
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    });
+}
+
 /// What the Scrapy Cloud registry adds to a launch.
 struct CloudLaunch {
     key: crate::cloud::registry::JobKey,
@@ -248,10 +262,27 @@ impl Launcher {
     /// running meanwhile, never lost).
     async fn record_end(&mut self, id: i64, ending: Ending) {
         let keep = self.config.finished_to_keep;
+        let keep_data = self.config.jobdata_to_keep;
         let copy = ending.clone();
-        if let Err(e) = self.store.call(move |db| db.finish(id, &copy, keep)).await {
-            tracing::error!("cannot record the end of job row {id} yet: {e}");
-            self.unrecorded.push((id, ending));
+        let recorded = self
+            .store
+            .call(move |db| {
+                let spider = db.job_spider(id)?;
+                db.finish(id, &copy, keep)?;
+                // The Scrapy Cloud API's retention; never a reason to retry the end.
+                let pruned = match spider {
+                    Some((p, s)) => db.prune_cloud_jobs(&p, &s, keep_data).unwrap_or_default(),
+                    None => Vec::new(),
+                };
+                Ok(pruned)
+            })
+            .await;
+        match recorded {
+            Ok(pruned) => remove_job_data(&self.config.jobdata_dir, pruned),
+            Err(e) => {
+                tracing::error!("cannot record the end of job row {id} yet: {e}");
+                self.unrecorded.push((id, ending));
+            }
         }
     }
 

@@ -589,6 +589,46 @@ impl Db {
         Ok(out)
     }
 
+    /// Applies the retention (`jobdata_to_keep`): removes the registry rows of a spider's
+    /// finished (and deleted) jobs beyond the newest `keep`, and returns their keys (their data
+    /// folders are the caller's to remove). `keep = 0` keeps everything.
+    pub fn prune_cloud_jobs(
+        &mut self,
+        project: &str,
+        spider: &str,
+        keep: usize,
+    ) -> Result<Vec<JobKey>, StoreError> {
+        if keep == 0 {
+            return Ok(Vec::new());
+        }
+        let Some(spider_id) = self.spider_id(project, spider, false)? else {
+            return Ok(Vec::new());
+        };
+        let project_id = self.project_id(project)?;
+        let conn = self.registry()?;
+        let old: Vec<i64> = conn
+            .prepare_cached(
+                "SELECT n FROM cloud_jobs WHERE project = ?1 AND spider_id = ?2
+                 AND state IN ('finished', 'deleted') ORDER BY ts DESC, n DESC LIMIT -1 OFFSET ?3",
+            )?
+            .query_map(params![project, spider_id, keep as i64], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        let mut delete = conn.prepare_cached(
+            "DELETE FROM cloud_jobs WHERE project = ?1 AND spider_id = ?2 AND n = ?3",
+        )?;
+        for n in &old {
+            delete.execute(params![project, spider_id, n])?;
+        }
+        Ok(old
+            .into_iter()
+            .map(|n| JobKey {
+                project: project_id,
+                spider: spider_id,
+                n,
+            })
+            .collect())
+    }
+
     /// Removes a job's registry row (its data files are the caller's).
     pub fn purge_cloud_job(&mut self, project: &str, key: JobKey) -> Result<usize, StoreError> {
         Ok(self.registry()?.execute(
@@ -786,4 +826,134 @@ fn new_token() -> String {
 /// Whether a job is one that only the registry knows.
 pub fn is_external(job: &CloudJob) -> bool {
     job.meta.get("external") == Some(&Value::Bool(true))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::DbsDir;
+
+    fn pending(project: &str, spider: &str, job: &str) -> PendingJob {
+        PendingJob {
+            project: project.into(),
+            spider: spider.into(),
+            job: job.into(),
+            priority: 0.0,
+            version: None,
+            settings: vec![],
+            args: vec![("a".into(), "1".into())],
+            created: 1_000_000,
+        }
+    }
+
+    #[test]
+    fn numeric_projects_keep_their_number_and_others_get_allocated_ids() {
+        let mut db = Db::new_for_tests(DbsDir::Memory);
+        assert_eq!(db.project_id("123").unwrap(), 123);
+        assert_eq!(db.project_id("books").unwrap(), FIRST_ALLOCATED_PROJECT_ID);
+        assert_eq!(
+            db.project_id("news").unwrap(),
+            FIRST_ALLOCATED_PROJECT_ID + 1
+        );
+        assert_eq!(db.project_id("books").unwrap(), FIRST_ALLOCATED_PROJECT_ID);
+        // Not numbers as Scrapy Cloud writes them: allocated.
+        assert_eq!(
+            db.project_id("0123").unwrap(),
+            FIRST_ALLOCATED_PROJECT_ID + 2
+        );
+        let known = vec!["123".to_string(), "books".to_string()];
+        assert_eq!(
+            db.project_by_id(123, &known).unwrap().as_deref(),
+            Some("123")
+        );
+        // A registered project that is gone is not found.
+        assert_eq!(
+            db.project_by_id(FIRST_ALLOCATED_PROJECT_ID + 1, &known)
+                .unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn jobs_get_per_spider_keys_and_follow_the_scrapyd_side() {
+        let mut db = Db::new_for_tests(DbsDir::Memory);
+        for (spider, job) in [("a", "j1"), ("b", "j2"), ("a", "j3")] {
+            db.enqueue(&pending("7", spider, job)).unwrap();
+            db.register_job(&pending("7", spider, job), &Map::new())
+                .unwrap();
+        }
+        let j3 = db.cloud_job_of("7", "j3").unwrap().unwrap();
+        assert_eq!(j3.key.to_string(), "7/1/2");
+        assert_eq!(j3.meta["spider_args"], json!({"a": "1"}));
+        assert_eq!(
+            db.cloud_job_of("7", "j2").unwrap().unwrap().key.to_string(),
+            "7/2/1"
+        );
+        // Started in queue order (priority, then FIFO), ended: the registry follows.
+        let r = db.start_next(&["7".into()], 2_000_000).unwrap().unwrap();
+        assert_eq!(
+            db.cloud_job_of("7", &r.job).unwrap().unwrap().state,
+            "running"
+        );
+        let ending = Ending {
+            end_time: 3_000_000,
+            exit_code: Some(0),
+            signal: None,
+            outcome: Outcome::Finished,
+            reason: None,
+            finish_reason: Some("closespider_itemcount".into()),
+            stats: Some(r#"{"item_scraped_count": 3}"#.into()),
+        };
+        db.finish(r.id, &ending, 100).unwrap();
+        let done = db.cloud_job_of("7", &r.job).unwrap().unwrap();
+        assert_eq!(done.state, "finished");
+        assert_eq!(done.meta["close_reason"], "closespider_itemcount");
+        assert_eq!(done.meta["scrapystats"]["item_scraped_count"], 3);
+        // A cancelled pending job is finished as cancelled.
+        db.remove_pending("7", "j2").unwrap();
+        let j2 = db.cloud_job_of("7", "j2").unwrap().unwrap();
+        assert_eq!(
+            (j2.state.as_str(), &j2.meta["close_reason"]),
+            ("finished", &json!("cancelled"))
+        );
+        let events: Vec<String> = db
+            .activity(&["7".into()], 100)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.event["event"].as_str().unwrap_or("").to_owned())
+            .collect();
+        assert_eq!(
+            events,
+            [
+                "job:cancelled",
+                "job:completed",
+                "job:started",
+                "job:scheduled",
+                "job:scheduled",
+                "job:scheduled"
+            ]
+        );
+    }
+
+    #[test]
+    fn retention_keeps_the_newest_finished_jobs_of_a_spider() {
+        let mut db = Db::new_for_tests(DbsDir::Memory);
+        let mut keys = Vec::new();
+        for i in 0..5 {
+            let key = db
+                .register_external("p", "s", &Map::new(), Some("finished"))
+                .unwrap();
+            let mut job = db.cloud_job("p", key).unwrap().unwrap();
+            job.ts = i;
+            db.save_cloud_job(&job).unwrap();
+            keys.push(key);
+        }
+        let pending = db.register_external("p", "s", &Map::new(), None).unwrap();
+        let mut removed = db.prune_cloud_jobs("p", "s", 2).unwrap();
+        removed.sort_by_key(|k| k.n);
+        assert_eq!(removed, keys[..3]);
+        assert!(db.cloud_job("p", keys[4]).unwrap().is_some());
+        assert!(db.cloud_job("p", pending).unwrap().is_some());
+        assert!(db.prune_cloud_jobs("p", "s", 0).unwrap().is_empty());
+    }
 }

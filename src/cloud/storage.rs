@@ -591,6 +591,18 @@ async fn jobq_update(
                     }
                 })
                 .await?;
+            if new_state.as_deref() == Some("finished") {
+                let (pn, sn, keep) = (
+                    project.clone(),
+                    job.spider.clone(),
+                    state.config.jobdata_to_keep,
+                );
+                let pruned = state
+                    .store
+                    .call(move |db| db.prune_cloud_jobs(&pn, &sn, keep))
+                    .await?;
+                crate::launcher::remove_job_data(&state.config.jobdata_dir, pruned);
+            }
             out.push(json!({"key": job.key.to_string(), "prevstate": prevstate}));
         }
     }
