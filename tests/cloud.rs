@@ -157,3 +157,227 @@ async fn unknown_api_keys_are_refused_when_keys_are_configured() {
     assert_eq!(s.get("daemonstatus.json", &[]).await["status"], "ok");
     s.stop().await;
 }
+
+#[tokio::test]
+async fn bad_inputs_get_clear_errors_and_change_nothing() {
+    let s = TestServer::start(|_| {}).await;
+    let egg = support::build_egg(&support::test_project_dir());
+    assert_eq!(s.add_version("5", "r1", &egg).await["status"], "ok");
+    let url = |path: &str| format!("{}/{path}", s.url);
+    let status_and_text = |r: reqwest::Response| async move {
+        let status = r.status().as_u16();
+        (status, r.text().await.unwrap())
+    };
+    // A job for an external runner, to aim the bad writes at.
+    let r = s
+        .client
+        .post(url("storage/jobq/5/push"))
+        .body(r#"{"spider": "ext", "state": "running"}"#)
+        .send()
+        .await
+        .unwrap();
+    let pushed: serde_json::Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+    let key = pushed["key"].as_str().unwrap().to_owned();
+    let get = |path: String| s.client.get(url(&path)).send();
+    let post = |path: String, body: Vec<u8>| s.client.post(url(&path)).body(body).send();
+    let cases: Vec<(u16, reqwest::Response, &str)> = vec![
+        (
+            404,
+            get("storage/jobq/99/list".into()).await.unwrap(),
+            "project 99 not found",
+        ),
+        (
+            400,
+            get("storage/jobq/x/list".into()).await.unwrap(),
+            "invalid project id: x",
+        ),
+        (
+            400,
+            get("storage/jobq/5/list?state=done".into()).await.unwrap(),
+            "invalid state: done",
+        ),
+        (
+            400,
+            get("storage/jobq/5/list?startts=soon".into())
+                .await
+                .unwrap(),
+            "invalid startts",
+        ),
+        (
+            400,
+            get(format!("storage/items/{key}?filter=[1")).await.unwrap(),
+            "invalid filter",
+        ),
+        (
+            400,
+            get(format!("storage/items/{key}?filter=[\"a\",\"~\",[]]"))
+                .await
+                .unwrap(),
+            "unknown filter operator",
+        ),
+        (
+            400,
+            get(format!("storage/items/{key}?start=1/2")).await.unwrap(),
+            "invalid entry key",
+        ),
+        (
+            404,
+            get("storage/jobs/5/1/999".into()).await.unwrap(),
+            "not found",
+        ),
+        (
+            400,
+            get("storage/jobs/5/1/x".into()).await.unwrap(),
+            "invalid job key",
+        ),
+        (
+            400,
+            post(
+                "storage/jobq/5/push".into(),
+                b"{\"state\": \"pending\"}".to_vec(),
+            )
+            .await
+            .unwrap(),
+            "missing spider",
+        ),
+        (
+            400,
+            post("storage/jobq/5/update".into(), b"not json".to_vec())
+                .await
+                .unwrap(),
+            "Error parsing data",
+        ),
+        (
+            400,
+            post(
+                "storage/jobq/5/update".into(),
+                format!("{{\"key\": \"{key}\", \"state\": \"gone\"}}").into_bytes(),
+            )
+            .await
+            .unwrap(),
+            "invalid state",
+        ),
+        (
+            400,
+            post(
+                format!("storage/items/{key}"),
+                b"{\"a\": 1}\n{oops\n".to_vec(),
+            )
+            .await
+            .unwrap(),
+            "Error parsing data, line 2",
+        ),
+        (
+            413,
+            post(
+                format!("storage/items/{key}"),
+                format!("{{\"a\": \"{}\"}}", "x".repeat(1024 * 1024)).into_bytes(),
+            )
+            .await
+            .unwrap(),
+            "too large",
+        ),
+        (
+            400,
+            post(
+                format!("storage/jobs/{key}/state"),
+                b"\"finished\"".to_vec(),
+            )
+            .await
+            .unwrap(),
+            "state cannot be set",
+        ),
+    ];
+    for (expected, response, needle) in cases {
+        let url = response.url().to_string();
+        let (status, text) = status_and_text(response).await;
+        assert_eq!(status, expected, "{url}: {text}");
+        assert!(text.contains(needle), "{url}: {text}");
+    }
+    let gz = s
+        .client
+        .post(url(&format!("storage/items/{key}")))
+        .header("content-encoding", "gzip")
+        .body(b"not gzip".to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gz.status().as_u16(), 400);
+    // Nothing of that was stored: no item, the job still running.
+    let stats: serde_json::Value = s
+        .client
+        .get(url(&format!("storage/items/{key}/stats")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stats["totals"]["input_values"], 0);
+    let state = s
+        .client
+        .get(url(&format!("storage/jobs/{key}/state")))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(state.trim(), "\"running\"");
+    // Dash errors are Scrapyd-style envelopes the client turns into BadRequest.
+    for (path, form, needle) in [
+        (
+            "api/run.json",
+            vec![("project", "5"), ("spider", "nope")],
+            "spider 'nope' not found",
+        ),
+        (
+            "api/run.json",
+            vec![("project", "5"), ("spider", "echo"), ("priority", "9")],
+            "priority is invalid",
+        ),
+        (
+            "api/run.json",
+            vec![
+                ("project", "5"),
+                ("spider", "echo"),
+                ("job_settings", "[1]"),
+            ],
+            "job_settings is invalid",
+        ),
+        (
+            "api/run.json",
+            vec![("project", "x"), ("spider", "echo")],
+            "invalid value for project: x",
+        ),
+        (
+            "api/jobs/update.json",
+            vec![("project", "5"), ("job", "5/1/1")],
+            "No update modifiers provided",
+        ),
+        (
+            "api/jobs/update.json",
+            vec![("project", "5"), ("job", "6/1/1"), ("add_tag", "t")],
+            "not a job of this project",
+        ),
+    ] {
+        let v: serde_json::Value = s
+            .client
+            .post(url(path))
+            .form(&form)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(v["status"], "error", "{path} {form:?}: {v}");
+        assert!(
+            v["message"].as_str().unwrap().contains(needle),
+            "{path} {form:?}: {v}"
+        );
+    }
+    // No job was queued by any of them.
+    assert_eq!(s.get("daemonstatus.json", &[]).await["pending"], 0);
+    s.stop().await;
+}

@@ -207,7 +207,14 @@ pub async fn schedule(State(state): State<AppState>, params: Params) -> ApiResul
     // enqueues reach the store together and are committed as a group.
     let held = state.eggs.hold_projects().await;
     known_project(&state, &pending.project)?;
-    state.store.enqueue(pending, serde_json::Map::new()).await?;
+    // The Scrapy Cloud metadata names the version that will run (the newest, unless pinned).
+    let mut extra = serde_json::Map::new();
+    if pending.version.is_none()
+        && let Ok(Some(v)) = state.eggs.resolve(&pending.project, None)
+    {
+        extra.insert("version".into(), v.into());
+    }
+    state.store.enqueue(pending, extra).await?;
     drop(held);
     state.launcher.wake();
     Ok(Reply::empty().with("jobid", job))

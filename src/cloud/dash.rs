@@ -161,6 +161,9 @@ async fn run(State(state): State<AppState>, headers: HeaderMap, params: Params) 
         })
         .collect();
     let mut extra = meta;
+    if let Ok(Some(v)) = state.eggs.resolve(&project, None) {
+        extra.insert("version".into(), v.into());
+    }
     extra.insert("priority".into(), priority.into());
     extra.insert("units".into(), units.into());
     extra.insert("tags".into(), params.all("add_tag")?.into());

@@ -70,6 +70,7 @@ assert meta["close_reason"] == "finished", meta
 assert meta["spider"] == "site" and meta["priority"] == 3 and meta["units"] == 1, meta
 assert meta["tags"] == ["tagA", "tagB"] and meta["custom-data"] == "val1", meta
 assert meta["spider_args"] == {"url": SITE}, meta
+assert meta["version"] == "r1", meta
 assert meta["job_settings"] == {"CLOSESPIDER_PAGECOUNT": 50}, meta
 for field in ("pending_time", "running_time", "finished_time"):
     assert isinstance(meta[field], int), (field, meta)
