@@ -237,6 +237,8 @@ impl Db {
             .and_then(|c| Ok(c.execute_batch("COMMIT")?));
         if let Err(e) = committed {
             tracing::warn!("job registry: cannot register queued jobs: {e}");
+            // Ids given inside the rolled-back transaction are not ids.
+            self.cloud_ids = Default::default();
             if let Ok(c) = self.conn(crate::jobs::JOBS_DB)
                 && !c.is_autocommit()
             {

@@ -64,6 +64,10 @@ pub struct Db {
     pub(crate) finished_count: Option<usize>,
     /// Rows changed through connections that were closed since.
     closed_changes: u64,
+    /// Activity events written since the activity log was last trimmed.
+    pub(crate) activity_writes: u64,
+    /// Scrapy Cloud ids already read (they never change once given).
+    pub(crate) cloud_ids: crate::cloud::registry::IdCache,
 }
 
 impl Db {
@@ -79,6 +83,8 @@ impl Db {
             conns: HashMap::new(),
             finished_count: None,
             closed_changes: 0,
+            activity_writes: 0,
+            cloud_ids: Default::default(),
         })
     }
 

@@ -20,8 +20,11 @@ use axum::routing::get;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::{Map, Value};
 
-/// Events kept per project.
+/// Events kept per project (at least: the log is trimmed every [`TRIM_EVERY`] events).
 pub const ACTIVITY_TO_KEEP: i64 = 10_000;
+
+/// Events written between two trims of the log.
+const TRIM_EVERY: u64 = 1_000;
 
 /// Creates the tables if needed.
 pub fn migrate(conn: &Connection) -> rusqlite::Result<()> {
@@ -57,17 +60,22 @@ impl Db {
     ) -> Result<(), StoreError> {
         let conn = self.conn(JOBS_DB)?;
         let now = now_ms();
+        let mut insert = conn
+            .prepare_cached("INSERT INTO cloud_activity (project, ts, event) VALUES (?1, ?2, ?3)")?;
         for e in events {
-            conn.execute(
-                "INSERT INTO cloud_activity (project, ts, event) VALUES (?1, ?2, ?3)",
-                params![project, now, Value::Object(e.clone()).to_string()],
+            insert.execute(params![project, now, Value::Object(e.clone()).to_string()])?;
+        }
+        drop(insert);
+        // Trimming walks the project's log: done once per [`TRIM_EVERY`] events, not per event.
+        self.activity_writes += events.len() as u64;
+        if self.activity_writes >= TRIM_EVERY {
+            self.activity_writes = 0;
+            self.conn(JOBS_DB)?.execute(
+                "DELETE FROM cloud_activity WHERE project = ?1 AND id <=
+                   (SELECT id FROM cloud_activity WHERE project = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+                params![project, ACTIVITY_TO_KEEP],
             )?;
         }
-        conn.execute(
-            "DELETE FROM cloud_activity WHERE project = ?1 AND id <=
-               (SELECT id FROM cloud_activity WHERE project = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
-            params![project, ACTIVITY_TO_KEEP],
-        )?;
         Ok(())
     }
 

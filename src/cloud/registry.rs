@@ -59,6 +59,13 @@ pub fn parse_id(text: &str) -> Option<i64> {
     text.parse().ok()
 }
 
+/// Project and spider ids already read (ids never change once given).
+#[derive(Debug, Default)]
+pub struct IdCache {
+    projects: std::collections::HashMap<String, i64>,
+    spiders: std::collections::HashMap<(String, String), i64>,
+}
+
 /// Job states of the Scrapy Cloud model.
 pub const STATES: [&str; 4] = ["pending", "running", "finished", "deleted"];
 
@@ -163,6 +170,15 @@ impl Db {
 
     /// The numeric id of a project, given on first use.
     pub fn project_id(&mut self, name: &str) -> Result<i64, StoreError> {
+        if let Some(&id) = self.cloud_ids.projects.get(name) {
+            return Ok(id);
+        }
+        let id = self.project_id_uncached(name)?;
+        self.cloud_ids.projects.insert(name.to_owned(), id);
+        Ok(id)
+    }
+
+    fn project_id_uncached(&mut self, name: &str) -> Result<i64, StoreError> {
         let conn = self.registry()?;
         if let Some(id) = conn
             .query_row(
@@ -223,6 +239,23 @@ impl Db {
 
     /// The id of a spider of `project`; with `create`, given on first use.
     pub fn spider_id(
+        &mut self,
+        project: &str,
+        spider: &str,
+        create: bool,
+    ) -> Result<Option<i64>, StoreError> {
+        let cache_key = (project.to_owned(), spider.to_owned());
+        if let Some(&id) = self.cloud_ids.spiders.get(&cache_key) {
+            return Ok(Some(id));
+        }
+        let id = self.spider_id_uncached(project, spider, create)?;
+        if let Some(id) = id {
+            self.cloud_ids.spiders.insert(cache_key, id);
+        }
+        Ok(id)
+    }
+
+    fn spider_id_uncached(
         &mut self,
         project: &str,
         spider: &str,
@@ -319,12 +352,12 @@ impl Db {
             .spider_id(&job.project, &job.spider, true)?
             .unwrap_or(0);
         let conn = self.registry()?;
-        let n: i64 = conn.query_row(
-            "UPDATE cloud_spiders SET next_job = next_job + 1 WHERE project = ?1 AND id = ?2
-             RETURNING next_job - 1",
-            params![job.project, spider_id],
-            |r| r.get(0),
-        )?;
+        let n: i64 = conn
+            .prepare_cached(
+                "UPDATE cloud_spiders SET next_job = next_job + 1 WHERE project = ?1 AND id = ?2
+                 RETURNING next_job - 1",
+            )?
+            .query_row(params![job.project, spider_id], |r| r.get(0))?;
         let now = if job.created > 0 {
             job.created / 1000
         } else {
@@ -364,9 +397,10 @@ impl Db {
             .and_then(Value::as_str)
             .unwrap_or("scrapyd")
             .to_owned();
-        conn.execute(
-            &format!("INSERT INTO cloud_jobs ({JOB_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?7)"),
-            params![
+        conn.prepare_cached(&format!(
+            "INSERT INTO cloud_jobs ({JOB_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?7)"
+        ))?
+        .execute(params![
                 job.project,
                 spider_id,
                 n,
@@ -425,10 +459,12 @@ impl Db {
 
     /// Writes a job's state, ts and metadata.
     pub fn save_cloud_job(&mut self, job: &CloudJob) -> Result<(), StoreError> {
-        self.registry()?.execute(
-            "UPDATE cloud_jobs SET state = ?4, ts = ?5, meta = ?6
-             WHERE project = ?1 AND spider_id = ?2 AND n = ?3",
-            params![
+        self.registry()?
+            .prepare_cached(
+                "UPDATE cloud_jobs SET state = ?4, ts = ?5, meta = ?6
+                 WHERE project = ?1 AND spider_id = ?2 AND n = ?3",
+            )?
+            .execute(params![
                 job.project,
                 job.key.spider,
                 job.key.n,
