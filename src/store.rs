@@ -102,6 +102,7 @@ impl Db {
             if name == crate::jobs::JOBS_DB {
                 crate::jobs::migrate(&tx)?;
                 crate::cloud::registry::migrate(&tx)?;
+                crate::cloud::collections::migrate(&tx)?;
             }
             tx.commit()?;
             self.conns.insert(name.to_owned(), conn);

@@ -9,6 +9,7 @@
 //! `?apikey=`); keys come from `api_keys`. With no credentials configured at all (no
 //! `api_keys`, no `username`/`password`) any key is accepted, for local use.
 
+pub mod collections;
 pub mod dash;
 pub mod jobdata;
 pub mod registry;
@@ -88,6 +89,7 @@ async fn require_key(State(state): State<AppState>, req: Request, next: Next) ->
 pub fn routes(state: &AppState) -> Router<AppState> {
     dash::routes()
         .merge(storage::routes())
+        .merge(collections::routes())
         .layer(middleware::from_fn_with_state(state.clone(), require_key))
 }
 
