@@ -103,6 +103,7 @@ impl Db {
                 crate::jobs::migrate(&tx)?;
                 crate::cloud::registry::migrate(&tx)?;
                 crate::cloud::collections::migrate(&tx)?;
+                crate::cloud::frontier::migrate(&tx)?;
             }
             tx.commit()?;
             self.conns.insert(name.to_owned(), conn);

@@ -11,6 +11,7 @@
 
 pub mod collections;
 pub mod dash;
+pub mod frontier;
 pub mod jobdata;
 pub mod registry;
 pub mod storage;
@@ -90,6 +91,7 @@ pub fn routes(state: &AppState) -> Router<AppState> {
     dash::routes()
         .merge(storage::routes())
         .merge(collections::routes())
+        .merge(frontier::routes())
         .layer(middleware::from_fn_with_state(state.clone(), require_key))
 }
 
