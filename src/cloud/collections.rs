@@ -6,17 +6,19 @@
 //! key replaces the record (upsert). The four types:
 //! - `s` (store): one value per key;
 //! - `cs` (cached store): records expire [`CACHE_RETENTION_MS`] (30 days, Scrapy Cloud's "a
-//!   month") after they were written: an expired record is never returned or counted, and the
-//!   expired records of a collection are purged by the next write to it;
-//! - `vs` (versioned store): each key keeps up to [`VERSIONS_KEPT`] (3) versions, the newest in
-//!   the record table and the older ones in `cloud_collection_version`; every read (get, scan,
-//!   count) sees the newest version only, and deleting a key deletes all its versions;
+//!   month") after they were written: an expired record is never returned or counted, and a
+//!   write to the collection purges its expired records (at most once per
+//!   [`PURGE_INTERVAL_MS`], an hour, so writes stay cheap);
+//! - `vs` (versioned store): each key keeps up to [`VERSIONS_KEPT`] (3) versions: the newest
+//!   in the record's columns, the older ones (with their write times) in its `older` column;
+//!   every read (get, scan, count) sees the newest version only, and deleting a key deletes
+//!   all its versions;
 //! - `vcs` (versioned cached store): both.
 //!
 //! Tables in `jobs.db` (the store owns SQLite): `cloud_collection` (one row per project, type
-//! and name: created by the first write, removed by `delete?name=`), `cloud_collection_record`
-//! (the current value of each key, with its write time `ts` in ms) and
-//! `cloud_collection_version` (older versions of versioned types).
+//! and name, with its id and last purge time: created by the first write, removed by
+//! `delete?name=`) and `cloud_collection_record` (by collection id and key: the current value,
+//! its write time `ts` in ms, and the older versions).
 //!
 //! Scans are sorted by key (byte order of the UTF-8 text) and read in pages of [`PAGE_ROWS`]
 //! rows, one store read per page, streamed to the client as they come: a scan of a large
@@ -47,6 +49,9 @@ pub const VERSIONS_KEPT: i64 = 3;
 
 /// How long a record of a cached type lives: 30 days, in ms.
 pub const CACHE_RETENTION_MS: i64 = 30 * 24 * 60 * 60 * 1000;
+
+/// How often at most the expired records of a cached collection are purged (on a write).
+pub const PURGE_INTERVAL_MS: i64 = 60 * 60 * 1000;
 
 /// Rows read from SQLite per store call during a scan, a count or a filtered delete.
 pub const PAGE_ROWS: usize = 500;
@@ -179,34 +184,15 @@ pub fn parse_records(body: &[u8]) -> Result<Vec<NewRecord>, StorageError> {
 
 /// Creates the collection tables if needed.
 pub fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    // Two B-trees plus the record key index (the daemon's start-up writes stay small).
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS cloud_collection (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
-            project TEXT NOT NULL,
-            type TEXT NOT NULL,
-            name TEXT NOT NULL,
-            UNIQUE (project, name, type)
-        );
+            project TEXT, name TEXT, type TEXT, id INTEGER NOT NULL,
+            purged INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (project, name, type)) WITHOUT ROWID;
         CREATE TABLE IF NOT EXISTS cloud_collection_record (
-            collection INTEGER NOT NULL,
-            key TEXT NOT NULL,
-            ts INTEGER NOT NULL,
-            value TEXT NOT NULL,
-            PRIMARY KEY (collection, key)
-        );
-        CREATE INDEX IF NOT EXISTS cloud_collection_record_by_ts
-            ON cloud_collection_record (collection, ts);
-        CREATE TABLE IF NOT EXISTS cloud_collection_version (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
-            collection INTEGER NOT NULL,
-            key TEXT NOT NULL,
-            ts INTEGER NOT NULL,
-            value TEXT NOT NULL
-        );
-        CREATE INDEX IF NOT EXISTS cloud_collection_version_by_key
-            ON cloud_collection_version (collection, key, id);
-        CREATE INDEX IF NOT EXISTS cloud_collection_version_by_ts
-            ON cloud_collection_version (collection, ts);",
+            collection INTEGER, key TEXT, ts INTEGER NOT NULL, value TEXT NOT NULL, older TEXT,
+            PRIMARY KEY (collection, key));",
     )
 }
 
@@ -252,17 +238,31 @@ fn collection_id(conn: &Connection, c: &CollectionRef) -> rusqlite::Result<Optio
     .optional()
 }
 
-/// Removes a collection's records and versions (and, with `drop`, the collection itself).
-fn clear_collection(conn: &Connection, id: i64) -> rusqlite::Result<usize> {
-    let n = conn.execute(
-        "DELETE FROM cloud_collection_record WHERE collection = ?1",
-        [id],
-    )?;
-    conn.execute(
-        "DELETE FROM cloud_collection_version WHERE collection = ?1",
-        [id],
-    )?;
-    Ok(n)
+/// The `older` column after a write replaced the version `(ts, value)`: that version first,
+/// then the older ones, [`VERSIONS_KEPT`] - 1 at most.
+fn push_version(older: Option<&str>, ts: i64, value: &str) -> String {
+    let mut versions: Vec<Value> = older
+        .and_then(|o| serde_json::from_str(o).ok())
+        .unwrap_or_default();
+    let value: Value = serde_json::from_str(value).unwrap_or(Value::Null);
+    versions.insert(0, json!({"ts": ts, "value": value}));
+    versions.truncate((VERSIONS_KEPT - 1) as usize);
+    Value::Array(versions).to_string()
+}
+
+/// The versions an `older` column holds.
+fn versions_of(older: Option<&str>, key: &str) -> Vec<StoredRecord> {
+    let versions: Vec<Value> = older
+        .and_then(|o| serde_json::from_str(o).ok())
+        .unwrap_or_default();
+    versions
+        .iter()
+        .map(|v| StoredRecord {
+            key: key.to_owned(),
+            ts: v["ts"].as_i64().unwrap_or(0),
+            value: v["value"].to_string(),
+        })
+        .collect()
 }
 
 impl Db {
@@ -296,49 +296,65 @@ impl Db {
         let id = match collection_id(&tx, c)? {
             Some(id) => id,
             None => {
-                tx.execute(
-                    "INSERT INTO cloud_collection (project, type, name) VALUES (?1, ?2, ?3)",
-                    params![c.project, c.kind.code(), c.name],
+                let id: i64 = tx.query_row(
+                    "SELECT coalesce(max(id), 0) + 1 FROM cloud_collection",
+                    [],
+                    |r| r.get(0),
                 )?;
-                tx.last_insert_rowid()
+                tx.execute(
+                    "INSERT INTO cloud_collection (project, name, type, id, purged)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![c.project, c.name, c.kind.code(), id, now],
+                )?;
+                id
             }
         };
         if c.kind.cached() {
-            let since = c.kind.visible_since(now);
-            tx.execute(
-                "DELETE FROM cloud_collection_record WHERE collection = ?1 AND ts < ?2",
-                params![id, since],
-            )?;
-            tx.execute(
-                "DELETE FROM cloud_collection_version WHERE collection = ?1 AND ts < ?2",
-                params![id, since],
-            )?;
+            let purged = tx
+                .prepare_cached(
+                    "UPDATE cloud_collection SET purged = ?4
+                     WHERE project = ?1 AND name = ?2 AND type = ?3 AND purged <= ?4 - ?5",
+                )?
+                .execute(params![
+                    c.project,
+                    c.name,
+                    c.kind.code(),
+                    now,
+                    PURGE_INTERVAL_MS
+                ])?;
+            if purged > 0 {
+                tx.execute(
+                    "DELETE FROM cloud_collection_record WHERE collection = ?1 AND ts < ?2",
+                    params![id, c.kind.visible_since(now)],
+                )?;
+            }
         }
         for r in records {
-            if c.kind.versioned() {
-                let moved = tx
+            let older = if c.kind.versioned() {
+                let previous = tx
                     .prepare_cached(
-                        "INSERT INTO cloud_collection_version (collection, key, ts, value)
-                         SELECT collection, key, ts, value FROM cloud_collection_record
+                        "SELECT ts, value, older FROM cloud_collection_record
                          WHERE collection = ?1 AND key = ?2",
                     )?
-                    .execute(params![id, r.key])?;
-                if moved > 0 {
-                    tx.prepare_cached(
-                        "DELETE FROM cloud_collection_version
-                         WHERE collection = ?1 AND key = ?2 AND id NOT IN (
-                             SELECT id FROM cloud_collection_version
-                             WHERE collection = ?1 AND key = ?2 ORDER BY id DESC LIMIT ?3)",
-                    )?
-                    .execute(params![id, r.key, VERSIONS_KEPT - 1])?;
-                }
-            }
+                    .query_row(params![id, r.key], |row| {
+                        Ok((
+                            row.get::<_, i64>(0)?,
+                            row.get::<_, String>(1)?,
+                            row.get::<_, Option<String>>(2)?,
+                        ))
+                    })
+                    .optional()?;
+                previous.map(|(ts, value, older)| push_version(older.as_deref(), ts, &value))
+            } else {
+                None
+            };
             tx.prepare_cached(
-                "INSERT INTO cloud_collection_record (collection, key, ts, value)
-                 VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (collection, key) DO UPDATE SET ts = excluded.ts, value = excluded.value",
+                "INSERT INTO cloud_collection_record (collection, key, ts, value, older)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (collection, key)
+                 DO UPDATE SET ts = excluded.ts, value = excluded.value, older = excluded.older",
             )?
-            .execute(params![id, r.key, now, r.value])?;
+            .execute(params![id, r.key, now, r.value, older])?;
         }
         tx.commit()?;
         Ok(())
@@ -374,14 +390,13 @@ impl Db {
         let Some(id) = collection_id(conn, c)? else {
             return Ok(Vec::new());
         };
-        let mut stmt = conn.prepare_cached(&format!(
-            "SELECT {RECORD_COLUMNS} FROM cloud_collection_version
-             WHERE collection = ?1 AND key = ?2 ORDER BY id DESC"
-        ))?;
-        let rows = stmt
-            .query_map(params![id, key], record_of)?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(rows)
+        let older: Option<Option<String>> = conn
+            .prepare_cached(
+                "SELECT older FROM cloud_collection_record WHERE collection = ?1 AND key = ?2",
+            )?
+            .query_row(params![id, key], |r| r.get(0))
+            .optional()?;
+        Ok(versions_of(older.flatten().as_deref(), key))
     }
 
     /// Deletes keys (all their versions), in one transaction; returns how many existed.
@@ -402,10 +417,6 @@ impl Db {
                     "DELETE FROM cloud_collection_record WHERE collection = ?1 AND key = ?2",
                 )?
                 .execute(params![id, k])?;
-            tx.prepare_cached(
-                "DELETE FROM cloud_collection_version WHERE collection = ?1 AND key = ?2",
-            )?
-            .execute(params![id, k])?;
         }
         tx.commit()?;
         Ok(deleted)
@@ -421,9 +432,15 @@ impl Db {
             .query_map(params![project, name], |r| r.get(0))?
             .collect::<Result<_, _>>()?;
         for &id in &ids {
-            clear_collection(&tx, id)?;
-            tx.execute("DELETE FROM cloud_collection WHERE id = ?1", [id])?;
+            tx.execute(
+                "DELETE FROM cloud_collection_record WHERE collection = ?1",
+                [id],
+            )?;
         }
+        tx.execute(
+            "DELETE FROM cloud_collection WHERE project = ?1 AND name = ?2",
+            params![project, name],
+        )?;
         tx.commit()?;
         Ok(ids.len())
     }

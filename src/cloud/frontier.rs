@@ -12,13 +12,15 @@
 //!   queued until deleted by id. A batch is never extended after its write, so a consumer that
 //!   read a batch deletes exactly what it read.
 //!
-//! A batch id is 18 hex digits: the priority (2), then the batch's row id (16), like Scrapy
-//! Cloud's `0015f77dd5c7800001`.
+//! A batch id is 18 hex digits: the priority (2), then the batch's number in its slot (16, from
+//! the slot's counter, never reused while the slot exists), like Scrapy Cloud's
+//! `0015f77dd5c7800001`.
 //!
-//! Tables in `jobs.db`: `cloud_frontier_slot` (one row per project, frontier and slot, created
-//! by its first write and removed by a slot delete), `cloud_frontier_fingerprint`,
-//! `cloud_frontier_batch` and `cloud_frontier_request`. Reads go through the tables in pages
-//! (one store read each) and are streamed, so a large slot is never held in memory.
+//! Tables in `jobs.db`: `cloud_frontier_slot` (one row per project, frontier and slot, with its
+//! id and batch counter: created by its first write and removed by a slot delete),
+//! `cloud_frontier_fingerprint` (by slot and `fp`) and `cloud_frontier_request` (by slot,
+//! priority, batch and position: the queue order). Reads go through the tables in pages (one
+//! store read each) and are streamed, so a large slot is never held in memory.
 
 use super::collections::{param_count, project_of, query_params};
 use super::wire::{self, ChannelBody, MAX_BODY, StorageError, StorageResult, decode_body};
@@ -47,34 +49,18 @@ const PAGE_FINGERPRINTS: usize = 1000;
 
 /// Creates the frontier tables if needed.
 pub fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    // Three B-trees keyed by what they are read by (the daemon's start-up writes stay small).
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS cloud_frontier_slot (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
-            project TEXT NOT NULL,
-            frontier TEXT NOT NULL,
-            slot TEXT NOT NULL,
-            UNIQUE (project, frontier, slot)
-        );
+            project TEXT, frontier TEXT, slot TEXT, id INTEGER NOT NULL,
+            next_batch INTEGER NOT NULL DEFAULT 1,
+            PRIMARY KEY (project, frontier, slot)) WITHOUT ROWID;
         CREATE TABLE IF NOT EXISTS cloud_frontier_fingerprint (
-            slot INTEGER NOT NULL,
-            fp TEXT NOT NULL,
-            fdata TEXT,
-            PRIMARY KEY (slot, fp)
-        );
-        CREATE TABLE IF NOT EXISTS cloud_frontier_batch (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
-            slot INTEGER NOT NULL,
-            priority INTEGER NOT NULL
-        );
-        CREATE INDEX IF NOT EXISTS cloud_frontier_batch_order
-            ON cloud_frontier_batch (slot, priority, id);
+            slot INTEGER, fp TEXT, fdata TEXT,
+            PRIMARY KEY (slot, fp)) WITHOUT ROWID;
         CREATE TABLE IF NOT EXISTS cloud_frontier_request (
-            batch INTEGER NOT NULL,
-            n INTEGER NOT NULL,
-            fp TEXT NOT NULL,
-            qdata TEXT,
-            PRIMARY KEY (batch, n)
-        );",
+            slot INTEGER, priority INTEGER, batch INTEGER, n INTEGER, fp TEXT NOT NULL, qdata TEXT,
+            PRIMARY KEY (slot, priority, batch, n)) WITHOUT ROWID;",
     )
 }
 
@@ -95,7 +81,7 @@ pub struct NewRequest {
     pub priority: i64,
 }
 
-/// A queued batch: its row id, priority, and requests (`fp`, `qdata` JSON text).
+/// A queued batch: its number in the slot, priority, and requests (`fp`, `qdata` JSON text).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Batch {
     pub id: i64,
@@ -128,12 +114,13 @@ impl Batch {
     }
 }
 
-/// The row id of a wire batch id (`None` if it is not one of ours).
-pub fn parse_batch_id(text: &str) -> Option<i64> {
+/// The priority and batch number of a wire batch id (`None` if it is not one of ours).
+pub fn parse_batch_id(text: &str) -> Option<(i64, i64)> {
     if text.len() != 18 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
-    i64::from_str_radix(&text[2..], 16).ok()
+    let priority = i64::from_str_radix(&text[..2], 16).ok()?;
+    Some((priority, i64::from_str_radix(&text[2..], 16).ok()?))
 }
 
 /// The requests of a write body: JSON lines `{"fp":…, "qdata":…, "fdata":…, "p":…}`.
@@ -219,11 +206,17 @@ impl Db {
         let slot = match slot_id(&tx, s)? {
             Some(id) => id,
             None => {
-                tx.execute(
-                    "INSERT INTO cloud_frontier_slot (project, frontier, slot) VALUES (?1, ?2, ?3)",
-                    params![s.project, s.frontier, s.slot],
+                let id: i64 = tx.query_row(
+                    "SELECT coalesce(max(id), 0) + 1 FROM cloud_frontier_slot",
+                    [],
+                    |r| r.get(0),
                 )?;
-                tx.last_insert_rowid()
+                tx.execute(
+                    "INSERT INTO cloud_frontier_slot (project, frontier, slot, id)
+                     VALUES (?1, ?2, ?3, ?4)",
+                    params![s.project, s.frontier, s.slot, id],
+                )?;
+                id
             }
         };
         let mut new = Vec::new();
@@ -239,16 +232,27 @@ impl Db {
             }
         }
         let newcount = new.len();
-        for (priority, batch) in plan_batches(new) {
-            tx.prepare_cached("INSERT INTO cloud_frontier_batch (slot, priority) VALUES (?1, ?2)")?
-                .execute(params![slot, priority])?;
-            let batch_id = tx.last_insert_rowid();
+        let planned = plan_batches(new);
+        let first: i64 = tx.query_row(
+            "UPDATE cloud_frontier_slot SET next_batch = next_batch + ?2 WHERE id = ?1
+             RETURNING next_batch - ?2",
+            params![slot, planned.len() as i64],
+            |r| r.get(0),
+        )?;
+        for (i, (priority, batch)) in planned.iter().enumerate() {
             for (n, r) in batch.iter().enumerate() {
                 tx.prepare_cached(
-                    "INSERT INTO cloud_frontier_request (batch, n, fp, qdata)
-                     VALUES (?1, ?2, ?3, ?4)",
+                    "INSERT INTO cloud_frontier_request (slot, priority, batch, n, fp, qdata)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 )?
-                .execute(params![batch_id, n as i64, r.fp, r.qdata])?;
+                .execute(params![
+                    slot,
+                    priority,
+                    first + i as i64,
+                    n as i64,
+                    r.fp,
+                    r.qdata
+                ])?;
             }
         }
         tx.commit()?;
@@ -296,24 +300,25 @@ impl Db {
         limit: usize,
     ) -> Result<Vec<Batch>, StoreError> {
         let conn = self.conn(JOBS_DB)?;
-        let (priority, id) = after.unwrap_or((-1, -1));
+        let (priority, batch) = after.unwrap_or((-1, -1));
         let heads: Vec<(i64, i64)> = conn
             .prepare_cached(
-                "SELECT id, priority FROM cloud_frontier_batch
-                 WHERE slot = ?1 AND (priority > ?2 OR (priority = ?2 AND id > ?3))
-                 ORDER BY priority, id LIMIT ?4",
+                "SELECT DISTINCT priority, batch FROM cloud_frontier_request
+                 WHERE slot = ?1 AND (priority, batch) > (?2, ?3)
+                 ORDER BY priority, batch LIMIT ?4",
             )?
-            .query_map(params![slot, priority, id, limit as i64], |r| {
+            .query_map(params![slot, priority, batch, limit as i64], |r| {
                 Ok((r.get(0)?, r.get(1)?))
             })?
             .collect::<Result<_, _>>()?;
         let mut out = Vec::with_capacity(heads.len());
         let mut stmt = conn.prepare_cached(
-            "SELECT fp, qdata FROM cloud_frontier_request WHERE batch = ?1 ORDER BY n",
+            "SELECT fp, qdata FROM cloud_frontier_request
+             WHERE slot = ?1 AND priority = ?2 AND batch = ?3 ORDER BY n",
         )?;
-        for (id, priority) in heads {
+        for (priority, id) in heads {
             let requests = stmt
-                .query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .query_map(params![slot, priority, id], |r| Ok((r.get(0)?, r.get(1)?)))?
                 .collect::<Result<Vec<_>, _>>()?;
             out.push(Batch {
                 id,
@@ -324,12 +329,12 @@ impl Db {
         Ok(out)
     }
 
-    /// Deletes queued batches of a slot by row id (ids of other slots are ignored), in one
-    /// transaction; returns how many were deleted.
+    /// Deletes queued batches of a slot by `(priority, batch)` (unknown ones are ignored), in
+    /// one transaction; returns how many were deleted.
     pub fn frontier_delete_batches(
         &mut self,
         s: &SlotRef,
-        ids: &[i64],
+        ids: &[(i64, i64)],
     ) -> Result<usize, StoreError> {
         let conn = self.conn(JOBS_DB)?;
         let Some(slot) = slot_id(conn, s)? else {
@@ -337,14 +342,15 @@ impl Db {
         };
         let tx = conn.unchecked_transaction()?;
         let mut deleted = 0;
-        for &id in ids {
+        for &(priority, batch) in ids {
             let n = tx
-                .prepare_cached("DELETE FROM cloud_frontier_batch WHERE id = ?1 AND slot = ?2")?
-                .execute(params![id, slot])?;
+                .prepare_cached(
+                    "DELETE FROM cloud_frontier_request
+                     WHERE slot = ?1 AND priority = ?2 AND batch = ?3",
+                )?
+                .execute(params![slot, priority, batch])?;
             if n > 0 {
-                tx.prepare_cached("DELETE FROM cloud_frontier_request WHERE batch = ?1")?
-                    .execute([id])?;
-                deleted += n;
+                deleted += 1;
             }
         }
         tx.commit()?;
@@ -382,17 +388,15 @@ impl Db {
             return Ok(());
         };
         let tx = conn.unchecked_transaction()?;
-        tx.execute(
-            "DELETE FROM cloud_frontier_request WHERE batch IN
-                 (SELECT id FROM cloud_frontier_batch WHERE slot = ?1)",
-            [slot],
-        )?;
-        tx.execute("DELETE FROM cloud_frontier_batch WHERE slot = ?1", [slot])?;
+        tx.execute("DELETE FROM cloud_frontier_request WHERE slot = ?1", [slot])?;
         tx.execute(
             "DELETE FROM cloud_frontier_fingerprint WHERE slot = ?1",
             [slot],
         )?;
-        tx.execute("DELETE FROM cloud_frontier_slot WHERE id = ?1", [slot])?;
+        tx.execute(
+            "DELETE FROM cloud_frontier_slot WHERE project = ?1 AND frontier = ?2 AND slot = ?3",
+            params![s.project, s.frontier, s.slot],
+        )?;
         tx.commit()?;
         Ok(())
     }
@@ -711,19 +715,22 @@ mod tests {
         assert!(batches[0].wire_id().starts_with("00"));
         assert!(batches[1].wire_id().starts_with("01"));
         assert_eq!(batches[1].wire_id().len(), 18);
-        assert_eq!(parse_batch_id(&batches[1].wire_id()), Some(batches[1].id));
+        assert_eq!(
+            parse_batch_id(&batches[1].wire_id()),
+            Some((1, batches[1].id))
+        );
 
         // Deleting batches (ids of another slot are ignored) leaves the fingerprints.
         let other = slot("other");
         db.frontier_add(&other, &[req("/x", 0)]).unwrap();
+        let ids = |b: &[Batch]| b.iter().map(|b| (b.priority, b.id)).collect::<Vec<_>>();
         assert_eq!(
-            db.frontier_delete_batches(&other, &[batches[1].id])
+            db.frontier_delete_batches(&other, &ids(&batches[1..2]))
                 .unwrap(),
             0
         );
         assert_eq!(
-            db.frontier_delete_batches(&s, &[batches[0].id, batches[1].id])
-                .unwrap(),
+            db.frontier_delete_batches(&s, &ids(&batches[..2])).unwrap(),
             2
         );
         let left = all_batches(&mut db, &s);
