@@ -109,6 +109,8 @@ impl Db {
                 crate::jobs::migrate(&tx)?;
                 crate::cloud::registry::migrate(&tx)?;
                 crate::cloud::activity::migrate(&tx)?;
+                crate::cloud::collections::migrate(&tx)?;
+                crate::cloud::frontier::migrate(&tx)?;
             }
             tx.commit()?;
             self.conns.insert(name.to_owned(), conn);

@@ -175,10 +175,19 @@ impl Params {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_ascii_lowercase();
+        // A body announced too large is read and dropped before the answer: a client still
+        // sending would otherwise see its connection reset instead of the error.
+        let announced = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<usize>().ok());
+        if announced.is_some_and(|n| n > max_body) {
+            drain(req.into_body()).await;
+            return Err(too_large(max_body));
+        }
         if content_type.starts_with("application/x-www-form-urlencoded") {
-            let body = axum::body::to_bytes(req.into_body(), max_body)
-                .await
-                .map_err(|e| body_error(e, max_body))?;
+            let body = read_limited(req.into_body(), max_body).await?;
             params.update(parse_urlencoded(&body));
         } else if content_type.starts_with("multipart/form-data") {
             let mut multipart = Multipart::from_request(req, state)
@@ -208,18 +217,49 @@ impl Params {
     }
 }
 
+/// Most bytes read and dropped from a body that is too large (beyond that, the connection is
+/// closed on the client).
+const DRAIN_LIMIT: usize = 64 * 1024 * 1024;
+
+/// Reads and drops a body (at most [`DRAIN_LIMIT`] bytes).
+async fn drain(mut body: axum::body::Body) {
+    use axum::body::HttpBody;
+    let mut read = 0usize;
+    while read < DRAIN_LIMIT {
+        match std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await {
+            Some(Ok(frame)) => read += frame.data_ref().map_or(0, |d| d.len()),
+            _ => break,
+        }
+    }
+}
+
+/// Reads a body of at most `max` bytes; a longer one is drained and refused.
+async fn read_limited(mut body: axum::body::Body, max: usize) -> Result<Vec<u8>, ApiError> {
+    use axum::body::HttpBody;
+    let mut out = Vec::new();
+    loop {
+        match std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await {
+            None => return Ok(out),
+            Some(Err(e)) => {
+                return Err(ApiError::new(format!("cannot read the request body: {e}")));
+            }
+            Some(Ok(frame)) => {
+                if let Some(data) = frame.data_ref() {
+                    out.extend_from_slice(data);
+                    if out.len() > max {
+                        drain(body).await;
+                        return Err(too_large(max));
+                    }
+                }
+            }
+        }
+    }
+}
+
 fn too_large(max: usize) -> ApiError {
     ApiError::new(format!(
         "request body is too large (max_upload_size = {max} bytes)"
     ))
-}
-
-fn body_error(e: axum::Error, max: usize) -> ApiError {
-    if format!("{e:?}").contains("LengthLimit") {
-        too_large(max)
-    } else {
-        ApiError::new(format!("cannot read the request body: {e}"))
-    }
 }
 
 fn multipart_error(text: &str, max: usize) -> ApiError {

@@ -60,8 +60,9 @@ impl Db {
     ) -> Result<(), StoreError> {
         let conn = self.conn(JOBS_DB)?;
         let now = now_ms();
-        let mut insert = conn
-            .prepare_cached("INSERT INTO cloud_activity (project, ts, event) VALUES (?1, ?2, ?3)")?;
+        let mut insert = conn.prepare_cached(
+            "INSERT INTO cloud_activity (project, ts, event) VALUES (?1, ?2, ?3)",
+        )?;
         for e in events {
             insert.execute(params![project, now, Value::Object(e.clone()).to_string()])?;
         }

@@ -10,7 +10,9 @@
 //! `api_keys`, no `username`/`password`) any key is accepted, for local use.
 
 pub mod activity;
+pub mod collections;
 pub mod dash;
+pub mod frontier;
 pub mod jobdata;
 pub mod registry;
 pub mod storage;
@@ -132,6 +134,8 @@ pub fn routes(state: &AppState) -> Router<AppState> {
     dash::routes()
         .merge(storage::routes())
         .merge(activity::routes())
+        .merge(collections::routes())
+        .merge(frontier::routes())
         .layer(middleware::from_fn_with_state(state.clone(), require_key))
 }
 

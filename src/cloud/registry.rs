@@ -401,15 +401,14 @@ impl Db {
             "INSERT INTO cloud_jobs ({JOB_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?7)"
         ))?
         .execute(params![
-                job.project,
-                spider_id,
-                n,
-                job.spider,
-                job.job,
-                now,
-                Value::Object(meta).to_string()
-            ],
-        )?;
+            job.project,
+            spider_id,
+            n,
+            job.spider,
+            job.job,
+            now,
+            Value::Object(meta).to_string()
+        ])?;
         let key = JobKey {
             project: project_id,
             spider: spider_id,
@@ -471,8 +470,7 @@ impl Db {
                 job.state,
                 job.ts,
                 Value::Object(job.meta.clone()).to_string()
-            ],
-        )?;
+            ])?;
         Ok(())
     }
 
