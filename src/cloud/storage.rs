@@ -648,10 +648,18 @@ async fn cancel_keys(
 async fn jobq_cancel(
     State(state): State<AppState>,
     Path(p): Path<String>,
+    q: RawQuery,
     headers: HeaderMap,
     body: Bytes,
 ) -> StorageResult {
     let (project, project_id) = project(&state, &p).await?;
+    if q.0.as_deref().is_some_and(|q| parse_urlencoded(q.as_bytes()).bytes("count").is_some()) {
+        // Zyte's bulk cancel by count is for its admins: the client documents Forbidden.
+        return Err(StorageError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            "cancelling by count is not available",
+        ));
+    }
     let body = decode_body(&headers, &body)?;
     let list: Value = serde_json::from_slice(&body)
         .map_err(|e| StorageError::bad_request(format!("expected a JSON array: {e}")))?;

@@ -15,6 +15,7 @@ from scrapinghub import (
     NotFound,
     ScrapinghubClient,
 )
+from scrapinghub.client.exceptions import Forbidden
 
 BASE, SITE, SCRAPYD_JOB = sys.argv[1:4]
 client = ScrapinghubClient("0123456789abcdef", dash_endpoint=f"{BASE}/api/", endpoint=f"{BASE}/storage/")
@@ -156,6 +157,42 @@ try:
     client.get_job("1/99/99").metadata.get("state")
     raise AssertionError("NotFound expected")
 except NotFound:
+    pass
+
+# The environment and settings given to run() reach the crawl.
+envjob = project.jobs.run(
+    "echo",
+    job_args={"env_to_echo": "MY_VAR", "settings_to_echo": "MY_SETTING"},
+    environment={"MY_VAR": "hello"},
+    job_settings={"MY_SETTING": "x"},
+)
+wait("the echo job to finish", lambda: envjob.metadata.get("state") == "finished")
+echoed = next(envjob.items.iter())
+assert echoed["env"]["MY_VAR"] == "hello" and echoed["settings"]["MY_SETTING"] == "x", echoed
+assert envjob.metadata.get("environment") == {"MY_VAR": "hello"}
+
+# Project activity log.
+events = list(project.activity.iter(count=3, meta="_ts"))
+assert len(events) == 3 and all(isinstance(e["_ts"], int) for e in events), events
+assert events[0] == {"event": "job:completed", "job": envjob.key, "user": "jobrunner", "_ts": events[0]["_ts"]}, events
+kinds = {e["event"] for e in project.activity.list()}
+assert {"job:scheduled", "job:started", "job:completed", "job:cancelled"} <= kinds, kinds
+project.activity.add([{"event": "job:completed", "job": job.key, "user": "john"}])
+assert project.activity.list()[0] == {"event": "job:completed", "job": job.key, "user": "john"}
+
+# Project settings.
+assert project.settings.list() == []
+project.settings.set("job_runtime_limit", 20)
+assert project.settings.get("job_runtime_limit") == 20
+project.settings.update({"default_job_units": 1, "job_runtime_limit": 24})
+assert sorted(project.settings.list()) == [("default_job_units", 1), ("job_runtime_limit", 24)]
+project.settings.delete("default_job_units")
+assert project.settings.list() == [("job_runtime_limit", 24)]
+
+try:
+    project.jobs.cancel(count=5)
+    raise AssertionError("Forbidden expected")
+except Forbidden:
     pass
 
 # Deleting a job.

@@ -6,7 +6,8 @@ It downloads one `data:` URL and yields exactly one item:
 * `settings`: `self.settings.get(name)` for each name in the comma-separated spider argument
   `settings_to_echo`, plus always `LOG_FILE`, `FEEDS` and `JOBDIR`;
 * `env`: the environment variables `SCRAPY_PROJECT`, `SCRAPYD_EGG_VERSION` and
-  `SCRAPY_SETTINGS_MODULE` (`null` when unset);
+  `SCRAPY_SETTINGS_MODULE`, plus those named in the comma-separated spider argument
+  `env_to_echo` (`null` when unset);
 * `project_file`: `testproject.__file__` (inside the egg when run by Scrapyd);
 * `pid`, `cwd`: the crawl process and its working directory.
 """
@@ -56,7 +57,13 @@ class EchoSpider(scrapy.Spider):
             "spider": self.name,
             "args": self.received_args,
             "settings": {name: _jsonable(self.settings.get(name)) for name in names},
-            "env": {name: os.environ.get(name) for name in ECHOED_ENV},
+            "env": {
+                name: os.environ.get(name)
+                for name in (
+                    *ECHOED_ENV,
+                    *(n.strip() for n in self.received_args.get("env_to_echo", "").split(",") if n.strip()),
+                )
+            },
             "project_file": testproject.__file__,
             "pid": os.getpid(),
             "cwd": os.getcwd(),
