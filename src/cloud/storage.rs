@@ -653,7 +653,10 @@ async fn jobq_cancel(
     body: Bytes,
 ) -> StorageResult {
     let (project, project_id) = project(&state, &p).await?;
-    if q.0.as_deref().is_some_and(|q| parse_urlencoded(q.as_bytes()).bytes("count").is_some()) {
+    if q.0
+        .as_deref()
+        .is_some_and(|q| parse_urlencoded(q.as_bytes()).bytes("count").is_some())
+    {
         // Zyte's bulk cancel by count is for its admins: the client documents Forbidden.
         return Err(StorageError::new(
             axum::http::StatusCode::FORBIDDEN,
