@@ -262,7 +262,17 @@ async fn jobq_list(
     if let Some(stop) = text(&params, "stop")? {
         query.stop = JobKey::parse(&stop);
     }
-    let jobmeta = text_list(&params, "jobmeta")?;
+    summary_lines(&state, project, query, &params).await
+}
+
+/// The summaries of the jobs a query selects (with the `jobmeta` fields asked for).
+async fn summary_lines(
+    state: &AppState,
+    project: String,
+    query: JobQuery,
+    params: &Params,
+) -> StorageResult {
+    let jobmeta = text_list(params, "jobmeta")?;
     let (_, jobs) = state
         .store
         .read(move |db| db.cloud_jobs(&project, &query))
@@ -283,13 +293,7 @@ async fn jobq_jobsummary(
     if query.keys.is_empty() {
         return Ok(lines(&[], false));
     }
-    let jobmeta = text_list(&params, "jobmeta")?;
-    let (_, jobs) = state
-        .store
-        .read(move |db| db.cloud_jobs(&project, &query))
-        .await?;
-    let out: Vec<Value> = jobs.iter().map(|j| summary(j, &jobmeta)).collect();
-    Ok(lines(&out, false))
+    summary_lines(&state, project, query, &params).await
 }
 
 /// Summary lines per state (`pending`, `running`, `finished`), each with its count and up to
