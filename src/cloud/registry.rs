@@ -474,6 +474,20 @@ impl Db {
         Ok(())
     }
 
+    /// Changes a job's metadata in place (nothing when the job is gone).
+    pub fn edit_cloud_meta(
+        &mut self,
+        project: &str,
+        key: JobKey,
+        edit: impl FnOnce(&mut Map<String, Value>),
+    ) -> Result<(), StoreError> {
+        if let Some(mut job) = self.cloud_job(project, key)? {
+            edit(&mut job.meta);
+            self.save_cloud_job(&job)?;
+        }
+        Ok(())
+    }
+
     /// Moves a job to `state`, setting its time and user fields and `extra` metadata.
     pub fn transition(
         &mut self,

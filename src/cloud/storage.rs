@@ -636,11 +636,9 @@ async fn cancel_keys(
             state
                 .store
                 .call(move |db| {
-                    if let Some(mut j) = db.cloud_job(&p, key)? {
-                        j.meta.insert("cancelled_by".into(), "api".into());
-                        db.save_cloud_job(&j)?;
-                    }
-                    Ok(())
+                    db.edit_cloud_meta(&p, key, |meta| {
+                        meta.insert("cancelled_by".into(), "api".into());
+                    })
                 })
                 .await?;
         }
@@ -856,13 +854,7 @@ async fn meta_post(
     }
     state
         .store
-        .call(move |db| {
-            if let Some(mut job) = db.cloud_job(&project, key)? {
-                job.meta.extend(fields);
-                db.save_cloud_job(&job)?;
-            }
-            Ok(())
-        })
+        .call(move |db| db.edit_cloud_meta(&project, key, |meta| meta.extend(fields)))
         .await?;
     Ok(wire::empty())
 }
@@ -910,11 +902,9 @@ async fn field_post(
     state
         .store
         .call(move |db| {
-            if let Some(mut job) = db.cloud_job(&project, key)? {
-                job.meta.insert(field, value);
-                db.save_cloud_job(&job)?;
-            }
-            Ok(())
+            db.edit_cloud_meta(&project, key, |meta| {
+                meta.insert(field, value);
+            })
         })
         .await?;
     Ok(wire::empty())
@@ -929,11 +919,9 @@ async fn field_delete(
     state
         .store
         .call(move |db| {
-            if let Some(mut job) = db.cloud_job(&project, key)? {
-                job.meta.remove(&field);
-                db.save_cloud_job(&job)?;
-            }
-            Ok(())
+            db.edit_cloud_meta(&project, key, |meta| {
+                meta.remove(&field);
+            })
         })
         .await?;
     Ok(wire::empty())
