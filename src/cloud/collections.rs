@@ -26,7 +26,7 @@
 //! scan is therefore not a snapshot: records written while it runs may or may not be seen.
 
 use super::jobdata::Filter;
-use super::registry::{now_ms, parse_id};
+use super::registry::now_ms;
 use super::wire::{
     self, ChannelBody, MAX_BODY, MAX_VALUE, StorageError, StorageResult, decode_body, json_lines,
 };
@@ -861,14 +861,7 @@ fn param_flag(params: &Params, key: &str) -> Result<bool, StorageError> {
 
 /// The Scrapyd project named by a project id of the path.
 pub(super) async fn project_of(state: &AppState, p: &str) -> Result<String, StorageError> {
-    if parse_id(p).is_none() {
-        return Err(StorageError::bad_request(format!(
-            "invalid project id: {p}"
-        )));
-    }
-    super::project_name(state, p)
-        .await
-        .ok_or_else(|| StorageError::not_found(format!("project {p} not found")))
+    Ok(super::project(state, p).await?.0)
 }
 
 /// The collection of a `<p>/<t>/<n>` path.
@@ -890,6 +883,21 @@ async fn collection_of(
         kind,
         name: n.to_owned(),
     })
+}
+
+/// A scanner over the records of `c` that `query` selects; `None` when the collection does not
+/// exist (it is empty).
+async fn scanner_of(
+    state: &AppState,
+    c: &CollectionRef,
+    query: ScanQuery,
+) -> Result<Option<Scanner>, StorageError> {
+    let lookup = c.clone();
+    let (_, id) = state
+        .store
+        .read(move |db| db.collection_id(&lookup))
+        .await?;
+    Ok(id.map(|id| Scanner::new(id, c.kind, now_ms(), query)))
 }
 
 fn scan_query(params: &Params) -> Result<ScanQuery, StorageError> {
@@ -1100,15 +1108,9 @@ async fn delete_matching(
 ) -> StorageResult {
     let c = collection_of(&state, &p, &t, &n).await?;
     let query = scan_query(&query_params(&q.0))?;
-    let lookup = c.clone();
-    let (_, id) = state
-        .store
-        .read(move |db| db.collection_id(&lookup))
-        .await?;
-    let Some(id) = id else {
+    let Some(mut scanner) = scanner_of(&state, &c, query).await? else {
         return Ok(wire::empty());
     };
-    let mut scanner = Scanner::new(id, c.kind, now_ms(), query);
     while let Some(records) = next_selected(&state, &mut scanner).await? {
         let keys: Vec<String> = records.into_iter().map(|r| r.key).collect();
         let c = c.clone();
@@ -1128,15 +1130,9 @@ async fn count(
 ) -> StorageResult {
     let c = collection_of(&state, &p, &t, &n).await?;
     let query = scan_query(&query_params(&q.0))?;
-    let lookup = c.clone();
-    let (_, id) = state
-        .store
-        .read(move |db| db.collection_id(&lookup))
-        .await?;
-    let Some(id) = id else {
+    let Some(mut scanner) = scanner_of(&state, &c, query).await? else {
         return Ok(wire::one(&json!({"count": 0, "scanned": 0})));
     };
-    let mut scanner = Scanner::new(id, c.kind, now_ms(), query);
     while next_selected(&state, &mut scanner).await?.is_some() {}
     Ok(wire::one(
         &json!({"count": scanner.selected, "scanned": scanner.scanned}),
@@ -1160,15 +1156,9 @@ async fn scan(
     let with_ts = meta.iter().any(|m| m == "_ts");
     let nodata = param_flag(&params, "nodata")?;
     let msgpack = wire::wants_msgpack(&headers);
-    let lookup = c.clone();
-    let (_, id) = state
-        .store
-        .read(move |db| db.collection_id(&lookup))
-        .await?;
-    let Some(id) = id else {
+    let Some(mut scanner) = scanner_of(&state, &c, query).await? else {
         return Ok(wire::with_type(Body::empty(), msgpack));
     };
-    let mut scanner = Scanner::new(id, c.kind, now_ms(), query);
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
     tokio::spawn(async move {
         loop {
