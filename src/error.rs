@@ -9,10 +9,13 @@ use serde_json::{Map, Value};
 #[derive(Debug, Clone)]
 pub enum Envelope {
     /// The endpoint's own keys, in order.
-    Ok(Vec<(String, Field)>),
+    Ok(Vec<(Key, Field)>),
     /// An error message.
     Error(String),
 }
+
+/// The name of one key of an answer: most are fixed names, some come from a map.
+pub type Key = std::borrow::Cow<'static, str>;
 
 /// The value of one key of an answer.
 #[derive(Debug, Clone)]
@@ -25,7 +28,7 @@ pub enum Field {
 
 /// A successful webservice answer: the endpoint's keys, in order.
 #[derive(Debug, Default)]
-pub struct Reply(pub Vec<(String, Field)>);
+pub struct Reply(pub Vec<(Key, Field)>);
 
 impl Reply {
     /// An answer with no keys of its own (`{"status": "ok", "node_name": …}`).
@@ -34,21 +37,21 @@ impl Reply {
     }
 
     /// Appends a key.
-    pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
-        self.0.push((key.to_owned(), Field::Value(value.into())));
+    pub fn with(mut self, key: &'static str, value: impl Into<Value>) -> Self {
+        self.0.push((key.into(), Field::Value(value.into())));
         self
     }
 
     /// Appends a key whose value is already Python-style JSON.
-    pub fn with_json(mut self, key: &str, json: axum::body::Bytes) -> Self {
-        self.0.push((key.to_owned(), Field::Json(json)));
+    pub fn with_json(mut self, key: &'static str, json: axum::body::Bytes) -> Self {
+        self.0.push((key.into(), Field::Json(json)));
         self
     }
 
     /// Appends every key of `map`.
     pub fn extend(mut self, map: Map<String, Value>) -> Self {
         self.0
-            .extend(map.into_iter().map(|(k, v)| (k, Field::Value(v))));
+            .extend(map.into_iter().map(|(k, v)| (k.into(), Field::Value(v))));
         self
     }
 }

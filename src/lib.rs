@@ -135,7 +135,7 @@ async fn serve_with_runner(
         launcher: handle,
         listing: Arc::default(),
     };
-    let app = api::router(state);
+    let app = axum::ServiceExt::<axum::extract::Request>::into_make_service(api::site(state));
 
     if config.auth_enabled() {
         tracing::info!("Basic authentication enabled");

@@ -2,10 +2,9 @@
 //! are set (realm `Scrapyd`, 401 body `Unauthorized`, as Scrapyd). Credentials are compared in
 //! constant time.
 
-use crate::AppState;
-use axum::extract::{Request, State};
+use crate::config::Config;
+use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 
@@ -40,20 +39,19 @@ pub fn credentials_match(header_value: &[u8], username: &str, password: &str) ->
     user_ok & pass_ok
 }
 
-/// Middleware: answers 401 unless the request carries the configured credentials.
-pub async fn require_auth(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let config = &state.config;
-    // The Scrapy Cloud API checks its own API keys.
-    if !config.auth_enabled() || crate::cloud::is_cloud_path(req.uri().path()) {
-        return next.run(req).await;
-    }
-    let ok = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .is_some_and(|v| credentials_match(v.as_bytes(), &config.username, &config.password));
-    if ok {
-        return next.run(req).await;
-    }
+/// Whether a request may go on: authentication is off, it is for the Scrapy Cloud API (which
+/// checks its own API keys), or it carries the configured credentials.
+pub fn allows(config: &Config, req: &Request) -> bool {
+    !config.auth_enabled()
+        || crate::cloud::is_cloud_path(req.uri().path())
+        || req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .is_some_and(|v| credentials_match(v.as_bytes(), &config.username, &config.password))
+}
+
+/// Scrapyd's answer to a request without the credentials.
+pub fn unauthorized() -> Response {
     let mut r = (StatusCode::UNAUTHORIZED, "Unauthorized").into_response();
     let h = r.headers_mut();
     h.insert(

@@ -7,19 +7,20 @@ pub mod params;
 pub mod webservices;
 
 use crate::AppState;
-use crate::config::Service;
+use crate::config::{Config, Service};
 use crate::error::{ApiError, Envelope, Field};
 use axum::Router;
 use axum::body::{Body, Bytes, HttpBody};
-use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware::{self, Next};
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post};
 use http_body::{Frame, SizeHint};
 use std::collections::VecDeque;
 use std::convert::Infallible;
+use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 /// Whether a service is POST-only (else GET-only), as in Scrapyd 1.6.
@@ -42,7 +43,7 @@ fn allowed(service: Service) -> &'static str {
     }
 }
 
-fn service_route(service: Service) -> MethodRouter<AppState> {
+fn service_route(service: Service, max_upload_size: usize) -> MethodRouter<AppState> {
     use webservices as ws;
     let route = match service {
         Service::DaemonStatus => get(ws::daemonstatus),
@@ -63,42 +64,46 @@ fn service_route(service: Service) -> MethodRouter<AppState> {
     } else {
         "HEAD, OPTIONS, GET"
     };
-    route
+    let route = route
         .options(move || async move {
             let mut r = StatusCode::NO_CONTENT.into_response();
             r.headers_mut()
                 .insert(header::ALLOW, HeaderValue::from_static(methods));
             r
         })
-        .fallback(move || async move { ApiError::unsupported_method(expected).into_response() })
-        .layer(middleware::map_response(
-            move |mut r: Response| async move {
-                let h = r.headers_mut();
-                h.insert(
-                    header::ACCESS_CONTROL_ALLOW_ORIGIN,
-                    HeaderValue::from_static("*"),
-                );
-                h.insert(
-                    header::ACCESS_CONTROL_ALLOW_METHODS,
-                    HeaderValue::from_static(methods),
-                );
-                h.insert(
-                    header::ACCESS_CONTROL_ALLOW_HEADERS,
-                    HeaderValue::from_static("X-Requested-With"),
-                );
-                r
-            },
-        ))
+        .fallback(move || async move { ApiError::unsupported_method(expected).into_response() });
+    if is_post(service) {
+        // Only POST services read a body (GET parameters come from the query string).
+        route.layer(DefaultBodyLimit::max(max_upload_size))
+    } else {
+        route
+    }
 }
 
-/// Renders [`Envelope`] answers as Scrapyd's JSON: the endpoint's keys, `"status"`, then
-/// `"node_name"`, Python-style, ending with a newline.
-async fn render_envelope(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let mut response = next.run(req).await;
+/// Adds Scrapyd's CORS headers to every answer of a webservice (Scrapyd 1.6 sends them on all
+/// of them, errors and OPTIONS included).
+fn add_cors(headers: &mut HeaderMap, methods: &'static str) {
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static(methods),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("X-Requested-With"),
+    );
+}
+
+/// Renders an [`Envelope`] answer as Scrapyd's JSON: the endpoint's keys, `"status"`, then
+/// `"node_name"`, Python-style, ending with a newline. Other answers pass unchanged.
+fn render_envelope(mut response: Response, node_name_json: &[u8]) -> Response {
     let Some(envelope) = response.extensions_mut().remove::<Envelope>() else {
         return response;
     };
-    let mut fields = match envelope {
+    let fields = match envelope {
         Envelope::Ok(mut fields) => {
             fields.push(("status".into(), Field::Value("ok".into())));
             fields
@@ -108,20 +113,13 @@ async fn render_envelope(State(state): State<AppState>, req: Request, next: Next
             ("message".into(), Field::Value(message.into())),
         ],
     };
-    fields.push((
-        "node_name".into(),
-        Field::Value(state.config.node_name.clone().into()),
-    ));
     // Small values are written into one buffer; a large pre-rendered one (a cached listing)
     // is sent as its own chunk, without a copy.
     let mut chunks = Vec::new();
     let mut body = Vec::with_capacity(256);
     body.push(b'{');
-    for (i, (key, value)) in fields.into_iter().enumerate() {
-        if i > 0 {
-            body.extend_from_slice(b", ");
-        }
-        crate::pyjson::push(&mut body, key.as_str());
+    for (key, value) in fields {
+        crate::pyjson::push(&mut body, key.as_ref());
         body.extend_from_slice(b": ");
         match value {
             Field::Value(v) => crate::pyjson::push(&mut body, &v),
@@ -131,7 +129,10 @@ async fn render_envelope(State(state): State<AppState>, req: Request, next: Next
                 chunks.push(json);
             }
         }
+        body.extend_from_slice(b", ");
     }
+    body.extend_from_slice(b"\"node_name\": ");
+    body.extend_from_slice(node_name_json);
     body.extend_from_slice(b"}\n");
     chunks.push(Bytes::from(body));
     let length: usize = chunks.iter().map(Bytes::len).sum();
@@ -175,24 +176,73 @@ impl HttpBody for Chunks {
     }
 }
 
+/// The whole site as one service, in front of the router: basic authentication first, then
+/// the route's answer, rendered by [`render_envelope`], with CORS headers on webservices.
+///
+/// It wraps the router rather than being one of its layers: a router layer is applied to every
+/// route, and cloned with it on every request.
+#[derive(Clone)]
+pub struct Site {
+    router: Router,
+    config: Arc<Config>,
+    /// The node name as a JSON string, written into every answer.
+    node_name_json: Bytes,
+}
+
+impl Site {
+    /// The CORS methods of `path` when it is a webservice.
+    fn webservice_methods(&self, path: &str) -> Option<&'static str> {
+        let name = path.strip_prefix('/')?;
+        self.config
+            .services
+            .iter()
+            .find(|(p, _)| p == name)
+            .map(|(_, service)| allowed(*service))
+    }
+}
+
+impl tower::Service<Request> for Site {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        if !auth::allows(&self.config, &req) {
+            return Box::pin(std::future::ready(Ok(auth::unauthorized())));
+        }
+        let cors = self.webservice_methods(req.uri().path());
+        let node_name_json = self.node_name_json.clone();
+        let answer = self.router.call(req);
+        Box::pin(async move {
+            let mut response = render_envelope(answer.await?, &node_name_json);
+            if let Some(methods) = cors {
+                add_cors(response.headers_mut(), methods);
+            }
+            Ok(response)
+        })
+    }
+}
+
 /// The whole application: webservices, pages, logs and items, auth.
-pub fn router(state: AppState) -> Router {
+pub fn site(state: AppState) -> Site {
     let mut api = Router::new();
     for (path, service) in &state.config.services {
-        api = api.route(&format!("/{path}"), service_route(*service));
+        api = api.route(
+            &format!("/{path}"),
+            service_route(*service, state.config.max_upload_size),
+        );
     }
-    let api = api.layer(DefaultBodyLimit::max(state.config.max_upload_size));
-    let app = api
+    let router = api
         .merge(crate::cloud::routes(&state))
         .merge(crate::web::routes(&state))
-        .fallback(crate::web::not_found)
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            render_envelope,
-        ))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            auth::require_auth,
-        ));
-    app.with_state(state)
+        .fallback(crate::web::not_found);
+    Site {
+        config: state.config.clone(),
+        node_name_json: crate::pyjson::to_vec(&state.config.node_name).into(),
+        router: router.with_state(state),
+    }
 }
