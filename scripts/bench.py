@@ -181,7 +181,6 @@ def measure(d, latency_runs):
     r = {}
     r["idle RSS (MiB)"] = d.rss_mib()
     r["schedule→running p50 (ms)"], r["schedule→running p99 (ms)"] = schedule_latency(d, latency_runs)
-    r["daemonstatus req/s"], r["daemonstatus p99 (ms)"] = wrk(f"{d.base}/daemonstatus.json")
     d.hold_slot()
     # The schedule load goes to its own project, removed afterwards in one request.
     d.deploy("load")
@@ -279,15 +278,35 @@ def measure_history(kind, runs):
     return r
 
 
+def side_by_side(kinds, rounds=5, seconds=3):
+    """`daemonstatus.json` of idle daemons, all running at once and measured in turns: the
+    median of `rounds` short wrk runs each, so that a slower spell of the machine (a shared VM)
+    weighs on both columns alike instead of on whichever daemon it fell on."""
+    daemons = {kind: Daemon(kind) for kind in kinds}
+    runs = {kind: [] for kind in kinds}
+    try:
+        for kind, d in daemons.items():  # warm-up (Scrapyd gets faster over its first requests)
+            wrk(f"{d.base}/daemonstatus.json", 2)
+        for _ in range(rounds):
+            for kind, d in daemons.items():
+                runs[kind].append(wrk(f"{d.base}/daemonstatus.json", seconds))
+    finally:
+        for d in daemons.values():
+            d.stop()
+    return {kind: {"daemonstatus req/s": statistics.median(r[0] for r in runs[kind]),
+                   "daemonstatus p99 (ms)": statistics.median(r[1] for r in runs[kind])}
+            for kind in kinds}
+
+
 def main():
     kinds = ["scrapyd-rs"]
     if not os.environ.get("BENCH_NO_SCRAPYD"):
         kinds.append("scrapyd")
-    results = {}
+    results = side_by_side(kinds)
     for kind in kinds:
         d = Daemon(kind)
         try:
-            results[kind] = measure(d, 20 if kind == "scrapyd-rs" else 6)
+            results[kind].update(measure(d, 20 if kind == "scrapyd-rs" else 6))
         finally:
             d.stop()
         results[kind].update(measure_history(kind, 11 if kind == "scrapyd-rs" else 4))
