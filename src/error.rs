@@ -22,8 +22,8 @@ pub type Key = std::borrow::Cow<'static, str>;
 pub enum Field {
     /// A value, written as Python's `json.dumps` would.
     Value(Value),
-    /// A value already written that way (a cached listing).
-    Json(axum::body::Bytes),
+    /// A value already written that way (a cached listing), in parts sent in order.
+    Json(Vec<axum::body::Bytes>),
 }
 
 /// A successful webservice answer: the endpoint's keys, in order.
@@ -42,8 +42,8 @@ impl Reply {
         self
     }
 
-    /// Appends a key whose value is already Python-style JSON.
-    pub fn with_json(mut self, key: &'static str, json: axum::body::Bytes) -> Self {
+    /// Appends a key whose value is already Python-style JSON, in parts.
+    pub fn with_json(mut self, key: &'static str, json: Vec<axum::body::Bytes>) -> Self {
         self.0.push((key.into(), Field::Json(json)));
         self
     }

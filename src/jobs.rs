@@ -8,6 +8,9 @@ use crate::queue::PendingJob;
 use crate::store::{Db, StoreError};
 use chrono::{DateTime, Local, NaiveDateTime};
 use rusqlite::{Connection, OptionalExtension, params};
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Name of the job store's database (`{dbs_dir}/jobs.db`).
 pub const JOBS_DB: &str = "jobs";
@@ -113,6 +116,85 @@ pub fn format_time(micros: i64) -> String {
         t.format("%Y-%m-%d %H:%M:%S").to_string()
     } else {
         t.format("%Y-%m-%d %H:%M:%S%.6f").to_string()
+    }
+}
+
+/// One change to the set of finished jobs, by row id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishedChange {
+    /// A job finished.
+    Added(i64),
+    /// A finished job was removed (beyond `finished_to_keep`).
+    Removed(i64),
+}
+
+/// How many changes [`FinishedLog`] keeps; a reader further behind reads everything again.
+const FINISHED_LOG_CAPACITY: usize = 4096;
+
+/// The recent changes to the finished jobs, numbered by a version that changes with each of
+/// them, so that a reader holding a listing of version `v` can bring it up to date from the
+/// changes after `v` instead of reading the whole history again ([`crate::listing`]).
+///
+/// Kept in memory by the store's owner thread ([`Db::finish`] is the only code that changes
+/// finished rows): a new daemon starts at version 0 with no changes, and its readers start by
+/// reading everything.
+pub struct FinishedLog {
+    /// The current version, readable from any thread.
+    version: Arc<AtomicU64>,
+    /// The version before the oldest change kept.
+    first: u64,
+    changes: VecDeque<FinishedChange>,
+}
+
+impl Default for FinishedLog {
+    fn default() -> Self {
+        FinishedLog {
+            version: Arc::new(AtomicU64::new(0)),
+            first: 0,
+            changes: VecDeque::new(),
+        }
+    }
+}
+
+impl FinishedLog {
+    /// The current version.
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
+    }
+
+    /// The version, shared with readers outside the owner thread.
+    pub fn shared_version(&self) -> Arc<AtomicU64> {
+        self.version.clone()
+    }
+
+    fn record(&mut self, change: FinishedChange) {
+        self.changes.push_back(change);
+        if self.changes.len() > FINISHED_LOG_CAPACITY {
+            self.changes.pop_front();
+            self.first += 1;
+        }
+        self.version.fetch_add(1, Ordering::Release);
+    }
+
+    /// The finished rows changed in a way not recorded: every reader reads everything again.
+    fn reset(&mut self) {
+        self.changes.clear();
+        self.first = self.version.fetch_add(1, Ordering::Release) + 1;
+    }
+
+    /// The changes after version `v`, in order, or `None` when they are no longer all kept.
+    pub fn since(&self, v: u64) -> Option<Vec<FinishedChange>> {
+        let current = self.version();
+        if v < self.first || v > current {
+            return None;
+        }
+        Some(
+            self.changes
+                .iter()
+                .skip((v - self.first) as usize)
+                .copied()
+                .collect(),
+        )
     }
 }
 
@@ -224,12 +306,36 @@ impl JobRecord {
 /// A finished job as the listing shows it.
 #[derive(Debug, Clone)]
 pub struct FinishedJob {
+    /// The row id (the listing follows rows by it, see [`FinishedLog`]).
+    pub id: i64,
     pub project: String,
     pub spider: String,
     pub job: String,
     pub start_time: i64,
     pub end_time: i64,
     pub ending: Ended,
+}
+
+/// The columns [`finished_job`] reads.
+const BRIEF_COLUMNS: &str =
+    "id, project, spider, job, start_time, end_time, outcome, exit_code, signal, finish_reason";
+
+fn finished_job(r: &rusqlite::Row<'_>) -> rusqlite::Result<FinishedJob> {
+    let start_time: i64 = r.get(4)?;
+    Ok(FinishedJob {
+        id: r.get(0)?,
+        project: r.get(1)?,
+        spider: r.get(2)?,
+        job: r.get(3)?,
+        start_time,
+        end_time: r.get::<_, Option<i64>>(5)?.unwrap_or(start_time),
+        ending: Ended {
+            outcome: r.get(6)?,
+            exit_code: r.get(7)?,
+            signal: r.get(8)?,
+            finish_reason: r.get(9)?,
+        },
+    })
 }
 
 /// How a job ended, as recorded.
@@ -346,14 +452,28 @@ impl Db {
         )?;
         let count = before + changed;
         let excess = count.saturating_sub(keep);
+        let mut pruned = Vec::new();
         if excess > 0 {
-            tx.execute(
+            let mut stmt = tx.prepare(
                 "DELETE FROM jobs WHERE id IN
-                   (SELECT id FROM jobs WHERE state = 'finished' ORDER BY end_time, id LIMIT ?1)",
-                [excess as i64],
+                   (SELECT id FROM jobs WHERE state = 'finished' ORDER BY end_time, id LIMIT ?1)
+                 RETURNING id",
             )?;
+            pruned = stmt
+                .query_map([excess as i64], |r| r.get::<_, i64>(0))?
+                .collect::<Result<Vec<_>, _>>()?;
         }
         let committed = tx.commit();
+        if committed.is_ok() {
+            if changed > 0 {
+                self.finished_log.record(FinishedChange::Added(id));
+            }
+            for row in pruned {
+                self.finished_log.record(FinishedChange::Removed(row));
+            }
+        } else {
+            self.finished_log.reset();
+        }
         // After a failed commit the count is not known: count again next time.
         self.finished_count = committed.is_ok().then_some(count - excess);
         committed?;
@@ -412,36 +532,38 @@ impl Db {
         Ok(rows)
     }
 
-    /// Finished jobs, newest first, with only what the listing shows.
-    pub fn finished_brief(
+    /// The `limit` newest finished jobs (all when `None`), newest first, for all projects or
+    /// one, with only what the listing shows.
+    pub fn finished_newest(
         &mut self,
         project: Option<&str>,
+        limit: Option<usize>,
     ) -> Result<Vec<FinishedJob>, StoreError> {
         let conn = self.jobs()?;
-        let mut stmt = conn.prepare_cached(
-            "SELECT project, spider, job, start_time, end_time, outcome, exit_code, signal, finish_reason
-             FROM jobs WHERE state = 'finished' AND (?1 IS NULL OR project = ?1)
-             ORDER BY end_time DESC, id DESC",
-        )?;
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {BRIEF_COLUMNS} FROM jobs WHERE state = 'finished' AND (?1 IS NULL OR project = ?1)
+             ORDER BY end_time DESC, id DESC LIMIT ?2"
+        ))?;
+        let limit = limit.map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX));
         let rows = stmt
-            .query_map([project], |r| {
-                let start_time: i64 = r.get(3)?;
-                Ok(FinishedJob {
-                    project: r.get(0)?,
-                    spider: r.get(1)?,
-                    job: r.get(2)?,
-                    start_time,
-                    end_time: r.get::<_, Option<i64>>(4)?.unwrap_or(start_time),
-                    ending: Ended {
-                        outcome: r.get(5)?,
-                        exit_code: r.get(6)?,
-                        signal: r.get(7)?,
-                        finish_reason: r.get(8)?,
-                    },
-                })
-            })?
+            .query_map(params![project, limit], finished_job)?
             .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
+    }
+
+    /// The finished jobs among these row ids (those still kept), in no particular order.
+    pub fn finished_by_ids(&mut self, ids: &[i64]) -> Result<Vec<FinishedJob>, StoreError> {
+        let conn = self.jobs()?;
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {BRIEF_COLUMNS} FROM jobs WHERE state = 'finished' AND id = ?1"
+        ))?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(job) = stmt.query_row([id], finished_job).optional()? {
+                out.push(job);
+            }
+        }
+        Ok(out)
     }
 
     /// The most recent finished run of a job id.

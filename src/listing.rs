@@ -1,21 +1,31 @@
 //! The jobs listing — `listjobs.json` and `daemonstatus.json`'s counts — as a read model over
 //! the store.
 //!
-//! What is read from SQLite and rendered to JSON is cached under the store's write generation
-//! and the set of known projects ([`crate::store::Store::generation`]): while neither changed,
-//! a request reuses it, and any write makes the next request read again. Only what cannot be
-//! cached is done per request: whether each job's log and items files exist (they come and go
-//! outside the store: crawls create them, `jobs_to_keep` and users delete them). That check reads
-//! each spider's folder once per request instead of testing every file, so a history of 100 000
-//! finished jobs costs a few folder reads.
+//! - **Counts, pending and running** are read from SQLite and rendered to JSON once per store
+//!   write generation and set of known projects ([`crate::store::Store::generation`]): while
+//!   neither changed, a request reuses them, and any write makes the next request read again.
+//! - **Finished jobs** (up to `finished_to_keep`, which may be 100 000) are followed by the
+//!   finished version instead ([`crate::store::Store::finished_version`]), which changes only
+//!   when a job finishes or a finished job is removed. A [`FinishedView`] brings its rendered
+//!   array up to date from the numbered changes since its version
+//!   ([`crate::jobs::FinishedLog`]): a finished job is rendered once and put in front, removed
+//!   jobs are cut from the back, and the array is sent as a few large segments without a copy.
+//!   What it cannot follow (a change log it fell behind, an order it does not expect) it reads
+//!   and renders again in full.
+//! - **Log and items links** cannot be cached blindly: crawls create the files, `jobs_to_keep`
+//!   and users delete them. Each request reads each spider's folder once (not one `stat` per
+//!   job); when a folder changed, only the entries whose files came or went are rendered again,
+//!   with all the newer entries before them (the files that go are the oldest of the newest few,
+//!   so this is a short prefix).
 
 use crate::config::Config;
-use crate::jobs::{Ended, FinishedJob, JobRecord, format_time};
+use crate::jobs::{Ended, FinishedChange, FinishedJob, JobRecord, format_time};
 use crate::queue::{PendingJob, pairs_to_map};
 use crate::store::{Store, StoreError};
 use axum::body::Bytes;
 use serde_json::{Value, json};
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -31,34 +41,42 @@ pub struct Counts {
 /// `None` where that tree is not served.
 type FileSets = Vec<(Option<HashSet<String>>, Option<HashSet<String>>)>;
 
-/// Pending, running and finished jobs as read at one generation (optionally for one project),
-/// rendered. Only the rendered JSON is kept, not the records it was made from.
-struct JobsView {
+/// Pending and running jobs as read at one generation (optionally for one project), the
+/// pending ones rendered.
+struct QueueView {
     generation: u64,
     projects: Vec<String>,
     /// The `pending` array.
     pending: Bytes,
     running: Vec<JobRecord>,
-    /// `(project, spider)` of the finished jobs, and which of their files existed when the
-    /// `finished` array was rendered.
-    folders: Vec<(String, String)>,
-    files: FileSets,
-    /// The `finished` array.
-    finished: Bytes,
 }
 
-/// The three arrays of `listjobs.json`, rendered.
+/// The three arrays of `listjobs.json`, rendered (`finished` in parts, to be sent in order).
 pub struct JobsJson {
     pub pending: Bytes,
     pub running: Bytes,
-    pub finished: Bytes,
+    pub finished: Vec<Bytes>,
+}
+
+/// A `finished` array as last published: what a request sends while the finished version and
+/// the files of its folders are unchanged.
+struct FinishedArray {
+    version: u64,
+    folders: Vec<(String, String)>,
+    files: Arc<FileSets>,
+    parts: Vec<Bytes>,
 }
 
 /// The caches, shared by every request.
 #[derive(Default)]
 pub struct Listing {
     counts: Mutex<Option<(u64, Vec<String>, Counts)>>,
-    views: Mutex<HashMap<Option<String>, Arc<JobsView>>>,
+    /// Per `project` filter (`None`: all projects).
+    queues: Mutex<HashMap<Option<String>, Arc<QueueView>>>,
+    /// Per `project` filter.
+    finished: Mutex<HashMap<Option<String>, Arc<FinishedArray>>>,
+    /// Per `project` filter, updated by one request at a time.
+    finished_views: tokio::sync::Mutex<HashMap<Option<String>, FinishedView>>,
 }
 
 /// `/logs/…` URL of a job's log, when the file exists.
@@ -135,110 +153,415 @@ pub fn ending_keys(e: &Ended) -> serde_json::Map<String, Value> {
 fn file_sets(config: &Config, folders: &[(String, String)]) -> FileSets {
     folders
         .iter()
-        .map(|(p, s)| {
-            (
-                config
-                    .logs_dir
-                    .as_deref()
-                    .map(|r| files_in(&r.join(p).join(s), "log")),
-                config
-                    .items_local()
-                    .map(|r| files_in(&r.join(p).join(s), "jl")),
-            )
-        })
+        .map(|(p, s)| folder_files(config, p, s))
         .collect()
 }
 
-/// The `finished` array, and the folders and files it was rendered with.
-fn render_finished(
+fn folder_files(
     config: &Config,
-    finished: Vec<FinishedJob>,
-) -> (Vec<(String, String)>, FileSets, Vec<u8>) {
-    let mut folders: Vec<(String, String)> = Vec::new();
-    let mut folder_of: Vec<usize> = Vec::with_capacity(finished.len());
-    let mut index: HashMap<(&str, &str), usize> = HashMap::new();
-    for r in &finished {
-        let i = *index
-            .entry((r.project.as_str(), r.spider.as_str()))
-            .or_insert_with(|| {
-                folders.push((r.project.clone(), r.spider.clone()));
-                folders.len() - 1
-            });
-        folder_of.push(i);
-    }
-    drop(index);
-    let files = file_sets(config, &folders);
-    let mut tails: HashMap<&Ended, Vec<u8>> = HashMap::new();
-    let mut out = Vec::with_capacity(finished.len() * 300 + 2);
-    out.push(b'[');
-    for (i, r) in finished.iter().enumerate() {
-        if i > 0 {
-            out.extend_from_slice(b", ");
-        }
-        out.extend_from_slice(b"{\"id\": ");
-        crate::pyjson::push(&mut out, &r.job);
-        out.extend_from_slice(b", \"project\": ");
-        crate::pyjson::push(&mut out, &r.project);
-        out.extend_from_slice(b", \"spider\": ");
-        crate::pyjson::push(&mut out, &r.spider);
-        out.extend_from_slice(b", \"start_time\": ");
-        crate::pyjson::push(&mut out, &format_time(r.start_time));
-        out.extend_from_slice(b", \"end_time\": ");
-        crate::pyjson::push(&mut out, &format_time(r.end_time));
-        let (logs, items) = &files[folder_of[i]];
-        for (key, names, tree, ext) in [
-            ("log_url", logs, "logs", "log"),
-            ("items_url", items, "items", "jl"),
-        ] {
-            out.extend_from_slice(b", \"");
-            out.extend_from_slice(key.as_bytes());
-            out.extend_from_slice(b"\": ");
-            match names {
-                Some(jobs) if jobs.contains(&r.job) => crate::pyjson::push(
-                    &mut out,
-                    &format!("/{tree}/{}/{}/{}.{ext}", r.project, r.spider, r.job),
-                ),
-                _ => out.extend_from_slice(b"null"),
-            }
-        }
-        let tail = tails.entry(&r.ending).or_insert_with(|| {
-            let mut tail = Vec::with_capacity(96);
-            for (key, value) in ending_keys(&r.ending) {
-                tail.extend_from_slice(b", ");
-                crate::pyjson::push(&mut tail, &key);
-                tail.extend_from_slice(b": ");
-                crate::pyjson::push(&mut tail, &value);
-            }
-            tail.push(b'}');
-            tail
-        });
-        out.extend_from_slice(tail);
-    }
-    out.push(b']');
-    drop(tails);
-    (folders, files, out)
+    project: &str,
+    spider: &str,
+) -> (Option<HashSet<String>>, Option<HashSet<String>>) {
+    (
+        config
+            .logs_dir
+            .as_deref()
+            .map(|r| files_in(&r.join(project).join(spider), "log")),
+        config
+            .items_local()
+            .map(|r| files_in(&r.join(project).join(spider), "jl")),
+    )
 }
 
-impl JobsView {
-    fn new(
-        config: &Config,
-        generation: u64,
-        projects: Vec<String>,
-        snapshot: Snapshot,
-    ) -> JobsView {
-        let pending = Bytes::from(render_pending(&snapshot.pending));
-        let (folders, files, finished) = render_finished(config, snapshot.finished);
-        JobsView {
-            generation,
-            projects,
-            pending,
-            running: snapshot.running,
-            folders,
-            files,
-            finished: Bytes::from(finished),
+fn job_hash(job: &str) -> u64 {
+    let mut h = DefaultHasher::new();
+    job.hash(&mut h);
+    h.finish()
+}
+
+/// What a [`FinishedView`] remembers of one entry.
+#[derive(Debug, Clone, Copy)]
+struct Meta {
+    id: i64,
+    end_time: i64,
+    /// A hash of the job id: enough to find the entries whose files changed (a collision only
+    /// renders one more entry again).
+    job: u64,
+    folder: u32,
+    /// Length of the rendered entry, in bytes.
+    len: u32,
+}
+
+impl Meta {
+    /// The listing's order is newest first: by end time, then row id, descending.
+    fn key(&self) -> (i64, i64) {
+        (self.end_time, self.id)
+    }
+}
+
+/// Whole entries rendered one after another, joined by `", "`.
+#[derive(Debug, Clone)]
+struct Segment {
+    bytes: Bytes,
+    entries: usize,
+}
+
+/// The `finished` array of one `project` filter, kept up to date entry by entry.
+struct FinishedView {
+    project: Option<String>,
+    /// The finished version it shows (`None`: nothing read yet).
+    version: Option<u64>,
+    /// One per entry, in the listing's order.
+    metas: VecDeque<Meta>,
+    /// The entries, in the same order, as segments (the newest small, the oldest large).
+    segments: VecDeque<Segment>,
+    folders: Vec<(String, String)>,
+    folder_index: HashMap<(String, String), u32>,
+    /// The files of each folder that the rendered links show.
+    files: Arc<FileSets>,
+    /// How many times it was read and rendered in full.
+    full_reads: u64,
+}
+
+/// What the store answered to bring a view to a new version.
+enum Update {
+    /// Every finished job of the view's filter.
+    All(u64, Vec<FinishedJob>),
+    /// The changes since the view's version, and the rows of the jobs they added (those still
+    /// kept).
+    Changes(u64, Vec<FinishedChange>, Vec<FinishedJob>),
+}
+
+impl FinishedView {
+    fn new(project: Option<String>) -> Self {
+        FinishedView {
+            project,
+            version: None,
+            metas: VecDeque::new(),
+            segments: VecDeque::new(),
+            folders: Vec::new(),
+            folder_index: HashMap::new(),
+            files: Arc::new(Vec::new()),
+            full_reads: 0,
         }
     }
 
+    /// The array as parts to send in order.
+    fn parts(&self) -> Vec<Bytes> {
+        let mut parts = Vec::with_capacity(self.segments.len() * 2 + 1);
+        parts.push(Bytes::from_static(b"["));
+        for (i, segment) in self.segments.iter().enumerate() {
+            if i > 0 {
+                parts.push(Bytes::from_static(b", "));
+            }
+            parts.push(segment.bytes.clone());
+        }
+        parts.push(Bytes::from_static(b"]"));
+        parts
+    }
+
+    fn published(&self) -> Option<FinishedArray> {
+        Some(FinishedArray {
+            version: self.version?,
+            folders: self.folders.clone(),
+            files: self.files.clone(),
+            parts: self.parts(),
+        })
+    }
+
+    /// Brings the view to the store's answer.
+    fn update(&mut self, config: &Config, update: Update) {
+        match update {
+            Update::All(version, rows) => self.rebuild(config, version, rows),
+            Update::Changes(version, changes, rows) => {
+                if !self.apply(config, &changes, rows) {
+                    // Not what it can follow: the caller reads everything at the next attempt.
+                    self.version = None;
+                    return;
+                }
+                self.version = Some(version);
+            }
+        }
+    }
+
+    fn rebuild(&mut self, config: &Config, version: u64, rows: Vec<FinishedJob>) {
+        let full_reads = self.full_reads + 1;
+        *self = FinishedView::new(self.project.take());
+        self.full_reads = full_reads;
+        for r in &rows {
+            self.folder(config, &r.project, &r.spider);
+        }
+        self.push_front(&rows);
+        self.version = Some(version);
+    }
+
+    /// The index of a folder, its files read when it is new to the view.
+    fn folder(&mut self, config: &Config, project: &str, spider: &str) -> u32 {
+        if let Some(i) = self
+            .folder_index
+            .get(&(project.to_owned(), spider.to_owned()))
+        {
+            return *i;
+        }
+        let i = self.folders.len() as u32;
+        self.folders.push((project.to_owned(), spider.to_owned()));
+        self.folder_index
+            .insert((project.to_owned(), spider.to_owned()), i);
+        Arc::make_mut(&mut self.files).push(folder_files(config, project, spider));
+        i
+    }
+
+    /// Applies changes in order; `false` when they are not what the view can follow (then it
+    /// must be read again).
+    fn apply(
+        &mut self,
+        config: &Config,
+        changes: &[FinishedChange],
+        rows: Vec<FinishedJob>,
+    ) -> bool {
+        let mut rows: HashMap<i64, FinishedJob> = rows
+            .into_iter()
+            .filter(|r| self.project.as_ref().is_none_or(|p| *p == r.project))
+            .map(|r| (r.id, r))
+            .collect();
+        // Row ids are reused once freed (a job pruned at once, then the next one), so what
+        // counts is each id's first change (a removal: it was shown) and its last (an addition:
+        // it is a finished job now, and `rows` has it).
+        let mut first: HashMap<i64, FinishedChange> = HashMap::new();
+        let mut last: HashMap<i64, FinishedChange> = HashMap::new();
+        for change in changes {
+            let (FinishedChange::Added(id) | FinishedChange::Removed(id)) = *change;
+            first.entry(id).or_insert(*change);
+            last.insert(id, *change);
+        }
+        let mut removed: HashSet<i64> = first
+            .into_iter()
+            .filter(|(_, c)| matches!(c, FinishedChange::Removed(_)))
+            .map(|(id, _)| id)
+            .collect();
+        let added: Vec<i64> = last
+            .into_iter()
+            .filter(|(_, c)| matches!(c, FinishedChange::Added(_)))
+            .map(|(id, _)| id)
+            .collect();
+        // A project's view has only its own jobs; all must be there for the view of all.
+        if self.project.is_none() && added.iter().any(|id| !rows.contains_key(id)) {
+            return false;
+        }
+        // Removed entries are the oldest: the back of the array.
+        let mut cut = 0;
+        for meta in self.metas.iter().rev() {
+            if !removed.remove(&meta.id) {
+                break;
+            }
+            cut += 1;
+        }
+        if self.project.is_none() && !removed.is_empty() {
+            return false;
+        }
+        // Another project's jobs are not in a project's view; its own are at the back.
+        if self.project.is_some()
+            && !removed.is_empty()
+            && self.metas.iter().any(|m| removed.contains(&m.id))
+        {
+            return false;
+        }
+        self.drop_back(cut);
+        // Added entries are the newest: the front, newest first.
+        let mut new: Vec<FinishedJob> = added.iter().filter_map(|id| rows.remove(id)).collect();
+        new.sort_by_key(|r| std::cmp::Reverse((r.end_time, r.id)));
+        if let (Some(oldest_new), Some(front)) = (new.last(), self.metas.front())
+            && (oldest_new.end_time, oldest_new.id) <= front.key()
+        {
+            return false;
+        }
+        for r in &new {
+            self.folder(config, &r.project, &r.spider);
+        }
+        self.push_front(&new);
+        true
+    }
+
+    /// Renders `rows` (newest first, all newer than the entries) in front of the entries.
+    fn push_front(&mut self, rows: &[FinishedJob]) {
+        if rows.is_empty() {
+            return;
+        }
+        let mut tails: HashMap<&Ended, Vec<u8>> = HashMap::new();
+        let mut out = Vec::with_capacity(rows.len() * 300);
+        let mut metas = Vec::with_capacity(rows.len());
+        for (i, r) in rows.iter().enumerate() {
+            if i > 0 {
+                out.extend_from_slice(b", ");
+            }
+            let start = out.len();
+            let folder = self.folder_index[&(r.project.clone(), r.spider.clone())];
+            render_entry(&mut out, r, &self.files[folder as usize], &mut tails);
+            metas.push(Meta {
+                id: r.id,
+                end_time: r.end_time,
+                job: job_hash(&r.job),
+                folder,
+                len: (out.len() - start) as u32,
+            });
+        }
+        for meta in metas.into_iter().rev() {
+            self.metas.push_front(meta);
+        }
+        self.segments.push_front(Segment {
+            bytes: Bytes::from(out),
+            entries: rows.len(),
+        });
+        // Segments grow from the front to the back: a new one is merged into the next while it
+        // is not much smaller, so there are a few (logarithmically many) of them.
+        while self.segments.len() >= 2
+            && self.segments[0].bytes.len() * 2 >= self.segments[1].bytes.len()
+        {
+            let (Some(a), Some(b)) = (self.segments.pop_front(), self.segments.pop_front()) else {
+                break;
+            };
+            let mut bytes = Vec::with_capacity(a.bytes.len() + 2 + b.bytes.len());
+            bytes.extend_from_slice(&a.bytes);
+            bytes.extend_from_slice(b", ");
+            bytes.extend_from_slice(&b.bytes);
+            self.segments.push_front(Segment {
+                bytes: Bytes::from(bytes),
+                entries: a.entries + b.entries,
+            });
+        }
+    }
+
+    /// Removes the first `n` entries.
+    fn drop_front(&mut self, mut n: usize) {
+        while n > 0 {
+            let Some(segment) = self.segments.front_mut() else {
+                return;
+            };
+            let k = n.min(segment.entries);
+            let bytes: usize = self.metas.drain(..k).map(|m| m.len as usize + 2).sum();
+            if k == segment.entries {
+                self.segments.pop_front();
+            } else {
+                segment.bytes = segment.bytes.slice(bytes..);
+                segment.entries -= k;
+            }
+            n -= k;
+        }
+    }
+
+    /// Removes the last `n` entries.
+    fn drop_back(&mut self, mut n: usize) {
+        while n > 0 {
+            let Some(segment) = self.segments.back_mut() else {
+                return;
+            };
+            let k = n.min(segment.entries);
+            let from = self.metas.len() - k;
+            let bytes: usize = self.metas.drain(from..).map(|m| m.len as usize + 2).sum();
+            if k == segment.entries {
+                self.segments.pop_back();
+            } else {
+                segment.bytes = segment.bytes.slice(..segment.bytes.len() - bytes);
+                segment.entries -= k;
+            }
+            n -= k;
+        }
+    }
+
+    /// Reads the folders again. When they changed: how many of the first entries must be
+    /// rendered again because their log or items file came or went (0: none), and the files
+    /// as they are now (which [`FinishedView::replace_prefix`] renders with).
+    fn stale_prefix(&self, config: &Config) -> Option<(usize, FileSets)> {
+        let now = file_sets(config, &self.folders);
+        if now == *self.files {
+            return None;
+        }
+        let mut changed: HashMap<u32, HashSet<u64>> = HashMap::new();
+        for (i, (old, new)) in self.files.iter().zip(&now).enumerate() {
+            for (a, b) in [(&old.0, &new.0), (&old.1, &new.1)] {
+                if let (Some(a), Some(b)) = (a, b) {
+                    changed
+                        .entry(i as u32)
+                        .or_default()
+                        .extend(a.symmetric_difference(b).map(|j| job_hash(j)));
+                }
+            }
+        }
+        let stale = self
+            .metas
+            .iter()
+            .rposition(|m| {
+                changed
+                    .get(&m.folder)
+                    .is_some_and(|jobs| jobs.contains(&m.job))
+            })
+            .map_or(0, |i| i + 1);
+        Some((stale, now))
+    }
+
+    /// Renders the first entries again from `rows` with the links of `files`; `rows` must be
+    /// the same jobs in the same order, else it returns `false` and the view must be read
+    /// again.
+    fn replace_prefix(&mut self, rows: &[FinishedJob], files: FileSets) -> bool {
+        self.files = Arc::new(files);
+        if rows.len() > self.metas.len() || rows.iter().zip(&self.metas).any(|(r, m)| r.id != m.id)
+        {
+            return false;
+        }
+        self.drop_front(rows.len());
+        self.push_front(rows);
+        true
+    }
+}
+
+/// Appends one entry of the `finished` array. `tails` keeps the rendered endings seen so far
+/// (most jobs end alike).
+fn render_entry<'a>(
+    out: &mut Vec<u8>,
+    r: &'a FinishedJob,
+    files: &(Option<HashSet<String>>, Option<HashSet<String>>),
+    tails: &mut HashMap<&'a Ended, Vec<u8>>,
+) {
+    out.extend_from_slice(b"{\"id\": ");
+    crate::pyjson::push(out, &r.job);
+    out.extend_from_slice(b", \"project\": ");
+    crate::pyjson::push(out, &r.project);
+    out.extend_from_slice(b", \"spider\": ");
+    crate::pyjson::push(out, &r.spider);
+    out.extend_from_slice(b", \"start_time\": ");
+    crate::pyjson::push(out, &format_time(r.start_time));
+    out.extend_from_slice(b", \"end_time\": ");
+    crate::pyjson::push(out, &format_time(r.end_time));
+    for (key, names, tree, ext) in [
+        ("log_url", &files.0, "logs", "log"),
+        ("items_url", &files.1, "items", "jl"),
+    ] {
+        out.extend_from_slice(b", \"");
+        out.extend_from_slice(key.as_bytes());
+        out.extend_from_slice(b"\": ");
+        match names {
+            Some(jobs) if jobs.contains(&r.job) => crate::pyjson::push(
+                out,
+                &format!("/{tree}/{}/{}/{}.{ext}", r.project, r.spider, r.job),
+            ),
+            _ => out.extend_from_slice(b"null"),
+        }
+    }
+    let tail = tails.entry(&r.ending).or_insert_with(|| {
+        let mut tail = Vec::with_capacity(96);
+        for (key, value) in ending_keys(&r.ending) {
+            tail.extend_from_slice(b", ");
+            crate::pyjson::push(&mut tail, &key);
+            tail.extend_from_slice(b": ");
+            crate::pyjson::push(&mut tail, &value);
+        }
+        tail.push(b'}');
+        tail
+    });
+    out.extend_from_slice(tail);
+}
+
+impl QueueView {
     /// The `running` array, with the file links as they are now.
     fn running_json(&self, config: &Config) -> Bytes {
         let entries: Vec<Value> = self
@@ -255,24 +578,8 @@ impl JobsView {
             .collect();
         Bytes::from(crate::pyjson::to_vec(&entries))
     }
-
-    /// The arrays, if the finished jobs' files are still those it was rendered with (one folder
-    /// read per spider).
-    fn json(&self, config: &Config) -> Option<JobsJson> {
-        (file_sets(config, &self.folders) == self.files).then(|| JobsJson {
-            pending: self.pending.clone(),
-            running: self.running_json(config),
-            finished: self.finished.clone(),
-        })
-    }
 }
 
-/// What one store read returns for a view.
-struct Snapshot {
-    pending: Vec<PendingJob>,
-    running: Vec<JobRecord>,
-    finished: Vec<FinishedJob>,
-}
 impl Listing {
     /// `daemonstatus.json`'s counts over `projects`.
     pub async fn counts(&self, store: &Store, projects: Vec<String>) -> Result<Counts, StoreError> {
@@ -308,55 +615,422 @@ impl Listing {
         projects: Vec<String>,
         project: Option<String>,
     ) -> Result<JobsJson, StoreError> {
+        let queue = self.queue_view(store, projects, &project).await?;
+        let finished = self.finished_json(store, config, project).await?;
+        Ok(JobsJson {
+            pending: queue.pending.clone(),
+            running: queue.running_json(config),
+            finished,
+        })
+    }
+
+    async fn queue_view(
+        &self,
+        store: &Store,
+        projects: Vec<String>,
+        project: &Option<String>,
+    ) -> Result<Arc<QueueView>, StoreError> {
         let generation = store.generation();
         let cached = self
-            .views
+            .queues
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .get(&project)
+            .get(project)
             .filter(|v| v.generation == generation && v.projects == projects)
             .cloned();
-        if let Some(json) = cached.and_then(|v| v.json(config)) {
-            return Ok(json);
+        if let Some(view) = cached {
+            return Ok(view);
         }
-        let scope = match &project {
+        let scope = match project {
             Some(p) => vec![p.clone()],
             None => projects.clone(),
         };
         let filter = project.clone();
-        let (seen, snapshot) = store
+        let (seen, (pending, running)) = store
             .read(move |db| {
                 let pending = db.pending(&scope)?;
                 let mut running = db.running()?;
                 if let Some(p) = &filter {
                     running.retain(|r| r.project == *p);
                 }
-                let finished = db.finished_brief(filter.as_deref())?;
-                Ok(Snapshot {
-                    pending,
-                    running,
-                    finished,
-                })
+                Ok((pending, running))
             })
             .await?;
-        let build_config = config.clone();
-        let view = tokio::task::spawn_blocking(move || {
-            JobsView::new(&build_config, seen, projects, snapshot)
-        })
-        .await
-        .map(Arc::new)
-        .map_err(|_| StoreError::Closed)?;
-        let json = JobsJson {
-            pending: view.pending.clone(),
-            running: view.running_json(config),
-            finished: view.finished.clone(),
-        };
-        let mut views = self.views.lock().unwrap_or_else(|e| e.into_inner());
+        let view = Arc::new(QueueView {
+            generation: seen,
+            projects,
+            pending: Bytes::from(render_pending(&pending)),
+            running,
+        });
+        let mut views = self.queues.lock().unwrap_or_else(|e| e.into_inner());
         // Views of older generations are of no more use.
         views.retain(|_, v| v.generation >= seen);
-        if views.get(&project).is_none_or(|v| v.generation <= seen) {
-            views.insert(project, view);
+        if views.get(project).is_none_or(|v| v.generation <= seen) {
+            views.insert(project.clone(), view.clone());
         }
-        Ok(json)
+        Ok(view)
+    }
+
+    /// The `finished` array: as published while nothing it shows changed, else brought up to
+    /// date by its [`FinishedView`].
+    async fn finished_json(
+        &self,
+        store: &Store,
+        config: &Arc<Config>,
+        project: Option<String>,
+    ) -> Result<Vec<Bytes>, StoreError> {
+        let published = self
+            .finished
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&project)
+            .cloned();
+        if let Some(array) = published
+            && array.version == store.finished_version()
+            && file_sets(config, &array.folders) == *array.files
+        {
+            return Ok(array.parts.clone());
+        }
+        let mut views = self.finished_views.lock().await;
+        let mut view = views
+            .remove(&project)
+            .unwrap_or_else(|| FinishedView::new(project.clone()));
+        let result = bring_up_to_date(&mut view, store, config).await;
+        let array = view.published().map(Arc::new);
+        views.insert(project.clone(), view);
+        result?;
+        let Some(array) = array else {
+            return Err(StoreError::Closed);
+        };
+        let parts = array.parts.clone();
+        self.finished
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(project, array);
+        Ok(parts)
+    }
+}
+
+/// Brings a view to the store's current finished version and the files as they are now.
+async fn bring_up_to_date(
+    view: &mut FinishedView,
+    store: &Store,
+    config: &Arc<Config>,
+) -> Result<(), StoreError> {
+    // A few attempts to follow the changes: each settles or finds that the store moved on
+    // meanwhile (or something it cannot follow); the last one reads everything.
+    for attempt in 0..4 {
+        if attempt == 3 {
+            view.version = None;
+        }
+        if view.version != Some(store.finished_version()) {
+            let since = view.version;
+            let project = view.project.clone();
+            let (_, update) = store
+                .read(move |db| {
+                    let version = db.finished_log.version();
+                    match since.and_then(|v| db.finished_log.since(v)) {
+                        Some(changes) => {
+                            let added: Vec<i64> = changes
+                                .iter()
+                                .filter_map(|c| match c {
+                                    FinishedChange::Added(id) => Some(*id),
+                                    FinishedChange::Removed(_) => None,
+                                })
+                                .collect();
+                            let rows = db.finished_by_ids(&added)?;
+                            Ok(Update::Changes(version, changes, rows))
+                        }
+                        None => Ok(Update::All(
+                            version,
+                            db.finished_newest(project.as_deref(), None)?,
+                        )),
+                    }
+                })
+                .await?;
+            let build_config = config.clone();
+            let mut taken = std::mem::replace(view, FinishedView::new(None));
+            *view = tokio::task::spawn_blocking(move || {
+                taken.update(&build_config, update);
+                taken
+            })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+            if view.version.is_none() {
+                continue;
+            }
+            if attempt == 3 {
+                // Read in full just now, files included.
+                return Ok(());
+            }
+        }
+        let Some((stale, files)) = view.stale_prefix(config) else {
+            return Ok(());
+        };
+        let project = view.project.clone();
+        let (_, (version, rows)) = store
+            .read(move |db| {
+                Ok((
+                    db.finished_log.version(),
+                    db.finished_newest(project.as_deref(), Some(stale))?,
+                ))
+            })
+            .await?;
+        if Some(version) != view.version {
+            continue;
+        }
+        if view.replace_prefix(&rows, files) {
+            return Ok(());
+        }
+        view.version = None;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{DbsDir, ItemsDir};
+    use crate::jobs::{Ending, Outcome};
+    use crate::queue::PendingJob;
+    use proptest::prelude::*;
+
+    /// What the test does to the daemon between two listings.
+    #[derive(Debug, Clone)]
+    enum Step {
+        /// A job of project `p0`/`p1` and spider `s0`/`s1` finishes at `end` (seconds).
+        Finish { project: u8, spider: u8, end: i64 },
+        /// A log (`true`) or items file of the `n`-th job created so far appears.
+        AddFile { job: usize, log: bool },
+        /// The log or items file of the `n`-th job goes.
+        RemoveFile { job: usize, log: bool },
+        /// `listjobs` for all projects (`None`) or one.
+        List(Option<u8>),
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            4 => (0..2u8, 0..2u8, 0..40i64).prop_map(|(project, spider, end)| Step::Finish { project, spider, end }),
+            2 => (0..64usize, any::<bool>()).prop_map(|(job, log)| Step::AddFile { job, log }),
+            1 => (0..64usize, any::<bool>()).prop_map(|(job, log)| Step::RemoveFile { job, log }),
+            3 => prop_oneof![Just(None), (0..2u8).prop_map(Some)].prop_map(Step::List),
+        ]
+    }
+
+    fn config(dir: &Path) -> Arc<Config> {
+        let mut config = Config::defaults(dir);
+        config.logs_dir = Some(dir.join("logs"));
+        config.items_dir = ItemsDir::Local(dir.join("items"));
+        Arc::new(config)
+    }
+
+    fn finished_text(json: &JobsJson) -> String {
+        String::from_utf8(json.finished.concat()).unwrap()
+    }
+
+    /// A listing kept up to date across the steps shows, every time, what a new listing reading
+    /// everything shows.
+    /// Returns how many times the view of all projects was read in full.
+    fn check(steps: Vec<Step>, keep: usize) -> u64 {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let config = config(dir.path());
+            let store = Store::open(DbsDir::Memory).unwrap();
+            let listing = Listing::default();
+            let projects = vec!["p0".to_string(), "p1".to_string()];
+            let mut jobs: Vec<(String, String, String)> = Vec::new();
+            for step in steps {
+                match step {
+                    Step::Finish {
+                        project,
+                        spider,
+                        end,
+                    } => {
+                        let job = PendingJob {
+                            project: format!("p{project}"),
+                            spider: format!("s{spider}"),
+                            job: format!("job{}", jobs.len()),
+                            priority: 0.0,
+                            version: None,
+                            settings: vec![],
+                            args: vec![],
+                            created: 1,
+                        };
+                        jobs.push((job.project.clone(), job.spider.clone(), job.job.clone()));
+                        let scope = projects.clone();
+                        store
+                            .call(move |db| {
+                                db.enqueue(&job)?;
+                                let r = db.start_next(&scope, 1)?.ok_or(StoreError::Closed)?;
+                                let ending = Ending {
+                                    end_time: 1_700_000_000_000_000 + end * 1_000_000,
+                                    exit_code: Some(end as i32 % 2),
+                                    signal: None,
+                                    outcome: Outcome::Finished,
+                                    reason: None,
+                                    finish_reason: Some("finished".into()),
+                                    stats: None,
+                                };
+                                db.finish(r.id, &ending, keep)
+                            })
+                            .await
+                            .unwrap();
+                    }
+                    Step::AddFile { job, log } | Step::RemoveFile { job, log } => {
+                        let Some((p, s, j)) = jobs.get(job % jobs.len().max(1)) else {
+                            continue;
+                        };
+                        let (tree, ext) = if log {
+                            ("logs", "log")
+                        } else {
+                            ("items", "jl")
+                        };
+                        let folder = dir.path().join(tree).join(p).join(s);
+                        let file = folder.join(format!("{j}.{ext}"));
+                        if matches!(step, Step::AddFile { .. }) {
+                            std::fs::create_dir_all(&folder).unwrap();
+                            std::fs::write(&file, b"x").unwrap();
+                        } else {
+                            let _ = std::fs::remove_file(&file);
+                        }
+                    }
+                    Step::List(project) => {
+                        let project = project.map(|p| format!("p{p}"));
+                        let kept = listing
+                            .jobs_json(&store, &config, projects.clone(), project.clone())
+                            .await
+                            .unwrap();
+                        let fresh = Listing::default()
+                            .jobs_json(&store, &config, projects.clone(), project)
+                            .await
+                            .unwrap();
+                        let kept = finished_text(&kept);
+                        assert_eq!(kept, finished_text(&fresh));
+                        let parsed: Vec<Value> = serde_json::from_str(&kept).unwrap();
+                        assert!(parsed.len() <= keep);
+                    }
+                }
+            }
+            let views = listing.finished_views.lock().await;
+            views.get(&None).map_or(0, |v| v.full_reads)
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn the_finished_array_kept_up_to_date_equals_one_read_in_full(
+            steps in proptest::collection::vec(step(), 1..80),
+            keep in 1..30usize,
+        ) {
+            check(steps, keep);
+        }
+    }
+
+    /// With `finished_to_keep = 1`, a job that finishes older than the one shown is removed at
+    /// once, and its row id goes to the next job.
+    #[test]
+    fn follows_a_row_id_freed_and_reused_between_two_listings() {
+        let f = |end| Step::Finish {
+            project: 0,
+            spider: 0,
+            end,
+        };
+        check(
+            vec![
+                f(18),
+                f(18),
+                f(18),
+                f(18),
+                f(18),
+                f(18),
+                Step::List(Some(0)),
+                f(0),
+                f(18),
+                Step::List(Some(0)),
+            ],
+            1,
+        );
+    }
+
+    #[test]
+    fn follows_many_finishes_and_files_across_listings() {
+        let mut steps = Vec::new();
+        for i in 0..300 {
+            steps.push(Step::Finish {
+                project: (i % 2) as u8,
+                spider: (i % 3 == 0) as u8,
+                end: i,
+            });
+            if i % 4 == 0 {
+                steps.push(Step::AddFile {
+                    job: i as usize,
+                    log: true,
+                });
+            }
+            if i % 7 == 0 {
+                steps.push(Step::RemoveFile {
+                    job: i as usize / 2,
+                    log: true,
+                });
+            }
+            steps.push(Step::List(None));
+            if i % 5 == 0 {
+                steps.push(Step::List(Some(1)));
+            }
+        }
+        // 300 listings, the last 200 with jobs removed at the back: one full read, the first.
+        assert_eq!(check(steps, 100), 1);
+    }
+
+    #[test]
+    fn segments_cut_at_both_ends_render_like_new() {
+        let rows: Vec<FinishedJob> = (0..40)
+            .rev()
+            .map(|i| FinishedJob {
+                id: i,
+                project: "p".into(),
+                spider: "s".into(),
+                job: format!("j{i}"),
+                start_time: i * 1_000_000,
+                end_time: i * 1_000_000,
+                ending: Ended {
+                    outcome: Some("finished".into()),
+                    exit_code: Some(0),
+                    signal: None,
+                    finish_reason: None,
+                },
+            })
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(dir.path());
+        let text = |v: &FinishedView| String::from_utf8(v.parts().concat()).unwrap();
+        let mut view = FinishedView::new(None);
+        // Built from the oldest up, ten at a time: several segments.
+        view.rebuild(&config, 0, rows[30..].to_vec());
+        for chunk in [20..30, 10..20, 0..10] {
+            let apply: Vec<FinishedChange> = rows[chunk.clone()]
+                .iter()
+                .rev()
+                .map(|r| FinishedChange::Added(r.id))
+                .collect();
+            assert!(view.apply(&config, &apply, rows[chunk].to_vec()));
+        }
+        assert!(view.segments.len() > 1);
+        let mut fresh = FinishedView::new(None);
+        fresh.rebuild(&config, 0, rows.clone());
+        assert_eq!(text(&view), text(&fresh));
+        view.drop_front(15);
+        view.drop_back(12);
+        fresh.rebuild(&config, 0, rows[15..28].to_vec());
+        assert_eq!(text(&view), text(&fresh));
+        let parsed: Vec<Value> = serde_json::from_str(&text(&view)).unwrap();
+        assert_eq!(parsed.len(), 13);
+        // An older job than the newest shown is not something to follow.
+        assert!(!view.apply(&config, &[FinishedChange::Added(20)], rows[19..21].to_vec()));
     }
 }

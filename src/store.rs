@@ -62,6 +62,8 @@ pub struct Db {
     conns: HashMap<String, Connection>,
     /// How many finished jobs `jobs.db` holds, once counted (kept up to date by `finish`).
     pub(crate) finished_count: Option<usize>,
+    /// The recent changes to the finished jobs (made by `finish` only).
+    pub(crate) finished_log: crate::jobs::FinishedLog,
     /// Rows changed through connections that were closed since.
     closed_changes: u64,
     /// Activity events written since the activity log was last trimmed.
@@ -82,6 +84,7 @@ impl Db {
             dbs,
             conns: HashMap::new(),
             finished_count: None,
+            finished_log: Default::default(),
             closed_changes: 0,
             activity_writes: 0,
             cloud_ids: Default::default(),
@@ -143,6 +146,7 @@ impl Db {
 pub struct Store {
     tx: mpsc::Sender<Task>,
     generation: Arc<AtomicU64>,
+    finished_version: Arc<AtomicU64>,
 }
 
 /// The owner thread's loop: runs tasks in arrival order, grouping consecutive enqueues.
@@ -189,6 +193,7 @@ impl Store {
         let (tx, rx) = mpsc::channel::<Task>();
         let generation = Arc::new(AtomicU64::new(0));
         let owner_generation = generation.clone();
+        let finished_version = db.finished_log.shared_version();
         std::thread::Builder::new()
             .name("scrapyd-rs-db".into())
             .spawn(move || run_owner(db, rx, owner_generation))
@@ -196,7 +201,11 @@ impl Store {
                 path: "thread".into(),
                 source,
             })?;
-        Ok(Store { tx, generation })
+        Ok(Store {
+            tx,
+            generation,
+            finished_version,
+        })
     }
 
     /// The write generation: it changes (before the writer is answered) whenever a
@@ -204,6 +213,13 @@ impl Store {
     /// contents.
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
+    }
+
+    /// The version of the finished jobs: it changes (before the writer is answered) whenever a
+    /// job finishes or a finished job is removed, and only then (see
+    /// [`crate::jobs::FinishedLog`]).
+    pub fn finished_version(&self) -> u64 {
+        self.finished_version.load(Ordering::Acquire)
     }
 
     /// Runs `f` on the owner thread and returns its result; `f` may write.

@@ -123,10 +123,15 @@ fn render_envelope(mut response: Response, node_name_json: &[u8]) -> Response {
         body.extend_from_slice(b": ");
         match value {
             Field::Value(v) => crate::pyjson::push(&mut body, &v),
-            Field::Json(json) if json.len() < 64 * 1024 => body.extend_from_slice(&json),
-            Field::Json(json) => {
-                chunks.push(Bytes::from(std::mem::take(&mut body)));
-                chunks.push(json);
+            Field::Json(parts) => {
+                for part in parts {
+                    if part.len() < 64 * 1024 {
+                        body.extend_from_slice(&part);
+                    } else {
+                        chunks.push(Bytes::from(std::mem::take(&mut body)));
+                        chunks.push(part);
+                    }
+                }
             }
         }
         body.extend_from_slice(b", ");

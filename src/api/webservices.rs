@@ -336,8 +336,8 @@ pub async fn listjobs(State(state): State<AppState>, params: Params) -> ApiResul
         .jobs_json(&state.store, &state.config, state.eggs.projects(), project)
         .await?;
     Ok(Reply::empty()
-        .with_json("pending", jobs.pending)
-        .with_json("running", jobs.running)
+        .with_json("pending", vec![jobs.pending])
+        .with_json("running", vec![jobs.running])
         .with_json("finished", jobs.finished))
 }
 
