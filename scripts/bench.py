@@ -270,6 +270,16 @@ def measure_history(kind, runs):
         r[f"listjobs, {k}: first (ms)"] = lat[0]
         r[f"listjobs, {k}: p50 (ms)"] = statistics.median(lat[1:])
         r[f"listjobs, {k}: max (ms)"] = max(lat[1:])
+        # Right after a change: a schedule (a write that is not a finished job), then a job
+        # that finishes (the running one, killed; recorded as finished, the oldest pruned).
+        after = []
+        for _ in range(len(lat) - 1):
+            d.post("schedule.json", project="b", spider="echo")
+            after += sequential(d, "listjobs.json", 1)
+        r[f"listjobs, {k}: after a schedule p50 (ms)"] = statistics.median(after)
+        d.post("cancel.json", project="b", job="holder", signal="KILL")
+        d.wait("holder finished", lambda: d.get("status.json?job=holder")["currstate"] == "finished")
+        r[f"listjobs, {k}: after a finish (ms)"] = sequential(d, "listjobs.json", 1)[0]
         r[f"daemonstatus, {k}: req/s"], r[f"daemonstatus, {k}: p99 (ms)"] = \
             wrk(f"{d.base}/daemonstatus.json")
         r[f"RSS with {PENDING} pending + {k} (MiB)"] = d.rss_mib()

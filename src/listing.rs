@@ -749,7 +749,9 @@ async fn bring_up_to_date(
                 })
                 .await?;
             let build_config = config.clone();
-            let mut taken = std::mem::replace(view, FinishedView::new(None));
+            // Left in its place if the update fails: an empty view of the same filter.
+            let placeholder = FinishedView::new(view.project.clone());
+            let mut taken = std::mem::replace(view, placeholder);
             *view = tokio::task::spawn_blocking(move || {
                 taken.update(&build_config, update);
                 taken
