@@ -143,7 +143,35 @@ async fn serve_with_runner(
         tracing::info!("Basic authentication disabled as either `username` or `password` is unset");
     }
 
+    // Both listeners are bound before either serves: a client that got an answer on one can
+    // connect to the other.
+    let unix_listener = match &config.unix_socket_path {
+        Some(path) => {
+            let _ = std::fs::remove_file(path);
+            let listener = tokio::net::UnixListener::bind(path)
+                .map_err(|e| StartError::Io(format!("unix_socket_path {}: {e}", path.display())))?;
+            {
+                use std::os::unix::fs::PermissionsExt;
+                let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660));
+            }
+            tracing::info!(
+                "Scrapyd web console available at http+unix://{}",
+                path.display()
+            );
+            Some(listener)
+        }
+        None => None,
+    };
     let mut servers = tokio::task::JoinSet::new();
+    if let Some(listener) = unix_listener {
+        let token = token.clone();
+        let app = app.clone();
+        servers.spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(token.cancelled_owned())
+                .await
+        });
+    }
     if let Some(listener) = listener {
         let addr = listener
             .local_addr()
@@ -151,26 +179,6 @@ async fn serve_with_runner(
         tracing::info!("Scrapyd web console available at http://{addr}/");
         let app = app.clone();
         let token = token.clone();
-        servers.spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(token.cancelled_owned())
-                .await
-        });
-    }
-    if let Some(path) = &config.unix_socket_path {
-        let _ = std::fs::remove_file(path);
-        let listener = tokio::net::UnixListener::bind(path)
-            .map_err(|e| StartError::Io(format!("unix_socket_path {}: {e}", path.display())))?;
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660));
-        }
-        tracing::info!(
-            "Scrapyd web console available at http+unix://{}",
-            path.display()
-        );
-        let token = token.clone();
-        let app = app.clone();
         servers.spawn(async move {
             axum::serve(listener, app)
                 .with_graceful_shutdown(token.cancelled_owned())
