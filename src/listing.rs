@@ -12,6 +12,9 @@
 //!   jobs are cut from the back, and the array is sent as a few large segments without a copy.
 //!   What it cannot follow (a change log it fell behind, an order it does not expect) it reads
 //!   and renders again in full.
+//! - **One moment.** The pending and running read notes the finished version it saw, and the
+//!   `finished` array sent with it must be of that version (else pending and running are read
+//!   again), so a job that just finished is never listed both running and finished.
 //! - **Log and items links** cannot be cached blindly: crawls create the files, `jobs_to_keep`
 //!   and users delete them. Each request reads each spider's folder once (not one `stat` per
 //!   job); when a folder changed, only the entries whose files came or went are rendered again,
@@ -45,6 +48,9 @@ type FileSets = Vec<(Option<HashSet<String>>, Option<HashSet<String>>)>;
 /// pending ones rendered.
 struct QueueView {
     generation: u64,
+    /// The finished version its read saw: the `finished` array sent with it must be of the
+    /// same, or a job could be listed both running and finished.
+    finished_version: u64,
     projects: Vec<String>,
     /// The `pending` array.
     pending: Bytes,
@@ -74,9 +80,9 @@ pub struct Listing {
     /// Per `project` filter (`None`: all projects).
     queues: Mutex<HashMap<Option<String>, Arc<QueueView>>>,
     /// Per `project` filter.
-    finished: Mutex<HashMap<Option<String>, Arc<FinishedArray>>>,
-    /// Per `project` filter, updated by one request at a time.
-    finished_views: tokio::sync::Mutex<HashMap<Option<String>, FinishedView>>,
+    finished: Arc<Mutex<HashMap<Option<String>, Arc<FinishedArray>>>>,
+    /// Per `project` filter, updated by one task at a time.
+    finished_views: Arc<tokio::sync::Mutex<HashMap<Option<String>, FinishedView>>>,
 }
 
 /// `/logs/…` URL of a job's log, when the file exists.
@@ -607,7 +613,9 @@ impl Listing {
         Ok(counts)
     }
 
-    /// `listjobs.json`'s arrays for `projects` (all, or only `project`'s).
+    /// `listjobs.json`'s arrays for `projects` (all, or only `project`'s), as of one moment:
+    /// pending and running are read in one step, and the `finished` array sent with them is of
+    /// the finished version that read saw.
     pub async fn jobs_json(
         &self,
         store: &Store,
@@ -615,20 +623,32 @@ impl Listing {
         projects: Vec<String>,
         project: Option<String>,
     ) -> Result<JobsJson, StoreError> {
-        let queue = self.queue_view(store, projects, &project).await?;
-        let finished = self.finished_json(store, config, project).await?;
-        Ok(JobsJson {
-            pending: queue.pending.clone(),
-            running: queue.running_json(config),
-            finished,
-        })
+        let mut queue = self.queue_view(store, &projects, &project, false).await?;
+        let mut attempts = 0;
+        loop {
+            let (version, finished) = self.finished_json(store, config, &project).await?;
+            attempts += 1;
+            // A job finished between the two reads (or one of them saw its finish and the other
+            // did not): read pending and running again, and follow the finished array to where
+            // the store is now. Only finishes every few milliseconds could outrun four attempts.
+            if version == queue.finished_version || attempts == 4 {
+                return Ok(JobsJson {
+                    pending: queue.pending.clone(),
+                    running: queue.running_json(config),
+                    finished,
+                });
+            }
+            queue = self.queue_view(store, &projects, &project, true).await?;
+        }
     }
 
+    /// Pending and running, from the cache unless `fresh` (or the store changed since).
     async fn queue_view(
         &self,
         store: &Store,
-        projects: Vec<String>,
+        projects: &[String],
         project: &Option<String>,
+        fresh: bool,
     ) -> Result<Arc<QueueView>, StoreError> {
         let generation = store.generation();
         let cached = self
@@ -636,29 +656,30 @@ impl Listing {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(project)
-            .filter(|v| v.generation == generation && v.projects == projects)
+            .filter(|v| !fresh && v.generation == generation && v.projects == projects)
             .cloned();
         if let Some(view) = cached {
             return Ok(view);
         }
         let scope = match project {
             Some(p) => vec![p.clone()],
-            None => projects.clone(),
+            None => projects.to_vec(),
         };
         let filter = project.clone();
-        let (seen, (pending, running)) = store
+        let (seen, (pending, running, finished_version)) = store
             .read(move |db| {
                 let pending = db.pending(&scope)?;
                 let mut running = db.running()?;
                 if let Some(p) = &filter {
                     running.retain(|r| r.project == *p);
                 }
-                Ok((pending, running))
+                Ok((pending, running, db.finished_log.version()))
             })
             .await?;
         let view = Arc::new(QueueView {
             generation: seen,
-            projects,
+            finished_version,
+            projects: projects.to_vec(),
             pending: Bytes::from(render_pending(&pending)),
             running,
         });
@@ -671,44 +692,98 @@ impl Listing {
         Ok(view)
     }
 
-    /// The `finished` array: as published while nothing it shows changed, else brought up to
-    /// date by its [`FinishedView`].
+    /// The `finished` array and its finished version: as published while nothing it shows
+    /// changed, else brought up to date by its [`FinishedView`]. The update runs in a task of
+    /// its own, so that a client going away does not throw the view's work away.
     async fn finished_json(
         &self,
         store: &Store,
         config: &Arc<Config>,
-        project: Option<String>,
-    ) -> Result<Vec<Bytes>, StoreError> {
+        project: &Option<String>,
+    ) -> Result<(u64, Vec<Bytes>), StoreError> {
         let published = self
             .finished
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .get(&project)
+            .get(project)
             .cloned();
         if let Some(array) = published
             && array.version == store.finished_version()
             && file_sets(config, &array.folders) == *array.files
         {
-            return Ok(array.parts.clone());
+            return Ok((array.version, array.parts.clone()));
         }
-        let mut views = self.finished_views.lock().await;
-        let mut view = views
-            .remove(&project)
-            .unwrap_or_else(|| FinishedView::new(project.clone()));
-        let result = bring_up_to_date(&mut view, store, config).await;
-        let array = view.published().map(Arc::new);
-        views.insert(project.clone(), view);
-        result?;
-        let Some(array) = array else {
-            return Err(StoreError::Closed);
-        };
-        let parts = array.parts.clone();
-        self.finished
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(project, array);
-        Ok(parts)
+        let views = self.finished_views.clone();
+        let published = self.finished.clone();
+        let (store, config, project) = (store.clone(), config.clone(), project.clone());
+        tokio::spawn(async move {
+            let mut views = views.lock().await;
+            let view = views
+                .entry(project.clone())
+                .or_insert_with(|| FinishedView::new(project.clone()));
+            bring_up_to_date(view, &store, &config).await?;
+            let array = Arc::new(view.published().ok_or(StoreError::Closed)?);
+            let answer = (array.version, array.parts.clone());
+            published
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(project, array);
+            Ok(answer)
+        })
+        .await
+        .map_err(|_| StoreError::Closed)?
     }
+}
+
+/// What the store has for a view at `since` (its version, if any): the changes since, or
+/// everything.
+async fn read_update(
+    store: &Store,
+    since: Option<u64>,
+    project: Option<String>,
+) -> Result<Update, StoreError> {
+    let (_, update) = store
+        .read(move |db| {
+            let version = db.finished_log.version();
+            match since.and_then(|v| db.finished_log.since(v)) {
+                Some(changes) => {
+                    let added: Vec<i64> = changes
+                        .iter()
+                        .filter_map(|c| match c {
+                            FinishedChange::Added(id) => Some(*id),
+                            FinishedChange::Removed(_) => None,
+                        })
+                        .collect();
+                    let rows = db.finished_by_ids(&added)?;
+                    Ok(Update::Changes(version, changes, rows))
+                }
+                None => Ok(Update::All(
+                    version,
+                    db.finished_newest(project.as_deref(), None)?,
+                )),
+            }
+        })
+        .await?;
+    Ok(update)
+}
+
+/// Applies an update off the async threads (a full one renders the whole history).
+async fn apply_update(
+    view: &mut FinishedView,
+    config: &Arc<Config>,
+    update: Update,
+) -> Result<(), StoreError> {
+    let config = config.clone();
+    // Left in its place if the update fails: an empty view of the same filter.
+    let placeholder = FinishedView::new(view.project.clone());
+    let mut taken = std::mem::replace(view, placeholder);
+    *view = tokio::task::spawn_blocking(move || {
+        taken.update(&config, update);
+        taken
+    })
+    .await
+    .map_err(|_| StoreError::Closed)?;
+    Ok(())
 }
 
 /// Brings a view to the store's current finished version and the files as they are now.
@@ -717,54 +792,20 @@ async fn bring_up_to_date(
     store: &Store,
     config: &Arc<Config>,
 ) -> Result<(), StoreError> {
-    // A few attempts to follow the changes: each settles or finds that the store moved on
-    // meanwhile (or something it cannot follow); the last one reads everything.
     for attempt in 0..4 {
-        if attempt == 3 {
-            view.version = None;
-        }
         if view.version != Some(store.finished_version()) {
-            let since = view.version;
-            let project = view.project.clone();
-            let (_, update) = store
-                .read(move |db| {
-                    let version = db.finished_log.version();
-                    match since.and_then(|v| db.finished_log.since(v)) {
-                        Some(changes) => {
-                            let added: Vec<i64> = changes
-                                .iter()
-                                .filter_map(|c| match c {
-                                    FinishedChange::Added(id) => Some(*id),
-                                    FinishedChange::Removed(_) => None,
-                                })
-                                .collect();
-                            let rows = db.finished_by_ids(&added)?;
-                            Ok(Update::Changes(version, changes, rows))
-                        }
-                        None => Ok(Update::All(
-                            version,
-                            db.finished_newest(project.as_deref(), None)?,
-                        )),
-                    }
-                })
-                .await?;
-            let build_config = config.clone();
-            // Left in its place if the update fails: an empty view of the same filter.
-            let placeholder = FinishedView::new(view.project.clone());
-            let mut taken = std::mem::replace(view, placeholder);
-            *view = tokio::task::spawn_blocking(move || {
-                taken.update(&build_config, update);
-                taken
-            })
-            .await
-            .map_err(|_| StoreError::Closed)?;
+            let update = read_update(store, view.version, view.project.clone()).await?;
+            apply_update(view, config, update).await?;
             if view.version.is_none() {
-                continue;
+                // Changes it cannot follow: everything, read in full.
+                let update = read_update(store, None, view.project.clone()).await?;
+                apply_update(view, config, update).await?;
             }
-            if attempt == 3 {
-                // Read in full just now, files included.
-                return Ok(());
-            }
+        }
+        if attempt == 3 {
+            // Jobs keep finishing while files change: the links stay as rendered (the files
+            // recorded are those), and the next request finds the folders changed again.
+            return Ok(());
         }
         let Some((stale, files)) = view.stale_prefix(config) else {
             return Ok(());
@@ -779,6 +820,7 @@ async fn bring_up_to_date(
             })
             .await?;
         if Some(version) != view.version {
+            // A job finished meanwhile: follow it first.
             continue;
         }
         if view.replace_prefix(&rows, files) {
@@ -987,6 +1029,69 @@ mod tests {
         }
         // 300 listings, the last 200 with jobs removed at the back: one full read, the first.
         assert_eq!(check(steps, 100), 1);
+    }
+
+    /// A finish seen by the finished array but not by a cached pending and running view (the
+    /// store bumps the finished version inside the finish, its write generation after it) must
+    /// not list the job twice.
+    #[tokio::test]
+    async fn a_job_is_never_listed_both_running_and_finished() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(dir.path());
+        let store = Store::open(DbsDir::Memory).unwrap();
+        let listing = Listing::default();
+        let projects = vec!["p0".to_string()];
+        let scope = projects.clone();
+        let id = store
+            .call(move |db| {
+                db.enqueue(&PendingJob {
+                    project: "p0".into(),
+                    spider: "s0".into(),
+                    job: "j".into(),
+                    priority: 0.0,
+                    version: None,
+                    settings: vec![],
+                    args: vec![],
+                    created: 1,
+                })?;
+                Ok(db.start_next(&scope, 1)?.ok_or(StoreError::Closed)?.id)
+            })
+            .await
+            .unwrap();
+        let ids = |text: &[u8]| -> Vec<String> {
+            serde_json::from_slice::<Vec<Value>>(text)
+                .unwrap()
+                .iter()
+                .map(|e| e["id"].as_str().unwrap().to_owned())
+                .collect()
+        };
+        let before = listing
+            .jobs_json(&store, &config, projects.clone(), None)
+            .await
+            .unwrap();
+        assert_eq!(ids(&before.running), ["j"]);
+        // The finish, without the write generation moving yet.
+        let (_, ()) = store
+            .read(move |db| {
+                let ending = Ending {
+                    end_time: 2,
+                    exit_code: Some(0),
+                    signal: None,
+                    outcome: Outcome::Finished,
+                    reason: None,
+                    finish_reason: None,
+                    stats: None,
+                };
+                db.finish(id, &ending, 10)
+            })
+            .await
+            .unwrap();
+        let after = listing
+            .jobs_json(&store, &config, projects, None)
+            .await
+            .unwrap();
+        assert!(ids(&after.running).is_empty());
+        assert_eq!(ids(&after.finished.concat()), ["j"]);
     }
 
     #[test]
