@@ -66,19 +66,23 @@ fn init_tracing(cli: &Cli) -> Result<(), String> {
     Ok(())
 }
 
-async fn shutdown_signal() {
+/// Installs the SIGINT and SIGTERM handlers now, and returns the future that ends at the first
+/// of them. Installing them before anything listens matters: a signal that arrives once the
+/// daemon has answered a request must stop it cleanly, never kill it with the default action.
+fn shutdown_signal() -> Result<impl Future<Output = ()> + Send + 'static, String> {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => tracing::info!("received SIGINT, shutting down"),
-        _ = term.recv() => tracing::info!("received SIGTERM, shutting down"),
-    }
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| format!("SIGINT handler: {e}"))?;
+    let mut term = signal(SignalKind::terminate()).map_err(|e| format!("SIGTERM handler: {e}"))?;
+    Ok(async move {
+        tokio::select! {
+            _ = int.recv() => tracing::info!("received SIGINT, shutting down"),
+            _ = term.recv() => tracing::info!("received SIGTERM, shutting down"),
+        }
+    })
 }
 
 async fn run(cli: Cli) -> Result<(), String> {
+    let shutdown = shutdown_signal()?;
     let options = LoadOptions::from_process(cli.config.clone())
         .map_err(|e| format!("current directory: {e}"))?;
     let config = Config::load(&options).map_err(|e| e.to_string())?;
@@ -102,7 +106,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         std::fs::write(p, format!("{}\n", std::process::id()))
             .map_err(|e| format!("cannot write the pid file {}: {e}", p.display()))?;
     }
-    let result = scrapyd_rs::serve_on(config, listener, shutdown_signal())
+    let result = scrapyd_rs::serve_on(config, listener, shutdown)
         .await
         .map_err(|e| e.to_string());
     if let Some(p) = &pidfile {

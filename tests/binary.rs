@@ -38,6 +38,8 @@ fn free_port() -> u16 {
 struct Daemon {
     child: Child,
     url: String,
+    /// Where the daemon's standard error goes.
+    log: std::path::PathBuf,
 }
 
 impl Daemon {
@@ -70,6 +72,7 @@ impl Daemon {
         let daemon = Daemon {
             child,
             url: format!("http://127.0.0.1:{port}"),
+            log: dir.join("daemon.log"),
         };
         let url = format!("{}/daemonstatus.json", daemon.url);
         let mut daemon = daemon;
@@ -103,6 +106,16 @@ impl Daemon {
 
     fn wait_exit(&mut self) -> std::process::ExitStatus {
         support::wait_until("daemon exit", LONG, || self.child.try_wait().unwrap())
+    }
+
+    /// Waits for the daemon to exit and asserts it exited with status 0 (not by a signal).
+    fn assert_clean_exit(&mut self) {
+        let status = self.wait_exit();
+        assert!(
+            status.success(),
+            "the daemon exited with {status}:\n{}",
+            std::fs::read_to_string(&self.log).unwrap_or_default()
+        );
     }
 }
 
@@ -165,6 +178,37 @@ fn http_post(url: &str, body: &str) -> std::io::Result<String> {
             body.len()
         ),
     )
+}
+
+/// The signals a daemon catches, from `/proc/PID/status`'s `SigCgt` mask.
+fn caught_signals(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let mask = status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigCgt:"))
+        .expect("SigCgt in /proc/PID/status");
+    u64::from_str_radix(mask.trim(), 16).unwrap()
+}
+
+#[test]
+fn sigterm_and_sigint_are_caught_before_the_first_answer() {
+    // A SIGTERM that arrives just after the first answer must stop the daemon cleanly: with
+    // the default action it would die at once and leave its socket and crawls behind.
+    let dir = tempfile::tempdir().unwrap();
+    let mut d = Daemon::start(dir.path(), "");
+    let caught = caught_signals(d.child.id());
+    for signal in [
+        nix::sys::signal::Signal::SIGTERM,
+        nix::sys::signal::Signal::SIGINT,
+    ] {
+        assert_ne!(
+            caught & (1 << (signal as i32 - 1)),
+            0,
+            "{signal} is not caught"
+        );
+    }
+    d.signal(nix::sys::signal::Signal::SIGINT);
+    d.assert_clean_exit();
 }
 
 #[test]
@@ -245,7 +289,7 @@ fn unix_socket_and_tcp_are_both_served() {
         "{\"projects\": [], \"status\": \"ok\", \"node_name\": \"bin-node\"}\n"
     );
     d.signal(nix::sys::signal::Signal::SIGTERM);
-    assert!(d.wait_exit().success());
+    d.assert_clean_exit();
     assert!(!socket.exists(), "the socket is removed on exit");
 }
 
@@ -398,7 +442,7 @@ fn leave_crawls_running_lets_a_restart_re_adopt_them() {
     );
     let pid = running_pid(&d, "kept");
     d.signal(nix::sys::signal::Signal::SIGTERM);
-    assert!(d.wait_exit().success());
+    d.assert_clean_exit();
     drop(d);
     assert!(process_alive(pid));
     let d = Daemon::start(dir.path(), "leave_crawls_running = on\n");
@@ -434,7 +478,7 @@ fn sigterm_stops_and_records_the_crawls() {
             .then_some(())
     });
     d.signal(nix::sys::signal::Signal::SIGTERM);
-    assert!(d.wait_exit().success());
+    d.assert_clean_exit();
     drop(d);
     assert!(!process_alive(pid), "no crawl outlives a normal stop");
     let d = Daemon::start(dir.path(), "");
