@@ -223,6 +223,9 @@ struct FinishedView {
     segments: VecDeque<Segment>,
     folders: Vec<(String, String)>,
     folder_index: HashMap<(String, String), u32>,
+    /// How many entries each folder has: a folder left with none is forgotten (its files are
+    /// read no more) at the end of the update.
+    folder_entries: Vec<usize>,
     /// The files of each folder that the rendered links show.
     files: Arc<FileSets>,
     /// How many times it was read and rendered in full.
@@ -247,6 +250,7 @@ impl FinishedView {
             segments: VecDeque::new(),
             folders: Vec::new(),
             folder_index: HashMap::new(),
+            folder_entries: Vec::new(),
             files: Arc::new(Vec::new()),
             full_reads: 0,
         }
@@ -286,8 +290,46 @@ impl FinishedView {
                     return;
                 }
                 self.version = Some(version);
+                self.forget_empty_folders();
             }
         }
+    }
+
+    /// Drops the folders no entry is in any more (all their jobs pruned, or of a project the
+    /// view does not show), renumbering the others.
+    fn forget_empty_folders(&mut self) {
+        if !self.folder_entries.contains(&0) {
+            return;
+        }
+        let mut renumbered = Vec::with_capacity(self.folders.len());
+        let (mut folders, mut files, mut entries) = (Vec::new(), Vec::new(), Vec::new());
+        let old_files = std::mem::take(Arc::make_mut(&mut self.files));
+        for ((folder, f), n) in self
+            .folders
+            .drain(..)
+            .zip(old_files)
+            .zip(std::mem::take(&mut self.folder_entries))
+        {
+            if n == 0 {
+                renumbered.push(u32::MAX);
+                continue;
+            }
+            renumbered.push(folders.len() as u32);
+            folders.push(folder);
+            files.push(f);
+            entries.push(n);
+        }
+        for meta in &mut self.metas {
+            meta.folder = renumbered[meta.folder as usize];
+        }
+        self.folder_index = folders
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (f.clone(), i as u32))
+            .collect();
+        self.folders = folders;
+        self.files = Arc::new(files);
+        self.folder_entries = entries;
     }
 
     fn rebuild(&mut self, config: &Config, version: u64, rows: Vec<FinishedJob>) {
@@ -313,6 +355,7 @@ impl FinishedView {
         self.folders.push((project.to_owned(), spider.to_owned()));
         self.folder_index
             .insert((project.to_owned(), spider.to_owned()), i);
+        self.folder_entries.push(0);
         Arc::make_mut(&mut self.files).push(folder_files(config, project, spider));
         i
     }
@@ -412,6 +455,7 @@ impl FinishedView {
             });
         }
         for meta in metas.into_iter().rev() {
+            self.folder_entries[meta.folder as usize] += 1;
             self.metas.push_front(meta);
         }
         self.segments.push_front(Segment {
@@ -437,6 +481,17 @@ impl FinishedView {
         }
     }
 
+    /// Counts `removed` entries out of their folders; returns their length in the segments
+    /// (each with its `", "`).
+    fn take_entries(folder_entries: &mut [usize], removed: impl Iterator<Item = Meta>) -> usize {
+        removed
+            .map(|m| {
+                folder_entries[m.folder as usize] -= 1;
+                m.len as usize + 2
+            })
+            .sum()
+    }
+
     /// Removes the first `n` entries.
     fn drop_front(&mut self, mut n: usize) {
         while n > 0 {
@@ -444,7 +499,7 @@ impl FinishedView {
                 return;
             };
             let k = n.min(segment.entries);
-            let bytes: usize = self.metas.drain(..k).map(|m| m.len as usize + 2).sum();
+            let bytes = Self::take_entries(&mut self.folder_entries, self.metas.drain(..k));
             if k == segment.entries {
                 self.segments.pop_front();
             } else {
@@ -463,7 +518,7 @@ impl FinishedView {
             };
             let k = n.min(segment.entries);
             let from = self.metas.len() - k;
-            let bytes: usize = self.metas.drain(from..).map(|m| m.len as usize + 2).sum();
+            let bytes = Self::take_entries(&mut self.folder_entries, self.metas.drain(from..));
             if k == segment.entries {
                 self.segments.pop_back();
             } else {
@@ -626,7 +681,9 @@ impl Listing {
         let mut queue = self.queue_view(store, &projects, &project, false).await?;
         let mut attempts = 0;
         loop {
-            let (version, finished) = self.finished_json(store, config, &project).await?;
+            let (version, finished) = self
+                .finished_json(store, config, &projects, &project)
+                .await?;
             attempts += 1;
             // A job finished between the two reads (or one of them saw its finish and the other
             // did not): read pending and running again, and follow the finished array to where
@@ -694,11 +751,13 @@ impl Listing {
 
     /// The `finished` array and its finished version: as published while nothing it shows
     /// changed, else brought up to date by its [`FinishedView`]. The update runs in a task of
-    /// its own, so that a client going away does not throw the view's work away.
+    /// its own, so that a client going away does not throw the view's work away. The views of
+    /// projects no longer in `projects` (deleted) go then.
     async fn finished_json(
         &self,
         store: &Store,
         config: &Arc<Config>,
+        projects: &[String],
         project: &Option<String>,
     ) -> Result<(u64, Vec<Bytes>), StoreError> {
         let published = self
@@ -716,8 +775,15 @@ impl Listing {
         let views = self.finished_views.clone();
         let published = self.finished.clone();
         let (store, config, project) = (store.clone(), config.clone(), project.clone());
+        let projects = projects.to_vec();
         tokio::spawn(async move {
             let mut views = views.lock().await;
+            let known = |p: &Option<String>| p.as_ref().is_none_or(|p| projects.contains(p));
+            views.retain(|p, _| known(p));
+            published
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .retain(|p, _| known(p));
             let view = views
                 .entry(project.clone())
                 .or_insert_with(|| FinishedView::new(project.clone()));
@@ -872,6 +938,46 @@ mod tests {
         String::from_utf8(json.finished.concat()).unwrap()
     }
 
+    /// Runs a job of `project` and `spider` and records its finish at `end` (seconds), keeping
+    /// `keep` finished jobs.
+    async fn run_and_finish(
+        store: &Store,
+        project: &str,
+        spider: &str,
+        job: &str,
+        end: i64,
+        keep: usize,
+    ) {
+        let job = PendingJob {
+            project: project.into(),
+            spider: spider.into(),
+            job: job.into(),
+            priority: 0.0,
+            version: None,
+            settings: vec![],
+            args: vec![],
+            created: 1,
+        };
+        store
+            .call(move |db| {
+                let scope = [job.project.clone()];
+                db.enqueue(&job)?;
+                let r = db.start_next(&scope, 1)?.ok_or(StoreError::Closed)?;
+                let ending = Ending {
+                    end_time: 1_700_000_000_000_000 + end * 1_000_000,
+                    exit_code: Some(end as i32 % 2),
+                    signal: None,
+                    outcome: Outcome::Finished,
+                    reason: None,
+                    finish_reason: Some("finished".into()),
+                    stats: None,
+                };
+                db.finish(r.id, &ending, keep)
+            })
+            .await
+            .unwrap();
+    }
+
     /// A listing kept up to date across the steps shows, every time, what a new listing reading
     /// everything shows.
     /// Returns how many times the view of all projects was read in full.
@@ -893,35 +999,13 @@ mod tests {
                         spider,
                         end,
                     } => {
-                        let job = PendingJob {
-                            project: format!("p{project}"),
-                            spider: format!("s{spider}"),
-                            job: format!("job{}", jobs.len()),
-                            priority: 0.0,
-                            version: None,
-                            settings: vec![],
-                            args: vec![],
-                            created: 1,
-                        };
-                        jobs.push((job.project.clone(), job.spider.clone(), job.job.clone()));
-                        let scope = projects.clone();
-                        store
-                            .call(move |db| {
-                                db.enqueue(&job)?;
-                                let r = db.start_next(&scope, 1)?.ok_or(StoreError::Closed)?;
-                                let ending = Ending {
-                                    end_time: 1_700_000_000_000_000 + end * 1_000_000,
-                                    exit_code: Some(end as i32 % 2),
-                                    signal: None,
-                                    outcome: Outcome::Finished,
-                                    reason: None,
-                                    finish_reason: Some("finished".into()),
-                                    stats: None,
-                                };
-                                db.finish(r.id, &ending, keep)
-                            })
-                            .await
-                            .unwrap();
+                        let (p, s, j) = (
+                            format!("p{project}"),
+                            format!("s{spider}"),
+                            format!("job{}", jobs.len()),
+                        );
+                        run_and_finish(&store, &p, &s, &j, end, keep).await;
+                        jobs.push((p, s, j));
                     }
                     Step::AddFile { job, log } | Step::RemoveFile { job, log } => {
                         let Some((p, s, j)) = jobs.get(job % jobs.len().max(1)) else {
@@ -948,13 +1032,29 @@ mod tests {
                             .await
                             .unwrap();
                         let fresh = Listing::default()
-                            .jobs_json(&store, &config, projects.clone(), project)
+                            .jobs_json(&store, &config, projects.clone(), project.clone())
                             .await
                             .unwrap();
                         let kept = finished_text(&kept);
                         assert_eq!(kept, finished_text(&fresh));
                         let parsed: Vec<Value> = serde_json::from_str(&kept).unwrap();
                         assert!(parsed.len() <= keep);
+                        // The folders whose files it reads are those of the jobs it shows.
+                        let mut shown: HashMap<(String, String), usize> = HashMap::new();
+                        for e in &parsed {
+                            let folder = (e["project"].as_str(), e["spider"].as_str());
+                            let folder = (folder.0.unwrap().into(), folder.1.unwrap().into());
+                            *shown.entry(folder).or_default() += 1;
+                        }
+                        let views = listing.finished_views.lock().await;
+                        let view = &views[&project];
+                        let read: HashMap<(String, String), usize> = view
+                            .folders
+                            .iter()
+                            .cloned()
+                            .zip(view.folder_entries.iter().copied())
+                            .collect();
+                        assert_eq!(read, shown);
                     }
                 }
             }
@@ -1029,6 +1129,44 @@ mod tests {
         }
         // 300 listings, the last 200 with jobs removed at the back: one full read, the first.
         assert_eq!(check(steps, 100), 1);
+    }
+
+    /// The view of a project that is gone is dropped at the next update, not kept forever.
+    #[tokio::test]
+    async fn the_view_of_a_deleted_project_goes_at_the_next_update() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(dir.path());
+        let store = Store::open(DbsDir::Memory).unwrap();
+        let listing = Listing::default();
+        run_and_finish(&store, "p0", "s0", "a", 1, 100).await;
+        run_and_finish(&store, "p1", "s0", "b", 2, 100).await;
+        let both = vec!["p0".to_string(), "p1".to_string()];
+        for project in [None, Some("p0".to_string()), Some("p1".to_string())] {
+            listing
+                .jobs_json(&store, &config, both.clone(), project)
+                .await
+                .unwrap();
+        }
+        let filters = |listing: &Listing| {
+            let mut published: Vec<Option<String>> =
+                listing.finished.lock().unwrap().keys().cloned().collect();
+            published.sort();
+            published
+        };
+        assert_eq!(
+            filters(&listing),
+            [None, Some("p0".into()), Some("p1".into())]
+        );
+        // p1 is deleted (its finished jobs stay in the history), then a job finishes.
+        run_and_finish(&store, "p0", "s0", "c", 3, 100).await;
+        let json = listing
+            .jobs_json(&store, &config, vec!["p0".to_string()], None)
+            .await
+            .unwrap();
+        assert_eq!(finished_text(&json).matches("\"id\"").count(), 3);
+        assert_eq!(filters(&listing), [None, Some("p0".into())]);
+        let views = listing.finished_views.lock().await;
+        assert!(views.contains_key(&Some("p0".into())) && !views.contains_key(&Some("p1".into())));
     }
 
     /// A finish seen by the finished array but not by a cached pending and running view (the
