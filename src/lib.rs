@@ -135,6 +135,11 @@ async fn serve_with_runner(
         launcher: handle,
         listing: Arc::default(),
     };
+    let listing = (
+        state.listing.clone(),
+        state.store.clone(),
+        state.eggs.projects(),
+    );
     let app = axum::ServiceExt::<axum::extract::Request>::into_make_service(api::site(state));
 
     if config.auth_enabled() {
@@ -191,6 +196,16 @@ async fn serve_with_runner(
         ));
     }
 
+    // The first listjobs.json need not read and render the whole history itself.
+    let prepare = tokio::spawn({
+        let (listing, store, projects) = listing;
+        let config = config.clone();
+        async move {
+            if let Err(e) = listing.prepare(&store, &config, projects).await {
+                tracing::warn!("cannot prepare the jobs listing: {e}");
+            }
+        }
+    });
     let trigger = token.clone();
     tokio::spawn(async move {
         shutdown.await;
@@ -203,6 +218,8 @@ async fn serve_with_runner(
     }
     token.cancel();
     let _ = launcher_task.await;
+    // Bounded by one read of the history; nothing holds the store once serve returns.
+    let _ = prepare.await;
     if let Some(path) = &config.unix_socket_path {
         let _ = std::fs::remove_file(path);
     }

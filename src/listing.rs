@@ -699,6 +699,19 @@ impl Listing {
         }
     }
 
+    /// Reads and renders the `finished` array of all projects ahead of the first
+    /// `listjobs.json`, which would otherwise wait for it (about half a second at 100 000
+    /// finished jobs); the daemon does this at start-up.
+    pub async fn prepare(
+        &self,
+        store: &Store,
+        config: &Arc<Config>,
+        projects: Vec<String>,
+    ) -> Result<(), StoreError> {
+        self.finished_json(store, config, &projects, &None).await?;
+        Ok(())
+    }
+
     /// Pending and running, from the cache unless `fresh` (or the store changed since).
     async fn queue_view(
         &self,
@@ -1129,6 +1142,35 @@ mod tests {
         }
         // 300 listings, the last 200 with jobs removed at the back: one full read, the first.
         assert_eq!(check(steps, 100), 1);
+    }
+
+    /// After `prepare`, the first listing of all projects is sent as published: no read of
+    /// its own.
+    #[tokio::test]
+    async fn prepare_renders_the_array_of_all_projects_before_any_listing() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(dir.path());
+        let store = Store::open(DbsDir::Memory).unwrap();
+        let listing = Listing::default();
+        for i in 0..5 {
+            run_and_finish(&store, "p0", "s0", &format!("j{i}"), i, 100).await;
+        }
+        let projects = vec!["p0".to_string()];
+        listing
+            .prepare(&store, &config, projects.clone())
+            .await
+            .unwrap();
+        let published = listing.finished.lock().unwrap().get(&None).cloned();
+        let published = published.expect("the array of all projects is published");
+        assert_eq!(published.version, store.finished_version());
+        let json = listing
+            .jobs_json(&store, &config, projects, None)
+            .await
+            .unwrap();
+        assert_eq!(json.finished, published.parts);
+        assert_eq!(finished_text(&json).matches("\"id\"").count(), 5);
+        let views = listing.finished_views.lock().await;
+        assert_eq!(views[&None].full_reads, 1);
     }
 
     /// The view of a project that is gone is dropped at the next update, not kept forever.
