@@ -179,21 +179,24 @@ impl Launcher {
         )
     }
 
+    /// Takes over the jobs a previous daemon left running: each one whose process is still
+    /// alive is re-adopted, the others are recorded as finished. The daemon awaits this before
+    /// it serves, so no client ever sees a crawl that ended while it was down as running.
+    pub async fn adopt_left_running(&mut self, left_running: Vec<JobRecord>) {
+        for record in left_running {
+            self.adopt(record).await;
+        }
+    }
+
     /// Runs until `shutdown` is cancelled, then stops the crawls (SIGINT, then SIGKILL after
     /// `shutdown_timeout`), reaps them and records their end — or, with
     /// `leave_crawls_running`, leaves them for the next start to re-adopt.
-    ///
-    /// `left_running` are the jobs a previous daemon left running: each one whose process is
-    /// still alive is re-adopted, the others are recorded as finished.
-    pub async fn run(mut self, shutdown: CancellationToken, left_running: Vec<JobRecord>) {
+    pub async fn run(mut self, shutdown: CancellationToken) {
         tracing::info!(
             "Launcher started: max_proc={}, python={:?}",
             self.capacity,
             self.eggs.runner().python()
         );
-        for record in left_running {
-            self.adopt(record).await;
-        }
         let mut tick = tokio::time::interval(self.config.poll_interval.max(MIN_POLL));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

@@ -124,10 +124,39 @@ async fn serve_with_runner(
     std::fs::create_dir_all(&results)
         .map_err(|e| StartError::Io(format!("{}: {e}", results.display())))?;
 
+    // Both listeners are bound before either serves (a client that got an answer on one can
+    // connect to the other), and before the launcher starts: a daemon that cannot serve starts
+    // no crawl.
+    let unix_listener = match &config.unix_socket_path {
+        Some(path) => {
+            let _ = std::fs::remove_file(path);
+            let listener = tokio::net::UnixListener::bind(path)
+                .map_err(|e| StartError::Io(format!("unix_socket_path {}: {e}", path.display())))?;
+            {
+                use std::os::unix::fs::PermissionsExt;
+                let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660));
+            }
+            Some(listener)
+        }
+        None => None,
+    };
+    if unix_listener.is_none() && listener.is_none() {
+        return Err(StartError::Io(
+            "nothing to serve: set bind_address and http_port, or unix_socket_path".into(),
+        ));
+    }
+    let tcp_addr = match &listener {
+        Some(l) => Some(l.local_addr().map_err(|e| StartError::Io(e.to_string()))?),
+        None => None,
+    };
+
     let token = CancellationToken::new();
-    let (launcher, handle) =
+    let (mut launcher, handle) =
         launcher::Launcher::new(config.clone(), store.clone(), eggs.clone(), results);
-    let launcher_task = tokio::spawn(launcher.run(token.clone(), left_running));
+    // Before serving: a crawl that ended while the daemon was down is recorded before any
+    // client can see it as running.
+    launcher.adopt_left_running(left_running).await;
+    let launcher_task = tokio::spawn(launcher.run(token.clone()));
     let state = AppState {
         config: config.clone(),
         store,
@@ -148,27 +177,14 @@ async fn serve_with_runner(
         tracing::info!("Basic authentication disabled as either `username` or `password` is unset");
     }
 
-    // Both listeners are bound before either serves: a client that got an answer on one can
-    // connect to the other.
-    let unix_listener = match &config.unix_socket_path {
-        Some(path) => {
-            let _ = std::fs::remove_file(path);
-            let listener = tokio::net::UnixListener::bind(path)
-                .map_err(|e| StartError::Io(format!("unix_socket_path {}: {e}", path.display())))?;
-            {
-                use std::os::unix::fs::PermissionsExt;
-                let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660));
-            }
+    let mut servers = tokio::task::JoinSet::new();
+    if let Some(listener) = unix_listener {
+        if let Some(path) = &config.unix_socket_path {
             tracing::info!(
                 "Scrapyd web console available at http+unix://{}",
                 path.display()
             );
-            Some(listener)
         }
-        None => None,
-    };
-    let mut servers = tokio::task::JoinSet::new();
-    if let Some(listener) = unix_listener {
         let token = token.clone();
         let app = app.clone();
         servers.spawn(async move {
@@ -177,10 +193,7 @@ async fn serve_with_runner(
                 .await
         });
     }
-    if let Some(listener) = listener {
-        let addr = listener
-            .local_addr()
-            .map_err(|e| StartError::Io(e.to_string()))?;
+    if let (Some(listener), Some(addr)) = (listener, tcp_addr) {
         tracing::info!("Scrapyd web console available at http://{addr}/");
         let app = app.clone();
         let token = token.clone();
@@ -189,11 +202,6 @@ async fn serve_with_runner(
                 .with_graceful_shutdown(token.cancelled_owned())
                 .await
         });
-    }
-    if servers.is_empty() {
-        return Err(StartError::Io(
-            "nothing to serve: set bind_address and http_port, or unix_socket_path".into(),
-        ));
     }
 
     // The first listjobs.json need not read and render the whole history itself.

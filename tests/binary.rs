@@ -48,7 +48,20 @@ impl Daemon {
     }
 
     /// Like [`Daemon::start`], running `command` (the binary, possibly wrapped).
+    ///
+    /// The port is free when picked but not reserved: when another test takes it first, the
+    /// daemon cannot listen and is started again on another port.
     fn start_with(dir: &Path, conf: &str, mut command: Command) -> Daemon {
+        for _ in 0..5 {
+            if let Some(daemon) = Self::try_start(dir, conf, &mut command) {
+                return daemon;
+            }
+        }
+        panic!("no free port after 5 attempts");
+    }
+
+    /// One attempt of [`Daemon::start_with`]; `None` when the port was taken.
+    fn try_start(dir: &Path, conf: &str, command: &mut Command) -> Option<Daemon> {
         let port = free_port();
         let python = support::venv().python.display().to_string();
         std::fs::write(
@@ -62,34 +75,43 @@ impl Daemon {
             },
         )
         .unwrap();
+        let log_path = dir.join("daemon.log");
         let child = command
             .current_dir(dir)
             .env("HOME", dir)
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("daemon.log")).unwrap())
+            .stderr(std::fs::File::create(&log_path).unwrap())
             .spawn()
             .unwrap();
-        let daemon = Daemon {
+        let mut daemon = Daemon {
             child,
             url: format!("http://127.0.0.1:{port}"),
-            log: dir.join("daemon.log"),
+            log: log_path,
         };
+        let log = |d: &Daemon| std::fs::read_to_string(&d.log).unwrap_or_default();
         let url = format!("{}/daemonstatus.json", daemon.url);
-        let mut daemon = daemon;
+        let listening = format!("available at http://127.0.0.1:{port}/");
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while http_get(&url).is_err() {
-            let log = || std::fs::read_to_string(dir.join("daemon.log")).unwrap_or_default();
+        // Ready when it answers and its log says it listens on the port (an answer alone could
+        // come from another test's server on a port taken meanwhile).
+        loop {
             if let Ok(Some(status)) = daemon.child.try_wait() {
-                panic!("the daemon exited ({status}):\n{}", log());
+                let log = log(&daemon);
+                if log.contains("cannot listen") {
+                    return None;
+                }
+                panic!("the daemon exited ({status}):\n{log}");
+            }
+            if log(&daemon).contains(&listening) && http_get(&url).is_ok() {
+                return Some(daemon);
             }
             assert!(
                 std::time::Instant::now() < deadline,
                 "the daemon did not answer in 30 s:\n{}",
-                log()
+                log(&daemon)
             );
             std::thread::sleep(support::POLL_INTERVAL);
         }
-        daemon
     }
 
     fn get(&self, path: &str) -> Value {
@@ -159,9 +181,20 @@ fn split_url(url: &str) -> (String, String) {
     (host.to_owned(), format!("/{path}"))
 }
 
+/// A TCP connection whose reads and writes fail after a minute: a daemon that stops answering
+/// fails the test instead of hanging it.
+fn connect(host: &str) -> std::io::Result<std::net::TcpStream> {
+    let s = std::net::TcpStream::connect(host)?;
+    s.set_read_timeout(Some(IO_TIMEOUT))?;
+    s.set_write_timeout(Some(IO_TIMEOUT))?;
+    Ok(s)
+}
+
+const IO_TIMEOUT: Duration = Duration::from_secs(60);
+
 fn http_get(url: &str) -> std::io::Result<String> {
     let (host, path) = split_url(url);
-    let mut s = std::net::TcpStream::connect(&host)?;
+    let mut s = connect(&host)?;
     http(
         &mut s,
         &format!("GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n"),
@@ -170,7 +203,7 @@ fn http_get(url: &str) -> std::io::Result<String> {
 
 fn http_post(url: &str, body: &str) -> std::io::Result<String> {
     let (host, path) = split_url(url);
-    let mut s = std::net::TcpStream::connect(&host)?;
+    let mut s = connect(&host)?;
     http(
         &mut s,
         &format!(
@@ -283,6 +316,7 @@ fn unix_socket_and_tcp_are_both_served() {
     );
     assert_eq!(d.get("daemonstatus.json")["node_name"], "bin-node");
     let mut s = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+    s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
     let body = http(&mut s, "GET /listprojects.json HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
     assert_eq!(
         body,
@@ -467,7 +501,9 @@ fn leave_crawls_running_lets_a_restart_re_adopt_them() {
 #[test]
 fn sigterm_stops_and_records_the_crawls() {
     let dir = tempfile::tempdir().unwrap();
-    let mut d = Daemon::start(dir.path(), "");
+    // Scrapy's graceful stop must not be cut short by the SIGKILL after `shutdown_timeout`
+    // (10 s by default) on a loaded machine.
+    let mut d = Daemon::start(dir.path(), "shutdown_timeout = 60\n");
     deploy(&d, "p");
     d.post("schedule.json", "project=p&spider=slow&jobid=stopped");
     let pid = running_pid(&d, "stopped");

@@ -337,7 +337,10 @@ async fn priority_order_and_cancel() {
             ("spider", "site"),
             ("jobid", "high"),
             ("priority", "2.5"),
-            ("url", &site.url_of("/hang")),
+            ("url", &site.url_of(support::HANG_PATH)),
+            // Longer than any test: the request hangs until the cancels, however slow the
+            // machine (the project's 10 s would end it by itself).
+            ("setting", "DOWNLOAD_TIMEOUT=600"),
         ])
         .await;
     let b = s
@@ -422,7 +425,7 @@ async fn priority_order_and_cancel() {
     support::wait_until_async("the hanging request", LONG, || async {
         site.requested_paths()
             .iter()
-            .any(|p| p == "/hang")
+            .any(|p| p == support::HANG_PATH)
             .then_some(())
     })
     .await;
@@ -521,6 +524,7 @@ async fn a_cancel_that_is_not_obeyed_is_forced_after_cancel_timeout() {
             ("project", "ct"),
             ("spider", "site"),
             ("url", &site.url_of(support::HANG_PATH)),
+            ("setting", "DOWNLOAD_TIMEOUT=600"),
         ])
         .await;
     support::wait_until_async("the hanging request", LONG, || async {
