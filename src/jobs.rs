@@ -630,12 +630,24 @@ impl Db {
     }
 
     /// After a restart: jobs still recorded as running were left behind by the previous daemon.
-    /// A job that never got a process goes back to its queue (or is dropped if it is still
+    /// A job without a recorded pid whose process `find_orphan` finds (`(pid, identity)`) gets
+    /// that pid; one without a process goes back to its queue (or is dropped if it is still
     /// there); the others are returned, for the launcher to re-adopt or to finish.
-    pub fn recover(&mut self) -> Result<Vec<JobRecord>, StoreError> {
+    pub fn recover(
+        &mut self,
+        find_orphan: impl Fn(&JobRecord) -> Option<(u32, String)>,
+    ) -> Result<Vec<JobRecord>, StoreError> {
         let mut started = Vec::new();
-        for r in self.running()? {
+        for mut r in self.running()? {
             if r.pid.is_some() {
+                started.push(r);
+                continue;
+            }
+            // Spawned, but the daemon died before it recorded the pid: the crawl runs on, and
+            // is adopted rather than run a second time.
+            if let Some((pid, identity)) = find_orphan(&r) {
+                self.set_pid(r.id, pid, Some(&identity))?;
+                (r.pid, r.proc_start) = (Some(pid), Some(identity));
                 started.push(r);
                 continue;
             }
@@ -755,7 +767,7 @@ mod tests {
         let a = db.start_next(&projects, 1).unwrap().unwrap();
         db.set_pid(a.id, 4242, Some("boot/1")).unwrap();
         let _b = db.start_next(&projects, 1).unwrap().unwrap();
-        let started = db.recover().unwrap();
+        let started = db.recover(|_| None).unwrap();
         assert_eq!(started.len(), 1);
         assert_eq!(started[0].job, "a");
         assert_eq!(started[0].proc_start.as_deref(), Some("boot/1"));
@@ -765,6 +777,31 @@ mod tests {
             "a stays running until the launcher decides"
         );
         assert_eq!(db.pending(&projects).unwrap()[0].job, "b");
+    }
+
+    #[test]
+    fn recovery_adopts_a_started_job_whose_process_is_found() {
+        let mut db = Db::new_for_tests(DbsDir::Memory);
+        let projects = vec!["p".to_string()];
+        db.enqueue(&pending("a")).unwrap();
+        db.enqueue(&pending("b")).unwrap();
+        // Both taken off the queue; neither got its pid recorded. `a`'s process is found.
+        let a = db.start_next(&projects, 1).unwrap().unwrap();
+        let _b = db.start_next(&projects, 1).unwrap().unwrap();
+        let started = db
+            .recover(|r| (r.id == a.id).then(|| (4242, "boot/7".to_owned())))
+            .unwrap();
+        assert_eq!(started.len(), 1);
+        assert_eq!((started[0].job.as_str(), started[0].pid), ("a", Some(4242)));
+        let running = db.running().unwrap();
+        assert_eq!(running.len(), 1);
+        assert_eq!(
+            (running[0].pid, running[0].proc_start.as_deref()),
+            (Some(4242), Some("boot/7"))
+        );
+        let pending = db.pending(&projects).unwrap();
+        assert_eq!(pending.len(), 1);
+        assert_eq!(pending[0].job, "b");
     }
 
     #[test]

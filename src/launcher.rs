@@ -152,6 +152,26 @@ pub struct Launcher {
     results: PathBuf,
 }
 
+/// The variable that tells a crawl's runner where to write its result file.
+const RESULT_ENV: &str = "SCRAPYD_RS_RESULT";
+
+/// The result file of the job of row `id`, in `results`.
+fn result_file(results: &Path, id: i64) -> PathBuf {
+    results.join(format!("{id}.json"))
+}
+
+/// The process of `record`'s crawl, when a daemon killed between spawning it and recording its
+/// pid left it running: the one whose environment names the job's result file (one per row)
+/// and whose arguments carry its job id. Returns its pid and identity.
+pub fn orphan_of(results: &Path, record: &JobRecord) -> Option<(u32, String)> {
+    let entry = format!("{RESULT_ENV}={}", result_file(results, record.id).display());
+    let job = format!("_job={}", record.job);
+    crate::process::with_environment(&entry)
+        .into_iter()
+        .filter(|&pid| crate::process::arguments(pid).contains(&job))
+        .find_map(|pid| Some((pid, crate::process::identity(pid)?)))
+}
+
 impl Launcher {
     /// Creates the launcher and its handle; run it with [`Launcher::run`].
     pub fn new(
@@ -450,7 +470,8 @@ impl Launcher {
             cmd.env("SCRAPYD_RS_JOBDATA", &dir)
                 .env("SHUB_JOBKEY", c.key.to_string());
         }
-        cmd.env("SCRAPYD_RS_RESULT", &result);
+        // Also what tells this crawl's process from any other after a restart (`orphan_of`).
+        cmd.env(RESULT_ENV, &result);
         cmd.args(runner::crawl_args(
             &r.spider, &settings, &r.job, version, &r.args,
         ))
@@ -483,7 +504,7 @@ impl Launcher {
     }
 
     fn result_path(&self, id: i64) -> PathBuf {
-        self.results.join(format!("{id}.json"))
+        result_file(&self.results, id)
     }
 
     /// Reads (and removes) the result file a crawl's runner wrote when it exited.

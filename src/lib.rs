@@ -116,13 +116,18 @@ async fn serve_with_runner(
             .map_err(|e| StartError::Io(format!("logs_dir {}: {e}", dir.display())))?;
     }
     let store = store::Store::open(config.dbs_dir.clone())?;
-    let left_running = store.call(|db| db.recover()).await?;
     let results = match &config.dbs_dir {
         config::DbsDir::Dir(dir) => dir.join("results"),
         config::DbsDir::Memory => runner.private_dir().join("results"),
     };
     std::fs::create_dir_all(&results)
         .map_err(|e| StartError::Io(format!("{}: {e}", results.display())))?;
+    let left_running = {
+        let results = results.clone();
+        store
+            .call(move |db| db.recover(|r| launcher::orphan_of(&results, r)))
+            .await?
+    };
 
     // Both listeners are bound before either serves (a client that got an answer on one can
     // connect to the other), and before the launcher starts: a daemon that cannot serve starts

@@ -43,6 +43,35 @@ fn stat(pid: u32) -> Option<(char, u64)> {
     Some((state, start))
 }
 
+/// The live processes (zombies excluded) other than this one whose environment holds `entry`
+/// (`NAME=value`) as one of its variables. Only processes of the daemon's own user are readable.
+pub fn with_environment(entry: &str) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let me = std::process::id();
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| pid != me)
+        .filter(|&pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|env| env.split(|b| *b == 0).any(|v| v == entry.as_bytes()))
+        })
+        .filter(|&pid| stat(pid).is_some_and(|(state, _)| state != 'Z' && state != 'X'))
+        .collect()
+}
+
+/// The command-line arguments of a process (empty when it is gone or unreadable).
+pub fn arguments(pid: u32) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| {
+            b.split(|c| *c == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// The identity of a live process: `<boot id>/<start ticks>`.
 pub fn identity(pid: u32) -> Option<String> {
     let (_, start) = stat(pid)?;

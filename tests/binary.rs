@@ -410,6 +410,97 @@ fn kill_9_then_restart_re_adopts_the_running_crawl_and_keeps_pending_jobs() {
 
 /// A crawl that ends while the daemon is down is recorded from the runner's report; one that
 /// vanished without a report is recorded as lost.
+/// A daemon killed after spawning a crawl but before recording its pid: at the restart the
+/// crawl is found (its result file in its environment, its job id in its arguments) and
+/// adopted, not run a second time.
+#[test]
+fn a_crawl_spawned_before_its_pid_was_recorded_is_adopted_not_run_twice() {
+    use scrapyd_rs::config::DbsDir;
+    use scrapyd_rs::queue::PendingJob;
+    use std::os::unix::process::CommandExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut d = Daemon::start(dir.path(), "");
+    deploy(&d, "p");
+    d.signal(nix::sys::signal::Signal::SIGTERM);
+    d.assert_clean_exit();
+    drop(d);
+
+    // What the daemon had done when it died: the job taken off its queue, its process spawned.
+    let dbs = dir.path().canonicalize().unwrap().join("dbs");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let id = runtime.block_on(async {
+        let store = scrapyd_rs::store::Store::open(DbsDir::Dir(dbs.clone())).unwrap();
+        store
+            .call(|db| {
+                db.enqueue(&PendingJob {
+                    project: "p".into(),
+                    spider: "slow".into(),
+                    job: "orphan".into(),
+                    priority: 0.0,
+                    version: None,
+                    settings: vec![],
+                    args: vec![],
+                    created: 1,
+                })?;
+                let record = db.start_next(&["p".to_string()], 1)?;
+                Ok(record.expect("the job starts").id)
+            })
+            .await
+            .unwrap()
+    });
+    // A stand-in for the crawl, with what the launcher gives one: its own process group, the
+    // result file in its environment, `_job` in its arguments.
+    let mut crawl = Command::new(&support::venv().python)
+        .args(["-c", "import time; time.sleep(600)", "crawl", "slow"])
+        .args(["-a", "_job=orphan"])
+        .env(
+            "SCRAPYD_RS_RESULT",
+            dbs.join("results").join(format!("{id}.json")),
+        )
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    struct Reap<'a>(&'a mut Child);
+    impl Drop for Reap<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let pid = crawl.id();
+    let crawl = Reap(&mut crawl);
+
+    let d = Daemon::start(dir.path(), "");
+    let v = d.get("listjobs.json?project=p");
+    assert_eq!(v["pending"], serde_json::json!([]), "{v}");
+    let running = v["running"].as_array().unwrap();
+    assert_eq!(running.len(), 1, "{v}");
+    assert_eq!(
+        (running[0]["id"].as_str(), running[0]["pid"].as_u64()),
+        (Some("orphan"), Some(pid as u64)),
+        "{v}"
+    );
+    // It is the daemon's to cancel now.
+    let v = d.post("cancel.json", "project=p&job=orphan");
+    assert_eq!(v["prevstate"], "running", "{v}");
+    let status = crawl.0.wait().unwrap();
+    assert!(
+        !status.success(),
+        "the stand-in ends by the cancel's SIGINT: {status}"
+    );
+    let v = support::wait_until("the orphan recorded as finished", LONG, || {
+        let v = d.get("status.json?job=orphan");
+        (v["currstate"] == "finished").then_some(v)
+    });
+    assert_eq!(v["outcome"], "cancelled", "{v}");
+    let v = d.get("listjobs.json?project=p");
+    assert_eq!(v["finished"].as_array().unwrap().len(), 1, "run once: {v}");
+    assert_eq!(v["running"], serde_json::json!([]), "{v}");
+}
+
 #[test]
 fn crawls_that_end_while_the_daemon_is_down_are_recorded() {
     let dir = tempfile::tempdir().unwrap();
