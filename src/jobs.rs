@@ -65,6 +65,15 @@ impl Outcome {
     }
 }
 
+/// The crawl of a job recorded as running without a pid, found after a restart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Orphan {
+    /// Its process runs on: `pid`, and its identity (see [`crate::process::identity`]).
+    Running { pid: u32, identity: String },
+    /// It ran and ended: its runner left its result file.
+    Ended,
+}
+
 /// A running or finished job.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobRecord {
@@ -630,12 +639,14 @@ impl Db {
     }
 
     /// After a restart: jobs still recorded as running were left behind by the previous daemon.
-    /// A job without a recorded pid whose process `find_orphan` finds (`(pid, identity)`) gets
-    /// that pid; one without a process goes back to its queue (or is dropped if it is still
-    /// there); the others are returned, for the launcher to re-adopt or to finish.
+    /// For a job without a recorded pid, `find_orphan` tells whether its crawl was spawned all
+    /// the same (the daemon died before it recorded the pid): one still running gets its pid,
+    /// and is returned with those that have one, for the launcher to re-adopt or to finish; so
+    /// is one that ended (the launcher reads its result file). A job that never got a process
+    /// goes back to its queue (or is dropped if it is still there).
     pub fn recover(
         &mut self,
-        find_orphan: impl Fn(&JobRecord) -> Option<(u32, String)>,
+        find_orphan: impl Fn(&JobRecord) -> Option<Orphan>,
     ) -> Result<Vec<JobRecord>, StoreError> {
         let mut started = Vec::new();
         for mut r in self.running()? {
@@ -643,13 +654,22 @@ impl Db {
                 started.push(r);
                 continue;
             }
-            // Spawned, but the daemon died before it recorded the pid: the crawl runs on, and
-            // is adopted rather than run a second time.
-            if let Some((pid, identity)) = find_orphan(&r) {
-                self.set_pid(r.id, pid, Some(&identity))?;
-                (r.pid, r.proc_start) = (Some(pid), Some(identity));
-                started.push(r);
-                continue;
+            match find_orphan(&r) {
+                Some(Orphan::Running { pid, identity }) => {
+                    self.set_pid(r.id, pid, Some(&identity))?;
+                    (r.pid, r.proc_start) = (Some(pid), Some(identity));
+                    started.push(r);
+                    continue;
+                }
+                Some(Orphan::Ended) => {
+                    started.push(r);
+                    continue;
+                }
+                None => tracing::warn!(
+                    "job {} of project {} was taken off its queue but never started: queued again",
+                    r.job,
+                    r.project
+                ),
             }
             let pending = PendingJob {
                 project: r.project.clone(),
@@ -783,18 +803,35 @@ mod tests {
     fn recovery_adopts_a_started_job_whose_process_is_found() {
         let mut db = Db::new_for_tests(DbsDir::Memory);
         let projects = vec!["p".to_string()];
-        db.enqueue(&pending("a")).unwrap();
-        db.enqueue(&pending("b")).unwrap();
-        // Both taken off the queue; neither got its pid recorded. `a`'s process is found.
+        for job in ["a", "b", "c"] {
+            db.enqueue(&pending(job)).unwrap();
+        }
+        // All taken off the queue, none with its pid recorded: `a`'s process is found, `c`
+        // left its result file, `b` never started.
         let a = db.start_next(&projects, 1).unwrap().unwrap();
         let _b = db.start_next(&projects, 1).unwrap().unwrap();
+        let c = db.start_next(&projects, 1).unwrap().unwrap();
         let started = db
-            .recover(|r| (r.id == a.id).then(|| (4242, "boot/7".to_owned())))
+            .recover(|r| {
+                if r.id == a.id {
+                    Some(Orphan::Running {
+                        pid: 4242,
+                        identity: "boot/7".to_owned(),
+                    })
+                } else {
+                    (r.id == c.id).then_some(Orphan::Ended)
+                }
+            })
             .unwrap();
-        assert_eq!(started.len(), 1);
-        assert_eq!((started[0].job.as_str(), started[0].pid), ("a", Some(4242)));
+        let started: Vec<(&str, Option<u32>)> =
+            started.iter().map(|r| (r.job.as_str(), r.pid)).collect();
+        assert_eq!(started, [("a", Some(4242)), ("c", None)]);
         let running = db.running().unwrap();
-        assert_eq!(running.len(), 1);
+        assert_eq!(
+            running.len(),
+            2,
+            "a and c stay running until the launcher decides"
+        );
         assert_eq!(
             (running[0].pid, running[0].proc_start.as_deref()),
             (Some(4242), Some("boot/7"))

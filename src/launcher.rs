@@ -6,7 +6,7 @@
 
 use crate::config::{Config, ItemsDir};
 use crate::eggs::EggStore;
-use crate::jobs::{Ending, JobRecord, Outcome, now_micros};
+use crate::jobs::{Ending, JobRecord, Orphan, Outcome, now_micros};
 use crate::names;
 use crate::runner::{self, ProjectSource};
 use crate::store::Store;
@@ -160,16 +160,30 @@ fn result_file(results: &Path, id: i64) -> PathBuf {
     results.join(format!("{id}.json"))
 }
 
-/// The process of `record`'s crawl, when a daemon killed between spawning it and recording its
-/// pid left it running: the one whose environment names the job's result file (one per row)
-/// and whose arguments carry its job id. Returns its pid and identity.
-pub fn orphan_of(results: &Path, record: &JobRecord) -> Option<(u32, String)> {
-    let entry = format!("{RESULT_ENV}={}", result_file(results, record.id).display());
+/// The crawl of `record`, a job recorded as running without a pid: a daemon killed between
+/// spawning it and recording its pid left it running, or it has ended since and left its
+/// result file. Its process is the group leader whose environment names the job's result file
+/// (one per row) and whose arguments carry its job id.
+pub fn orphan_of(results: &Path, record: &JobRecord) -> Option<Orphan> {
+    let result = result_file(results, record.id);
+    let entry = format!("{RESULT_ENV}={}", result.display());
     let job = format!("_job={}", record.job);
-    crate::process::with_environment(&entry)
-        .into_iter()
-        .filter(|&pid| crate::process::arguments(pid).contains(&job))
-        .find_map(|pid| Some((pid, crate::process::identity(pid)?)))
+    for (pid, has_entry) in crate::process::leaders_with_argument(&job, &entry) {
+        match has_entry {
+            Some(true) => {
+                if let Some(identity) = crate::process::identity(pid) {
+                    return Some(Orphan::Running { pid, identity });
+                }
+            }
+            Some(false) => {}
+            None => tracing::warn!(
+                "process {pid} has the arguments of job {} but its environment cannot be read: \
+                 not adopted",
+                record.job
+            ),
+        }
+    }
+    result.exists().then_some(Orphan::Ended)
 }
 
 impl Launcher {
@@ -220,6 +234,10 @@ impl Launcher {
         let mut tick = tokio::time::interval(self.config.poll_interval.max(MIN_POLL));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            // A stop asked for during start-up (or while handling an event) starts no crawl.
+            if shutdown.is_cancelled() {
+                break;
+            }
             self.retry_unrecorded().await;
             self.fill().await;
             tokio::select! {

@@ -156,6 +156,23 @@ async fn serve_with_runner(
     };
 
     let token = CancellationToken::new();
+    // Watched from here on: a SIGTERM during the adoption below stops the daemon before the
+    // launcher starts any crawl (its loop checks the token first).
+    let mut shutdown = Box::pin(shutdown);
+    let stopped = tokio::select! {
+        biased;
+        () = &mut shutdown => true,
+        () = std::future::ready(()) => false,
+    };
+    if stopped {
+        token.cancel();
+    } else {
+        let trigger = token.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            trigger.cancel();
+        });
+    }
     let (mut launcher, handle) =
         launcher::Launcher::new(config.clone(), store.clone(), eggs.clone(), results);
     // Before serving: a crawl that ended while the daemon was down is recorded before any
@@ -219,11 +236,6 @@ async fn serve_with_runner(
             }
         }
     });
-    let trigger = token.clone();
-    tokio::spawn(async move {
-        shutdown.await;
-        trigger.cancel();
-    });
     while let Some(result) = servers.join_next().await {
         if let Ok(Err(e)) = result {
             tracing::error!("server error: {e}");
@@ -231,7 +243,7 @@ async fn serve_with_runner(
     }
     token.cancel();
     let _ = launcher_task.await;
-    // Bounded by one read of the history; nothing holds the store once serve returns.
+    // Bounded by one read of the history.
     let _ = prepare.await;
     if let Some(path) = &config.unix_socket_path {
         let _ = std::fs::remove_file(path);

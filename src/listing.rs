@@ -303,11 +303,11 @@ impl FinishedView {
         }
         let mut renumbered = Vec::with_capacity(self.folders.len());
         let (mut folders, mut files, mut entries) = (Vec::new(), Vec::new(), Vec::new());
-        let old_files = std::mem::take(Arc::make_mut(&mut self.files));
+        // The file sets are shared with the published array: only the kept ones are copied.
         for ((folder, f), n) in self
             .folders
             .drain(..)
-            .zip(old_files)
+            .zip(self.files.iter())
             .zip(std::mem::take(&mut self.folder_entries))
         {
             if n == 0 {
@@ -316,7 +316,7 @@ impl FinishedView {
             }
             renumbered.push(folders.len() as u32);
             folders.push(folder);
-            files.push(f);
+            files.push(f.clone());
             entries.push(n);
         }
         for meta in &mut self.metas {

@@ -31,32 +31,48 @@ fn boot_id() -> String {
         .unwrap_or_default()
 }
 
-/// `(state, start time in clock ticks since boot)` of a process, from `/proc/<pid>/stat`.
-fn stat(pid: u32) -> Option<(char, u64)> {
+/// What `/proc/<pid>/stat` says of a process.
+struct Stat {
+    state: char,
+    /// Its process group.
+    group: u32,
+    /// Start time, in clock ticks since boot.
+    start: u64,
+}
+
+fn stat(pid: u32) -> Option<Stat> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) is in parentheses and may contain spaces: split after it.
     let rest = &text[text.rfind(')')? + 1..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let state = fields.first()?.chars().next()?;
-    // Field 22 overall is the 20th after the command name.
-    let start = fields.get(19)?.parse().ok()?;
-    Some((state, start))
+    Some(Stat {
+        state: fields.first()?.chars().next()?,
+        // Fields 5 and 22 overall are the 3rd and the 20th after the command name.
+        group: fields.get(2)?.parse().ok()?,
+        start: fields.get(19)?.parse().ok()?,
+    })
 }
 
-/// The live processes (zombies excluded) other than this one whose environment holds `entry`
-/// (`NAME=value`) as one of its variables. Only processes of the daemon's own user are readable.
-pub fn with_environment(entry: &str) -> Vec<u32> {
+/// The live process-group leaders other than this process (crawls lead their group) whose
+/// arguments include `argument`; for each, whether its environment holds `entry`
+/// (`NAME=value`) as one of its variables: `None` when it cannot be read (a process of another
+/// user, a `/proc` mounted with `hidepid`).
+pub fn leaders_with_argument(argument: &str, entry: &str) -> Vec<(u32, Option<bool>)> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
     let me = std::process::id();
     dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|&pid| pid != me)
+        .filter(|&pid| pid != me && arguments(pid).iter().any(|a| a == argument))
         .filter(|&pid| {
-            std::fs::read(format!("/proc/{pid}/environ"))
-                .is_ok_and(|env| env.split(|b| *b == 0).any(|v| v == entry.as_bytes()))
+            stat(pid).is_some_and(|s| s.group == pid && s.state != 'Z' && s.state != 'X')
         })
-        .filter(|&pid| stat(pid).is_some_and(|(state, _)| state != 'Z' && state != 'X'))
+        .map(|pid| {
+            let environment = std::fs::read(format!("/proc/{pid}/environ"))
+                .ok()
+                .map(|env| env.split(|b| *b == 0).any(|v| v == entry.as_bytes()));
+            (pid, environment)
+        })
         .collect()
 }
 
@@ -74,7 +90,7 @@ pub fn arguments(pid: u32) -> Vec<String> {
 
 /// The identity of a live process: `<boot id>/<start ticks>`.
 pub fn identity(pid: u32) -> Option<String> {
-    let (_, start) = stat(pid)?;
+    let start = stat(pid)?.start;
     Some(format!("{}/{start}", boot_id()))
 }
 
@@ -82,8 +98,8 @@ pub fn identity(pid: u32) -> Option<String> {
 /// counts as gone).
 pub fn is_alive(pid: u32, identity: &str) -> bool {
     match stat(pid) {
-        Some((state, start)) => {
-            state != 'Z' && state != 'X' && format!("{}/{start}", boot_id()) == identity
+        Some(s) => {
+            s.state != 'Z' && s.state != 'X' && format!("{}/{}", boot_id(), s.start) == identity
         }
         None => false,
     }
@@ -116,5 +132,37 @@ mod tests {
         if let Some(child_id) = child_id {
             assert!(!is_alive(pid, &child_id));
         }
+    }
+
+    #[test]
+    fn finds_group_leaders_by_argument_and_environment() {
+        use std::os::unix::process::CommandExt;
+        let tag = format!("_job=find-{}", std::process::id());
+        let entry = format!("SCRAPYD_RS_TEST={tag}");
+        let spawn = |leader: bool, with_entry: bool| {
+            let mut cmd = std::process::Command::new("python3");
+            cmd.args(["-c", "import time; time.sleep(600)", &tag]);
+            if leader {
+                cmd.process_group(0);
+            }
+            if with_entry {
+                cmd.env("SCRAPYD_RS_TEST", &tag);
+            }
+            cmd.spawn().unwrap()
+        };
+        let mut children = [spawn(true, true), spawn(true, false), spawn(false, true)];
+        let found = leaders_with_argument(&tag, &entry);
+        for child in &mut children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let mut found = found;
+        found.sort();
+        let mut expected = vec![
+            (children[0].id(), Some(true)),
+            (children[1].id(), Some(false)),
+        ];
+        expected.sort();
+        assert_eq!(found, expected);
     }
 }

@@ -34,6 +34,25 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// Writes `dir/scrapyd.conf`: `conf` with a free port, the test venv's Python (unless `conf`
+/// names one) and `node_name = bin-node`. Returns the port.
+fn write_conf(dir: &Path, conf: &str) -> u16 {
+    let port = free_port();
+    let python = support::venv().python.display().to_string();
+    std::fs::write(
+        dir.join("scrapyd.conf"),
+        if conf.contains("python =") {
+            format!("[scrapyd]\nhttp_port = {port}\nnode_name = bin-node\n{conf}")
+        } else {
+            format!(
+                "[scrapyd]\nhttp_port = {port}\npython = {python}\nnode_name = bin-node\n{conf}"
+            )
+        },
+    )
+    .unwrap();
+    port
+}
+
 /// A daemon process started in `dir` with `conf` as its `scrapyd.conf`.
 struct Daemon {
     child: Child,
@@ -62,19 +81,7 @@ impl Daemon {
 
     /// One attempt of [`Daemon::start_with`]; `None` when the port was taken.
     fn try_start(dir: &Path, conf: &str, command: &mut Command) -> Option<Daemon> {
-        let port = free_port();
-        let python = support::venv().python.display().to_string();
-        std::fs::write(
-            dir.join("scrapyd.conf"),
-            if conf.contains("python =") {
-                format!("[scrapyd]\nhttp_port = {port}\nnode_name = bin-node\n{conf}")
-            } else {
-                format!(
-                    "[scrapyd]\nhttp_port = {port}\npython = {python}\nnode_name = bin-node\n{conf}"
-                )
-            },
-        )
-        .unwrap();
+        let port = write_conf(dir, conf);
         let log_path = dir.join("daemon.log");
         let child = command
             .current_dir(dir)
@@ -223,25 +230,73 @@ fn caught_signals(pid: u32) -> u64 {
     u64::from_str_radix(mask.trim(), 16).unwrap()
 }
 
+/// The handlers are installed before the daemon listens: a SIGTERM sent the moment its pid
+/// file appears (written once it is bound, before it serves) stops it cleanly. With the default
+/// action it would die at once, leaving its socket and crawls behind.
 #[test]
-fn sigterm_and_sigint_are_caught_before_the_first_answer() {
-    // A SIGTERM that arrives just after the first answer must stop the daemon cleanly: with
-    // the default action it would die at once and leave its socket and crawls behind.
+fn a_sigterm_as_soon_as_the_daemon_listens_stops_it_cleanly() {
     let dir = tempfile::tempdir().unwrap();
-    let mut d = Daemon::start(dir.path(), "");
-    let caught = caught_signals(d.child.id());
-    for signal in [
-        nix::sys::signal::Signal::SIGTERM,
-        nix::sys::signal::Signal::SIGINT,
-    ] {
-        assert_ne!(
-            caught & (1 << (signal as i32 - 1)),
-            0,
-            "{signal} is not caught"
+    let pidfile = dir.path().join("daemon.pid");
+    let log = dir.path().join("daemon.log");
+    for _ in 0..5 {
+        write_conf(dir.path(), "");
+        let mut child = binary()
+            .arg("--pidfile")
+            .arg(&pidfile)
+            .current_dir(dir.path())
+            .env("HOME", dir.path())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        // Watched closely (every millisecond): the signal must follow the pid file at once.
+        let deadline = std::time::Instant::now() + LONG;
+        let listening = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break Err(status);
+            }
+            if std::fs::read_to_string(&pidfile).is_ok_and(|text| text.ends_with('\n')) {
+                break Ok(());
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no pid file after {LONG:?}"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        let log = || std::fs::read_to_string(&log).unwrap_or_default();
+        if let Err(status) = listening {
+            if log().contains("cannot listen") {
+                continue; // the port was taken meanwhile
+            }
+            panic!("the daemon exited ({status}):\n{}", log());
+        }
+        let caught = caught_signals(child.id());
+        for signal in [
+            nix::sys::signal::Signal::SIGTERM,
+            nix::sys::signal::Signal::SIGINT,
+        ] {
+            assert_ne!(
+                caught & (1 << (signal as i32 - 1)),
+                0,
+                "{signal} is not caught"
+            );
+        }
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        let status = support::wait_until("the exit", LONG, || child.try_wait().unwrap());
+        assert!(
+            status.success(),
+            "the daemon exited with {status}:\n{}",
+            log()
         );
+        assert!(!pidfile.exists(), "the pid file is removed on exit");
+        return;
     }
-    d.signal(nix::sys::signal::Signal::SIGINT);
-    d.assert_clean_exit();
+    panic!("no free port after 5 attempts");
 }
 
 #[test]
@@ -408,11 +463,10 @@ fn kill_9_then_restart_re_adopts_the_running_crawl_and_keeps_pending_jobs() {
     assert!(!process_alive(pid));
 }
 
-/// A crawl that ends while the daemon is down is recorded from the runner's report; one that
-/// vanished without a report is recorded as lost.
-/// A daemon killed after spawning a crawl but before recording its pid: at the restart the
-/// crawl is found (its result file in its environment, its job id in its arguments) and
-/// adopted, not run a second time.
+/// A daemon killed after spawning crawls but before recording their pids: at the restart a
+/// crawl still running is found (its result file in its environment, its job id in its
+/// arguments) and adopted, one that ended is recorded from its result file; neither runs a
+/// second time.
 #[test]
 fn a_crawl_spawned_before_its_pid_was_recorded_is_adopted_not_run_twice() {
     use scrapyd_rs::config::DbsDir;
@@ -431,26 +485,36 @@ fn a_crawl_spawned_before_its_pid_was_recorded_is_adopted_not_run_twice() {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
-    let id = runtime.block_on(async {
+    let [id, ended] = runtime.block_on(async {
         let store = scrapyd_rs::store::Store::open(DbsDir::Dir(dbs.clone())).unwrap();
         store
             .call(|db| {
-                db.enqueue(&PendingJob {
-                    project: "p".into(),
-                    spider: "slow".into(),
-                    job: "orphan".into(),
-                    priority: 0.0,
-                    version: None,
-                    settings: vec![],
-                    args: vec![],
-                    created: 1,
-                })?;
-                let record = db.start_next(&["p".to_string()], 1)?;
-                Ok(record.expect("the job starts").id)
+                let mut ids = [0; 2];
+                for (i, job) in ["orphan", "ended"].into_iter().enumerate() {
+                    db.enqueue(&PendingJob {
+                        project: "p".into(),
+                        spider: "slow".into(),
+                        job: job.into(),
+                        priority: 0.0,
+                        version: None,
+                        settings: vec![],
+                        args: vec![],
+                        created: 1,
+                    })?;
+                    let record = db.start_next(&["p".to_string()], 1)?;
+                    ids[i] = record.expect("the job starts").id;
+                }
+                Ok(ids)
             })
             .await
             .unwrap()
     });
+    // `ended` ran and ended while the daemon was down: its runner left its result file.
+    std::fs::write(
+        dbs.join("results").join(format!("{ended}.json")),
+        r#"{"exit_code": 0, "finish_reason": "finished"}"#,
+    )
+    .unwrap();
     // A stand-in for the crawl, with what the launcher gives one: its own process group, the
     // result file in its environment, `_job` in its arguments.
     let mut crawl = Command::new(&support::venv().python)
@@ -474,6 +538,16 @@ fn a_crawl_spawned_before_its_pid_was_recorded_is_adopted_not_run_twice() {
     let crawl = Reap(&mut crawl);
 
     let d = Daemon::start(dir.path(), "");
+    let v = d.get("status.json?job=ended");
+    assert_eq!(
+        (
+            v["currstate"].as_str(),
+            v["outcome"].as_str(),
+            v["exit_code"].as_i64()
+        ),
+        (Some("finished"), Some("finished"), Some(0)),
+        "{v}"
+    );
     let v = d.get("listjobs.json?project=p");
     assert_eq!(v["pending"], serde_json::json!([]), "{v}");
     let running = v["running"].as_array().unwrap();
@@ -497,10 +571,16 @@ fn a_crawl_spawned_before_its_pid_was_recorded_is_adopted_not_run_twice() {
     });
     assert_eq!(v["outcome"], "cancelled", "{v}");
     let v = d.get("listjobs.json?project=p");
-    assert_eq!(v["finished"].as_array().unwrap().len(), 1, "run once: {v}");
+    assert_eq!(
+        v["finished"].as_array().unwrap().len(),
+        2,
+        "each run once: {v}"
+    );
     assert_eq!(v["running"], serde_json::json!([]), "{v}");
 }
 
+/// A crawl that ends while the daemon is down is recorded from the runner's report; one that
+/// vanished without a report is recorded as lost.
 #[test]
 fn crawls_that_end_while_the_daemon_is_down_are_recorded() {
     let dir = tempfile::tempdir().unwrap();
