@@ -612,6 +612,53 @@ async fn deleting_a_project_removes_its_pending_jobs() {
     s.stop().await;
 }
 
+/// A stop asked for while the daemon starts (a SIGTERM during start-up) starts no crawl: the
+/// pending job stays in its queue, untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_during_start_up_starts_no_crawl() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = TestServer::start_in(dir.path(), |_| {}).await;
+    s.add_version("st", "1", &egg()).await;
+    s.stop().await;
+    let store =
+        scrapyd_rs::store::Store::open(scrapyd_rs::config::DbsDir::Dir(dir.path().join("dbs")))
+            .unwrap();
+    store
+        .call(|db| {
+            db.enqueue(&scrapyd_rs::queue::PendingJob {
+                project: "st".into(),
+                spider: "echo".into(),
+                job: "waiting".into(),
+                priority: 0.0,
+                version: None,
+                settings: vec![],
+                args: vec![],
+                created: 1,
+            })
+        })
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let config = support::server::test_config(dir.path());
+    scrapyd_rs::serve(config, listener, std::future::ready(()))
+        .await
+        .unwrap();
+    let (pending, running, finished) = store
+        .call(|db| {
+            Ok((
+                db.pending(&["st".to_string()])?,
+                db.running()?,
+                db.finished_count()?,
+            ))
+        })
+        .await
+        .unwrap();
+    let pending: Vec<&str> = pending.iter().map(|p| p.job.as_str()).collect();
+    assert_eq!(pending, ["waiting"]);
+    assert!(running.is_empty(), "{running:?}");
+    assert_eq!(finished, 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pending_jobs_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
