@@ -139,8 +139,18 @@ mod tests {
         use std::os::unix::process::CommandExt;
         let tag = format!("_job=find-{}", std::process::id());
         let entry = format!("SCRAPYD_RS_TEST={tag}");
+        // The interpreter itself, not a launcher script (a pyenv shim execs it later, and its
+        // arguments are not all there when `spawn` returns).
+        let out = std::process::Command::new("python3")
+            .args([
+                "-c",
+                "import os, sys; print(os.path.realpath(sys.executable))",
+            ])
+            .output()
+            .unwrap();
+        let python = String::from_utf8(out.stdout).unwrap().trim().to_owned();
         let spawn = |leader: bool, with_entry: bool| {
-            let mut cmd = std::process::Command::new("python3");
+            let mut cmd = std::process::Command::new(&python);
             cmd.args(["-c", "import time; time.sleep(600)", &tag]);
             if leader {
                 cmd.process_group(0);
