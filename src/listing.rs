@@ -961,16 +961,7 @@ mod tests {
         end: i64,
         keep: usize,
     ) {
-        let job = PendingJob {
-            project: project.into(),
-            spider: spider.into(),
-            job: job.into(),
-            priority: 0.0,
-            version: None,
-            settings: vec![],
-            args: vec![],
-            created: 1,
-        };
+        let job = PendingJob::new(project, spider, job);
         store
             .call(move |db| {
                 let scope = [job.project.clone()];
@@ -1224,16 +1215,7 @@ mod tests {
         let scope = projects.clone();
         let id = store
             .call(move |db| {
-                db.enqueue(&PendingJob {
-                    project: "p0".into(),
-                    spider: "s0".into(),
-                    job: "j".into(),
-                    priority: 0.0,
-                    version: None,
-                    settings: vec![],
-                    args: vec![],
-                    created: 1,
-                })?;
+                db.enqueue(&PendingJob::new("p0", "s0", "j"))?;
                 Ok(db.start_next(&scope, 1)?.ok_or(StoreError::Closed)?.id)
             })
             .await

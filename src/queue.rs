@@ -26,6 +26,21 @@ pub struct PendingJob {
 }
 
 impl PendingJob {
+    /// A job of `spider` in `project` as a plain `schedule.json` queues it: priority 0, the
+    /// project's latest version, no settings or arguments, scheduled now.
+    pub fn new(project: &str, spider: &str, job: &str) -> PendingJob {
+        PendingJob {
+            project: project.into(),
+            spider: spider.into(),
+            job: job.into(),
+            priority: 0.0,
+            version: None,
+            settings: Vec::new(),
+            args: Vec::new(),
+            created: crate::jobs::now_micros(),
+        }
+    }
+
     /// Scrapyd's queued message: `{"settings": {…}, "_job": id, <args…>, ["_version": v,] "name": spider}`.
     pub fn message(&self) -> Vec<u8> {
         let mut m = Map::new();

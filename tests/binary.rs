@@ -3,7 +3,7 @@
 
 mod support;
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -123,6 +123,16 @@ impl Daemon {
 
     fn get(&self, path: &str) -> Value {
         serde_json::from_str(&http_get(&format!("{}/{path}", self.url)).unwrap()).unwrap()
+    }
+
+    /// `status.json`'s `currstate`, `outcome` and `exit_code` of `job`.
+    fn ending(&self, job: &str) -> (Value, Value, Value) {
+        let v = self.get(&format!("status.json?job={job}"));
+        (
+            v["currstate"].clone(),
+            v["outcome"].clone(),
+            v["exit_code"].clone(),
+        )
     }
 
     fn post(&self, path: &str, body: &str) -> Value {
@@ -491,16 +501,7 @@ fn a_crawl_spawned_before_its_pid_was_recorded_is_adopted_not_run_twice() {
             .call(|db| {
                 let mut ids = [0; 2];
                 for (i, job) in ["orphan", "ended"].into_iter().enumerate() {
-                    db.enqueue(&PendingJob {
-                        project: "p".into(),
-                        spider: "slow".into(),
-                        job: job.into(),
-                        priority: 0.0,
-                        version: None,
-                        settings: vec![],
-                        args: vec![],
-                        created: 1,
-                    })?;
+                    db.enqueue(&PendingJob::new("p", "slow", job))?;
                     let record = db.start_next(&["p".to_string()], 1)?;
                     ids[i] = record.expect("the job starts").id;
                 }
@@ -538,15 +539,9 @@ fn a_crawl_spawned_before_its_pid_was_recorded_is_adopted_not_run_twice() {
     let crawl = Reap(&mut crawl);
 
     let d = Daemon::start(dir.path(), "");
-    let v = d.get("status.json?job=ended");
     assert_eq!(
-        (
-            v["currstate"].as_str(),
-            v["outcome"].as_str(),
-            v["exit_code"].as_i64()
-        ),
-        (Some("finished"), Some("finished"), Some(0)),
-        "{v}"
+        d.ending("ended"),
+        (json!("finished"), json!("finished"), json!(0))
     );
     let v = d.get("listjobs.json?project=p");
     assert_eq!(v["pending"], serde_json::json!([]), "{v}");
@@ -611,15 +606,9 @@ fn crawls_that_end_while_the_daemon_is_down_are_recorded() {
     });
 
     let d = Daemon::start(dir.path(), "max_proc = 2\n");
-    let v = d.get("status.json?job=quick");
     assert_eq!(
-        (
-            v["currstate"].as_str(),
-            v["outcome"].as_str(),
-            v["exit_code"].as_i64()
-        ),
-        (Some("finished"), Some("finished"), Some(0)),
-        "{v}"
+        d.ending("quick"),
+        (json!("finished"), json!("finished"), json!(0))
     );
     let v = d.get("status.json?job=killed");
     assert_eq!(

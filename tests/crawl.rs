@@ -624,18 +624,7 @@ async fn a_stop_during_start_up_starts_no_crawl() {
         scrapyd_rs::store::Store::open(scrapyd_rs::config::DbsDir::Dir(dir.path().join("dbs")))
             .unwrap();
     store
-        .call(|db| {
-            db.enqueue(&scrapyd_rs::queue::PendingJob {
-                project: "st".into(),
-                spider: "echo".into(),
-                job: "waiting".into(),
-                priority: 0.0,
-                version: None,
-                settings: vec![],
-                args: vec![],
-                created: 1,
-            })
-        })
+        .call(|db| db.enqueue(&scrapyd_rs::queue::PendingJob::new("st", "echo", "waiting")))
         .await
         .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -883,14 +883,9 @@ mod tests {
 
     fn pending(project: &str, spider: &str, job: &str) -> PendingJob {
         PendingJob {
-            project: project.into(),
-            spider: spider.into(),
-            job: job.into(),
-            priority: 0.0,
-            version: None,
-            settings: vec![],
             args: vec![("a".into(), "1".into())],
             created: 1_000_000,
+            ..PendingJob::new(project, spider, job)
         }
     }
 
