@@ -231,8 +231,9 @@ async fn serve_with_runner(
         let (listing, store, projects) = listing;
         let config = config.clone();
         async move {
-            if let Err(e) = listing.prepare(&store, &config, projects).await {
-                tracing::warn!("cannot prepare the jobs listing: {e}");
+            match listing.prepare(&store, &config, projects).await {
+                Ok(n) => tracing::info!("Jobs listing ready: {n} finished jobs"),
+                Err(e) => tracing::warn!("cannot prepare the jobs listing: {e}"),
             }
         }
     });

@@ -701,15 +701,17 @@ impl Listing {
 
     /// Reads and renders the `finished` array of all projects ahead of the first
     /// `listjobs.json`, which would otherwise wait for it (about half a second at 100 000
-    /// finished jobs); the daemon does this at start-up.
+    /// finished jobs); the daemon does this at start-up. Returns how many finished jobs it
+    /// shows.
     pub async fn prepare(
         &self,
         store: &Store,
         config: &Arc<Config>,
         projects: Vec<String>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<usize, StoreError> {
         self.finished_json(store, config, &projects, &None).await?;
-        Ok(())
+        let views = self.finished_views.lock().await;
+        Ok(views.get(&None).map_or(0, |v| v.metas.len()))
     }
 
     /// Pending and running, from the cache unless `fresh` (or the store changed since).

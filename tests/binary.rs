@@ -606,6 +606,13 @@ fn crawls_that_end_while_the_daemon_is_down_are_recorded() {
     });
 
     let d = Daemon::start(dir.path(), "max_proc = 2\n");
+    // The listing is prepared at start-up, with both ends already recorded.
+    support::wait_until("the jobs listing prepared", LONG, || {
+        std::fs::read_to_string(&d.log)
+            .ok()?
+            .contains("Jobs listing ready: 2 finished jobs")
+            .then_some(())
+    });
     assert_eq!(
         d.ending("quick"),
         (json!("finished"), json!("finished"), json!(0))
