@@ -176,8 +176,10 @@ pub struct Config {
     pub leave_crawls_running: bool,
     /// Largest request body accepted (an egg upload), in bytes.
     pub max_upload_size: usize,
-    /// API keys of the Scrapy Cloud API (`/api/`, `/storage/`); none: see [`crate::cloud`].
-    pub api_keys: Vec<String>,
+    /// API keys of the Scrapy Cloud API (`/api/`, `/storage/`) and the projects each may reach:
+    /// the `api_keys` option (every project), then the `[api_keys]` section; none: see
+    /// [`crate::cloud`].
+    pub api_keys: Vec<ApiKey>,
     /// Where each job's items, logs, requests and stats samples are kept for the Scrapy Cloud
     /// API (absolute).
     pub jobdata_dir: PathBuf,
@@ -189,6 +191,117 @@ pub struct Config {
     pub settings: Vec<(String, String)>,
     /// The files that were read, in order.
     pub sources: Vec<PathBuf>,
+}
+
+/// An API key of the Scrapy Cloud API and what it may reach.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKey {
+    /// The key, as written (compared exactly, case included).
+    pub key: String,
+    /// What it may reach.
+    pub access: KeyAccess,
+    /// Where it was configured (`/etc/scrapyd/scrapyd.conf line 12`, or `` `api_keys` in … ``):
+    /// what log lines name instead of the key itself.
+    pub origin: String,
+}
+
+/// What an [`ApiKey`] may reach.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyAccess {
+    /// The projects granted (a grant without a project is every project), each read-write
+    /// or read-only; `listprojects.json` lists them.
+    Projects(Vec<ProjectGrant>),
+    /// Like Zyte's admin keys: every project read-write, and the calls only admins may make
+    /// (a bulk cancel by count). An admin is a member of no project, so `listprojects.json`
+    /// lists none, as on Scrapy Cloud.
+    Admin,
+}
+
+/// One project (or every project) that a key may use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProjectGrant {
+    /// A project name or Scrapy Cloud project id; `None` is every project (`*`).
+    pub project: Option<String>,
+    /// Whether the key may change it (schedule, cancel, write data), not only read it.
+    pub write: bool,
+}
+
+/// What a key may do with one project.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ProjectRight {
+    /// Read its jobs, data, settings.
+    Read,
+    /// Also schedule, cancel, deploy, write data and settings.
+    Write,
+}
+
+impl ApiKey {
+    /// A key that reaches every project, read-write (what the `api_keys` option gives).
+    pub fn every_project(key: impl Into<String>) -> ApiKey {
+        ApiKey {
+            key: key.into(),
+            access: KeyAccess::Projects(vec![ProjectGrant {
+                project: None,
+                write: true,
+            }]),
+            origin: "api_keys".into(),
+        }
+    }
+
+    /// What the key may do with the project called `name` (Scrapy Cloud id `id`, if it has
+    /// one yet); `None`: nothing. Of several grants that name the project, the widest wins.
+    pub fn right(&self, name: Option<&str>, id: Option<i64>) -> Option<ProjectRight> {
+        match &self.access {
+            KeyAccess::Admin => Some(ProjectRight::Write),
+            KeyAccess::Projects(grants) => grants
+                .iter()
+                .filter(|g| match &g.project {
+                    None => true,
+                    Some(p) => {
+                        Some(p.as_str()) == name || id.is_some_and(|id| *p == id.to_string())
+                    }
+                })
+                .map(|g| {
+                    if g.write {
+                        ProjectRight::Write
+                    } else {
+                        ProjectRight::Read
+                    }
+                })
+                .max(),
+        }
+    }
+
+    /// Whether `listprojects.json` shows the project to this key (admins belong to none).
+    pub fn lists(&self, name: &str, id: i64) -> bool {
+        !self.is_admin() && self.right(Some(name), Some(id)).is_some()
+    }
+
+    /// Whether the key reaches every project the same way, so that no project needs to be
+    /// looked up to decide.
+    pub fn reaches_every_project(&self) -> Option<ProjectRight> {
+        match &self.access {
+            KeyAccess::Admin => Some(ProjectRight::Write),
+            KeyAccess::Projects(grants) => {
+                let all = grants
+                    .iter()
+                    .filter(|g| g.project.is_none())
+                    .map(|g| g.write)
+                    .max()?;
+                // A read-only `*` with a read-write project still depends on the project.
+                (all || grants.iter().all(|g| !g.write)).then_some(if all {
+                    ProjectRight::Write
+                } else {
+                    ProjectRight::Read
+                })
+            }
+        }
+    }
+
+    /// Whether this is an admin key.
+    pub fn is_admin(&self) -> bool {
+        self.access == KeyAccess::Admin
+    }
 }
 
 /// Scrapyd 1.6's `default_scrapyd.conf`, plus scrapyd-rs's `python` option.
@@ -347,6 +460,14 @@ impl fmt::Display for Origin {
 }
 
 impl Origin {
+    /// The file and line (`/etc/scrapyd/scrapyd.conf line 12`), or the variable.
+    fn place(&self) -> String {
+        match self {
+            Origin::File { path, line } => format!("{} line {line}", path.display()),
+            other => other.to_string(),
+        }
+    }
+
     /// `" (line N)"` for a file, empty otherwise; appended to error messages.
     fn line_suffix(&self) -> String {
         match self {
@@ -654,6 +775,9 @@ fn closest_scrapy_cfg(cwd: &Path) -> Option<PathBuf> {
 struct Entry {
     value: String,
     origin: Origin,
+    /// The option name as written (the key is lower-cased, as Python's `optionxform` does;
+    /// `[api_keys]` keeps the case of its keys).
+    written: String,
 }
 
 /// The options of one section, in first-seen order.
@@ -793,6 +917,7 @@ impl Ini {
 /// An option being read: its lines (joined with `\n` at the end) and first line number.
 struct RawOption {
     name: String,
+    written: String,
     lines: Vec<String>,
     line: usize,
 }
@@ -884,7 +1009,8 @@ fn parse_ini(text: &str, path: Option<&Path>) -> Result<Ini, ConfigError> {
                 ),
             ));
         };
-        let name = stripped[..delim].trim_end().to_lowercase();
+        let written = stripped[..delim].trim_end().to_owned();
+        let name = written.to_lowercase();
         if name.is_empty() {
             return Err(syntax(
                 lineno,
@@ -900,15 +1026,20 @@ fn parse_ini(text: &str, path: Option<&Path>) -> Result<Ini, ConfigError> {
             }
         };
         if options.iter().any(|existing| existing.name == name) {
+            // An API key is never written into a message.
+            let what = if section_name == "api_keys" {
+                "this key (compared without case here)".to_owned()
+            } else {
+                format!("option {name:?}")
+            };
             return Err(syntax(
                 lineno,
-                format!(
-                    "option {name:?} already appeared in [{section_name}] earlier in this file"
-                ),
+                format!("{what} already appeared in [{section_name}] earlier in this file"),
             ));
         }
         options.push(RawOption {
             name,
+            written,
             lines: vec![value],
             line: lineno,
         });
@@ -927,7 +1058,12 @@ fn parse_ini(text: &str, path: Option<&Path>) -> Result<Ini, ConfigError> {
                     },
                     None => Origin::Builtin,
                 };
-                (raw.name, Entry { value, origin })
+                let entry = Entry {
+                    value,
+                    origin,
+                    written: raw.written,
+                };
+                (raw.name, entry)
             })
             .collect()
     };
@@ -1143,13 +1279,7 @@ fn build(
         }
     };
 
-    let api_keys: Vec<String> = r
-        .required("api_keys")?
-        .value
-        .split(|c: char| c == ',' || c.is_whitespace())
-        .filter(|k| !k.is_empty())
-        .map(str::to_owned)
-        .collect();
+    let api_keys = build_api_keys(ini, &r.required("api_keys")?)?;
     let jobdata_dir = {
         let s = r.required("jobdata_dir")?;
         if s.value.is_empty() {
@@ -1274,6 +1404,83 @@ fn build_settings(ini: &Ini) -> Result<Vec<(String, String)>, ConfigError> {
             Ok((name.clone(), value))
         })
         .collect()
+}
+
+/// The API keys: those of the `api_keys` option reach every project; `[api_keys]` (its own
+/// entries, not `[DEFAULT]`'s) gives each key its projects: `KEY = project1 7 ro:project2`
+/// (names or Scrapy Cloud ids; `*` every project; `ro:` read-only) or `KEY = admin`. Keys are
+/// case-sensitive, and never appear in an error message (the line does).
+fn build_api_keys(ini: &Ini, option: &Setting) -> Result<Vec<ApiKey>, ConfigError> {
+    let mut keys: Vec<ApiKey> = option
+        .value
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|k| !k.is_empty())
+        .map(|k| ApiKey {
+            origin: format!("`api_keys` in {}", option.origin.place()),
+            ..ApiKey::every_project(k)
+        })
+        .collect();
+    for (_, entry) in ini.section("api_keys").into_iter().flatten() {
+        let problem = |problem: String| {
+            ConfigError::invalid(
+                entry.origin.clone(),
+                "api_keys",
+                "<key>",
+                &entry.value,
+                problem,
+            )
+        };
+        let value = ini.interpolate("api_keys", &entry.value).map_err(problem)?;
+        if keys.iter().any(|k| k.key == entry.written) {
+            return Err(problem(
+                "this key is given twice (in `api_keys` or earlier in [api_keys])".to_owned(),
+            ));
+        }
+        let access = parse_key_access(&value).map_err(problem)?;
+        keys.push(ApiKey {
+            key: entry.written.clone(),
+            access,
+            origin: entry.origin.place(),
+        });
+    }
+    Ok(keys)
+}
+
+/// What one `[api_keys]` value grants.
+fn parse_key_access(value: &str) -> Result<KeyAccess, String> {
+    let words: Vec<&str> = value
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|w| !w.is_empty())
+        .collect();
+    if words.is_empty() {
+        return Err(
+            "expected the projects this key may use (names or ids, `*` for every \
+                    project, `ro:` before one for read-only), or `admin`"
+                .to_owned(),
+        );
+    }
+    if words.contains(&"admin") {
+        return if words.len() == 1 {
+            Ok(KeyAccess::Admin)
+        } else {
+            Err("admin already reaches every project: it stands alone".to_owned())
+        };
+    }
+    let mut grants = Vec::new();
+    for word in words {
+        let (write, project) = match word.strip_prefix("ro:") {
+            Some(rest) => (false, rest),
+            None => (true, word),
+        };
+        let project = match project {
+            "*" => None,
+            "" => return Err(format!("{word:?} names no project")),
+            name if crate::names::is_safe(name) && !name.contains(':') => Some(name.to_owned()),
+            name => return Err(format!("{name:?} is not a project name or id")),
+        };
+        grants.push(ProjectGrant { project, write });
+    }
+    Ok(KeyAccess::Projects(grants))
 }
 
 /// A non-negative integer as Python's `int()` reads it.
@@ -2485,6 +2692,92 @@ mod tests {
                 ("zeta".to_owned(), "mypkg.settings".to_owned()),
                 ("alpha".to_owned(), "alpha.settings".to_owned()),
             ]
+        );
+    }
+
+    // --------------------------------------------------------------------------------------------
+    // API keys
+
+    #[test]
+    fn api_keys_of_the_option_reach_every_project_and_the_section_scopes_them() {
+        let config = cfg(
+            "[scrapyd]\napi_keys = one, two\n[api_keys]\nMixedCase = books 7\n\
+             reader = ro:books, ro:*\nboss = admin\n[DEFAULT]\nnot_a_key = x\n",
+        );
+        let keys: Vec<&str> = config.api_keys.iter().map(|k| k.key.as_str()).collect();
+        assert_eq!(keys, ["one", "two", "MixedCase", "reader", "boss"]);
+        let key = |name: &str| config.api_keys.iter().find(|k| k.key == name).unwrap();
+        use ProjectRight::{Read, Write};
+        assert_eq!(
+            key("one").right(Some("any"), Some(1_000_000_000)),
+            Some(Write)
+        );
+        assert_eq!(key("one").reaches_every_project(), Some(Write));
+        assert!(key("one").lists("any", 1_000_000_000));
+        let scoped = key("MixedCase");
+        assert_eq!(
+            scoped.right(Some("books"), Some(1_000_000_000)),
+            Some(Write)
+        );
+        // `7` names the project with that id (a project called "7" has it), or that name.
+        assert_eq!(scoped.right(None, Some(7)), Some(Write));
+        assert_eq!(scoped.right(Some("7"), None), Some(Write));
+        assert_eq!(scoped.right(Some("news"), Some(8)), None);
+        assert_eq!(scoped.reaches_every_project(), None);
+        assert!(scoped.origin.contains("line 4"), "{}", scoped.origin);
+        let reader = key("reader");
+        assert_eq!(reader.right(Some("books"), Some(9)), Some(Read));
+        assert_eq!(reader.right(Some("news"), Some(8)), Some(Read));
+        assert_eq!(reader.reaches_every_project(), Some(Read));
+        let boss = key("boss");
+        assert!(boss.is_admin());
+        assert_eq!(boss.right(Some("books"), Some(9)), Some(Write));
+        assert!(!boss.lists("books", 9), "an admin belongs to no project");
+        // A read-only `*` with one writable project depends on the project.
+        let mixed = &cfg("[api_keys]\nk = ro:* books\n").api_keys[0];
+        assert_eq!(mixed.reaches_every_project(), None);
+        assert_eq!(mixed.right(Some("books"), None), Some(Write));
+        assert_eq!(mixed.right(Some("news"), None), Some(Read));
+    }
+
+    #[test]
+    fn api_key_errors_name_the_line_never_the_key() {
+        for (text, problem) in [
+            (
+                "[api_keys]\nsecret123 =\n",
+                "expected the projects this key may use",
+            ),
+            ("[api_keys]\nsecret123 = admin books\n", "stands alone"),
+            ("[api_keys]\nsecret123 = ro:\n", "names no project"),
+            (
+                "[api_keys]\nsecret123 = ../x\n",
+                "is not a project name or id",
+            ),
+            (
+                "[api_keys]\nsecret123 = a:b\n",
+                "is not a project name or id",
+            ),
+            (
+                "[scrapyd]\napi_keys = secret123\n[api_keys]\nsecret123 = *\n",
+                "given twice",
+            ),
+        ] {
+            let err = error(text);
+            assert!(err.contains(problem), "{text}: {err}");
+            assert!(
+                err.contains("[api_keys] <key>") && err.contains("(line "),
+                "{err}"
+            );
+            assert!(
+                !err.contains("secret123"),
+                "the key is in the message: {err}"
+            );
+        }
+        // Two keys differing only in case are one option name to configparser.
+        let err = error("[api_keys]\nSecret123 = *\nsecret123 = *\n");
+        assert!(
+            err.contains("already appeared") && !err.contains("ecret123"),
+            "{err}"
         );
     }
 

@@ -1,5 +1,8 @@
 //! The filesystem egg store: `{eggs_dir}/{project}/{version}.egg`, with the spider list of each
 //! version kept beside it (`{version}.spiders`, JSON) so listing spiders never starts Python.
+//! A project's extra eggs (its dependencies: Scrapy Cloud's `eggs/add.json`, `shub deploy`'s
+//! `eggs`) are `{eggs_dir}/{project}/deps/{name}.egg` with `{name}.json` (name, version) beside;
+//! they go on the `sys.path` of every crawl and listing of the project, after its own egg.
 //!
 //! Uploads are written to a temporary file in the project folder, listed with the runner, and
 //! only then renamed into place: a failed upload stores nothing. Versions are ordered as Python's
@@ -15,6 +18,8 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex, RwLock};
 
 const EGG_SUFFIX: &str = ".egg";
+/// The folder of a project's extra eggs.
+const EXTRA_DIR: &str = "deps";
 const SPIDERS_SUFFIX: &str = ".spiders";
 const UPLOAD_PREFIX: &str = ".upload-";
 
@@ -269,6 +274,11 @@ impl EggStore {
             Some(v) => Ok(ProjectSource::Egg {
                 path: self.egg_path(project, &v),
                 version: v,
+                extra: self
+                    .extra_eggs(project)?
+                    .into_iter()
+                    .map(|e| e.path)
+                    .collect(),
             }),
             None => match (version, self.settings_module(project)) {
                 (None, Some(module)) => Ok(ProjectSource::Settings {
@@ -366,32 +376,46 @@ impl EggStore {
         ProjectsHeld(self.changes.read().await)
     }
 
-    /// Stores an egg: checks it, lists its spiders from a temporary copy, and only when that
-    /// succeeds moves it into place. Returns the number of spiders. If the request is abandoned
-    /// midway (client gone), the temporary file is removed and nothing is stored.
-    pub async fn add(&self, project: &str, version: &str, egg: &[u8]) -> Result<usize, ApiError> {
+    /// Stores an egg (and extra eggs that come with it, which replace those of the same
+    /// name): checks them, lists the spiders from temporary copies, and only when that succeeds
+    /// moves them into place. Returns the number of spiders. If the request is abandoned midway
+    /// (client gone), the temporary files are removed and nothing is stored.
+    pub async fn add(
+        &self,
+        project: &str,
+        version: &str,
+        egg: &[u8],
+        extra: &[NewExtraEgg<'_>],
+    ) -> Result<usize, ApiError> {
         check_egg(egg)?;
         let dir = self.project_dir(project)?;
         names::check(version)?;
-        // The upload waits in eggs_dir itself (a file, never taken for a project) until listed.
-        let tmp = TempFile(self.root.join(format!(
-            "{UPLOAD_PREFIX}{}.tmp",
-            uuid::Uuid::new_v4().simple()
-        )));
-        let write = (|| {
-            let mut f = std::fs::File::create(&tmp.0)?;
-            f.write_all(egg)?;
-            f.sync_all()
-        })();
-        if let Err(e) = write {
-            return Err(ApiError::internal(
-                "OSError",
-                format!("cannot store the egg: {e}"),
-            ));
+        for e in extra {
+            e.check()?;
         }
+        let tmp = self.upload(egg)?;
+        let extra_tmp = extra
+            .iter()
+            .map(|e| self.upload(e.data))
+            .collect::<Result<Vec<_>, _>>()?;
+        // The listing sees the extra eggs as they will be: the new ones replace their names.
+        let mut listed_extra: Vec<(String, PathBuf)> = self
+            .extra_eggs(project)?
+            .into_iter()
+            .filter(|old| extra.iter().all(|e| e.name != old.name))
+            .map(|old| (old.name, old.path))
+            .collect();
+        listed_extra.extend(
+            extra
+                .iter()
+                .zip(&extra_tmp)
+                .map(|(e, t)| (e.name.to_owned(), t.0.clone())),
+        );
+        listed_extra.sort();
         let source = ProjectSource::Egg {
             path: tmp.0.clone(),
             version: version.to_owned(),
+            extra: listed_extra.into_iter().map(|(_, p)| p).collect(),
         };
         let list = self
             .runner
@@ -402,6 +426,12 @@ impl EggStore {
         // No await below: the commit cannot be abandoned halfway.
         let created_dir = !dir.is_dir();
         let commit = std::fs::create_dir_all(&dir)
+            .and_then(|()| {
+                for (e, t) in extra.iter().zip(&extra_tmp) {
+                    self.commit_extra(project, e, &t.0)?;
+                }
+                Ok(())
+            })
             .and_then(|()| self.write_spider_file(project, version, &list))
             .and_then(|()| std::fs::rename(&tmp.0, self.egg_path(project, version)));
         if let Err(e) = commit {
@@ -425,6 +455,123 @@ impl EggStore {
         self.refresh()
             .map_err(|e| ApiError::internal("OSError", e))?;
         Ok(count)
+    }
+
+    /// Writes an upload to a temporary file in `eggs_dir` itself (a file, never taken for a
+    /// project), fsync'd; removed when dropped unless moved into place.
+    fn upload(&self, data: &[u8]) -> Result<TempFile, ApiError> {
+        let tmp = TempFile(self.root.join(format!(
+            "{UPLOAD_PREFIX}{}.tmp",
+            uuid::Uuid::new_v4().simple()
+        )));
+        let write = (|| {
+            let mut f = std::fs::File::create(&tmp.0)?;
+            f.write_all(data)?;
+            f.sync_all()
+        })();
+        match write {
+            Ok(()) => Ok(tmp),
+            Err(e) => Err(ApiError::internal(
+                "OSError",
+                format!("cannot store the egg: {e}"),
+            )),
+        }
+    }
+
+    fn extra_dir(&self, project: &str) -> PathBuf {
+        self.root.join(project).join(EXTRA_DIR)
+    }
+
+    /// Moves an uploaded extra egg into place, its description first (so a listed egg is
+    /// always complete); the project folder exists.
+    fn commit_extra(
+        &self,
+        project: &str,
+        e: &NewExtraEgg<'_>,
+        upload: &Path,
+    ) -> std::io::Result<()> {
+        let dir = self.extra_dir(project);
+        std::fs::create_dir_all(&dir)?;
+        let about = serde_json::json!({"name": e.name, "version": e.version});
+        let tmp = dir.join(format!(
+            "{UPLOAD_PREFIX}{}.tmp",
+            uuid::Uuid::new_v4().simple()
+        ));
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(about.to_string().as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, dir.join(format!("{}.json", e.name)))?;
+        std::fs::rename(upload, dir.join(format!("{}{EGG_SUFFIX}", e.name)))?;
+        if let Ok(d) = std::fs::File::open(&dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    }
+
+    /// A project's extra eggs, by name.
+    pub fn extra_eggs(&self, project: &str) -> Result<Vec<ExtraEgg>, ApiError> {
+        let dir = self.project_dir(project)?.join(EXTRA_DIR);
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(ApiError::internal("OSError", e)),
+        };
+        let mut out = Vec::new();
+        for entry in entries.flatten() {
+            let Ok(file) = entry.file_name().into_string() else {
+                continue;
+            };
+            let Some(name) = file.strip_suffix(".json") else {
+                continue;
+            };
+            let path = dir.join(format!("{name}{EGG_SUFFIX}"));
+            let about: Option<serde_json::Value> = std::fs::read(entry.path())
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok());
+            if let Some(about) = about
+                && !name.starts_with(UPLOAD_PREFIX)
+                && path.is_file()
+            {
+                out.push(ExtraEgg {
+                    name: name.to_owned(),
+                    version: about["version"].as_str().unwrap_or_default().to_owned(),
+                    path,
+                });
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    /// Adds (or replaces) an extra egg of a project; a project that has no folder yet gets
+    /// one (it is then known, with no version).
+    pub async fn add_extra_egg(
+        &self,
+        project: &str,
+        egg: &NewExtraEgg<'_>,
+    ) -> Result<(), ApiError> {
+        self.project_dir(project)?;
+        egg.check()?;
+        check_egg(egg.data)?;
+        let tmp = self.upload(egg.data)?;
+        let _changes = self.lock_changes().await;
+        self.commit_extra(project, egg, &tmp.0)
+            .map_err(|e| ApiError::internal("OSError", format!("cannot store the egg: {e}")))?;
+        self.refresh().map_err(|e| ApiError::internal("OSError", e))
+    }
+
+    /// Deletes an extra egg; whether it existed.
+    pub async fn delete_extra_egg(&self, project: &str, name: &str) -> Result<bool, ApiError> {
+        let dir = self.project_dir(project)?.join(EXTRA_DIR);
+        names::check(name)?;
+        let _changes = self.lock_changes().await;
+        let about = dir.join(format!("{name}.json"));
+        if !about.is_file() {
+            return Ok(false);
+        }
+        std::fs::remove_file(&about).map_err(|e| ApiError::internal("OSError", e))?;
+        let _ = std::fs::remove_file(dir.join(format!("{name}{EGG_SUFFIX}")));
+        Ok(true)
     }
 
     /// Deletes one version; the project goes when its last version does.
@@ -465,6 +612,66 @@ impl EggStore {
             .retain(|(p, _), _| p != project);
         self.refresh().map_err(|e| ApiError::internal("OSError", e))
     }
+}
+
+/// An extra egg of a project (a dependency), as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExtraEgg {
+    pub name: String,
+    pub version: String,
+    pub path: PathBuf,
+}
+
+/// An extra egg being uploaded.
+#[derive(Debug, Clone, Copy)]
+pub struct NewExtraEgg<'a> {
+    /// Its distribution name (the stored file's name).
+    pub name: &'a str,
+    pub version: &'a str,
+    pub data: &'a [u8],
+}
+
+impl NewExtraEgg<'_> {
+    /// Checks the name and version, and that the egg is a sane zip.
+    fn check(&self) -> Result<(), ApiError> {
+        names::check(self.name)?;
+        if self.name.starts_with('.') || self.name.ends_with(".json") {
+            return Err(ApiError::invalid(
+                "name",
+                format!("{:?} is not an egg name", self.name),
+            ));
+        }
+        if self.version.is_empty()
+            || self.version.len() > names::MAX_NAME_LEN
+            || self.version.chars().any(char::is_control)
+        {
+            return Err(ApiError::invalid(
+                "version",
+                format!("{:?} is not a version", self.version),
+            ));
+        }
+        check_egg(self.data)
+    }
+}
+
+/// The name and version an egg says it has (`EGG-INFO/PKG-INFO`).
+pub fn egg_identity(data: &[u8]) -> Option<(String, String)> {
+    use std::io::Read;
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(data)).ok()?;
+    let mut text = String::new();
+    archive
+        .by_name("EGG-INFO/PKG-INFO")
+        .ok()?
+        .take(1 << 20)
+        .read_to_string(&mut text)
+        .ok()?;
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    };
+    Some((field("Name:")?, field("Version:")?))
 }
 
 /// Proof that the caller holds the egg store's change lock.

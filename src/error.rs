@@ -10,8 +10,8 @@ use serde_json::{Map, Value};
 pub enum Envelope {
     /// The endpoint's own keys, in order.
     Ok(Vec<(Key, Field)>),
-    /// An error message.
-    Error(String),
+    /// An error message, and the HTTP status (Scrapyd's are all 200).
+    Error(String, axum::http::StatusCode),
 }
 
 /// The name of one key of an answer: most are fixed names, some come from a map.
@@ -70,6 +70,8 @@ impl IntoResponse for Reply {
 pub struct ApiError {
     /// The text of the `message` key.
     pub message: String,
+    /// The HTTP status: 200 as Scrapyd, but for a refused API key (403, as Zyte's dash).
+    pub status: axum::http::StatusCode,
 }
 
 impl ApiError {
@@ -77,6 +79,16 @@ impl ApiError {
     pub fn new(message: impl Into<String>) -> Self {
         ApiError {
             message: message.into(),
+            status: axum::http::StatusCode::OK,
+        }
+    }
+
+    /// A request whose API key does not reach what it asks for: 403 `Authentication failed`,
+    /// Zyte's dash answer (the client raises `Unauthorized`).
+    pub fn refused() -> Self {
+        ApiError {
+            message: "Authentication failed".into(),
+            status: axum::http::StatusCode::FORBIDDEN,
         }
     }
 
@@ -133,7 +145,7 @@ impl IntoResponse for ApiError {
         let mut response = Response::default();
         response
             .extensions_mut()
-            .insert(Envelope::Error(self.message));
+            .insert(Envelope::Error(self.message, self.status));
         response
     }
 }

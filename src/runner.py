@@ -17,6 +17,8 @@ Environment contract (the same as Scrapyd's runner, plus one variable):
   ``message``), ``requests.jl`` (``url``, ``method``, ``status``, ``rs``, ``duration``,
   ``time``, ``fp``, ``parent``) and ``samples.jl`` (``[time, items, pages, errors]`` every
   30 s and at the end). The daemon indexes them.
+* ``SCRAPYD_RS_EXTRA_EGGS``: a JSON list of the project's extra eggs (its dependencies,
+  uploaded with ``eggs/add.json``), put on ``sys.path`` after the project's egg, in order.
 * ``SCRAPYD_RS_NICE``: an increment for the process's nice value. The daemon sets it when it
   lists an upload's spiders, so that background work does not slow the API down.
 
@@ -302,6 +304,10 @@ def run():
             sys.stderr.write(f"BadEggError: {e}\n")
             sys.exit(1)
         sys.path.insert(0, egg)
+        extra = os.environ.pop("SCRAPYD_RS_EXTRA_EGGS", None)
+        if extra:
+            for i, path in enumerate(json.loads(extra)):
+                sys.path.insert(1 + i, path)
         os.environ.setdefault("SCRAPY_SETTINGS_MODULE", module)
     if os.environ.get("SCRAPYD_RS_RESULT"):
         from scrapy.settings import default_settings

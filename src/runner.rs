@@ -10,14 +10,22 @@ use tokio::process::Command;
 /// The runner's source, embedded in the binary.
 pub const RUNNER_SOURCE: &str = include_str!("runner.py");
 
+/// The variable that gives the runner a project's extra eggs (a JSON list of paths).
+const EXTRA_EGGS_ENV: &str = "SCRAPYD_RS_EXTRA_EGGS";
+
 /// How long `scrapy list` may take before it is killed.
 pub const LIST_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Where a project's code comes from.
 #[derive(Debug, Clone)]
 pub enum ProjectSource {
-    /// A stored egg (path and version).
-    Egg { path: PathBuf, version: String },
+    /// A stored egg (path and version), and the project's extra eggs (its dependencies), put
+    /// on `sys.path` after it in this order.
+    Egg {
+        path: PathBuf,
+        version: String,
+        extra: Vec<PathBuf>,
+    },
     /// A `[settings]` project: its settings module, found through `scrapy.cfg` in the cwd.
     Settings { module: String },
 }
@@ -113,14 +121,29 @@ impl Runner {
             .current_dir(&self.cwd)
             .env("SCRAPY_PROJECT", project);
         match source {
-            ProjectSource::Egg { path, version } => {
+            ProjectSource::Egg {
+                path,
+                version,
+                extra,
+            } => {
                 cmd.env("SCRAPYD_RS_EGG", path)
                     .env("SCRAPYD_EGG_VERSION", version);
                 cmd.env_remove("SCRAPY_SETTINGS_MODULE");
+                if extra.is_empty() {
+                    cmd.env_remove(EXTRA_EGGS_ENV);
+                } else {
+                    let paths: Vec<String> =
+                        extra.iter().map(|p| p.display().to_string()).collect();
+                    cmd.env(
+                        EXTRA_EGGS_ENV,
+                        serde_json::to_string(&paths).unwrap_or_default(),
+                    );
+                }
             }
             ProjectSource::Settings { module } => {
                 cmd.env_remove("SCRAPYD_RS_EGG")
-                    .env_remove("SCRAPYD_EGG_VERSION");
+                    .env_remove("SCRAPYD_EGG_VERSION")
+                    .env_remove(EXTRA_EGGS_ENV);
                 cmd.env("SCRAPY_SETTINGS_MODULE", module);
             }
         }

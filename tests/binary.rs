@@ -332,6 +332,7 @@ fn bad_configuration_stops_start_up_with_a_clear_message() {
         ("[scrapyd]\nmax_proc = abc\n", "max_proc"),
         ("[scrapyd]\nno_such_option = 1\n", "no_such_option"),
         ("[scrapyd]\nlauncher = my.custom.Launcher\n", "launcher"),
+        ("[api_keys]\nsecretkey = ro:\n", "[api_keys] <key>"),
     ] {
         std::fs::write(dir.path().join("scrapyd.conf"), conf).unwrap();
         let out = binary()
@@ -344,6 +345,10 @@ fn bad_configuration_stops_start_up_with_a_clear_message() {
         assert!(
             stderr.contains("scrapyd.conf") && stderr.contains(expected),
             "{conf}: {stderr}"
+        );
+        assert!(
+            !stderr.contains("secretkey"),
+            "an API key in the message: {stderr}"
         );
     }
     // --config adds a file, read last.
@@ -390,6 +395,85 @@ fn unix_socket_and_tcp_are_both_served() {
     d.signal(nix::sys::signal::Signal::SIGTERM);
     d.assert_clean_exit();
     assert!(!socket.exists(), "the socket is removed on exit");
+}
+
+/// A GET with an API key as the basic-auth user name: the status line and the body.
+fn http_get_as(url: &str, key: &str) -> (String, String) {
+    use base64::Engine;
+    let (host, path) = split_url(url);
+    let mut s = connect(&host).unwrap();
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{key}:"));
+    s.write_all(
+        format!("GET {path} HTTP/1.0\r\nHost: {host}\r\nAuthorization: Basic {auth}\r\n\r\n")
+            .as_bytes(),
+    )
+    .unwrap();
+    let mut response = String::new();
+    s.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    (
+        head.lines().next().unwrap_or("").to_owned(),
+        body.to_owned(),
+    )
+}
+
+#[test]
+fn api_keys_of_scrapyd_conf_scope_projects_and_stay_out_of_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    // Lines 1-4 are written by `write_conf`; the keys are on lines 6 and 7.
+    let d = Daemon::start(
+        dir.path(),
+        "[api_keys]\nSecretAlphaKey = alpha\nsecretreadonly = ro:*\n",
+    );
+    deploy(&d, "alpha");
+    deploy(&d, "beta");
+    let (status, body) = http_get_as(
+        &format!("{}/api/scrapyd/listprojects.json", d.url),
+        "SecretAlphaKey",
+    );
+    assert!(status.contains("200"), "{status} {body}");
+    let alpha: Value = serde_json::from_str(&body).unwrap();
+    let alpha = alpha["projects"][0].as_i64().unwrap();
+    let (_, all) = http_get_as(
+        &format!("{}/api/scrapyd/listprojects.json", d.url),
+        "secretreadonly",
+    );
+    let all: Value = serde_json::from_str(&all).unwrap();
+    let beta = all["projects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_i64().unwrap())
+        .find(|p| *p != alpha)
+        .unwrap();
+    let (status, _) = http_get_as(
+        &format!("{}/storage/jobq/{beta}/count", d.url),
+        "SecretAlphaKey",
+    );
+    assert!(status.contains("401"), "{status}");
+    let (status, _) = http_get_as(
+        &format!("{}/storage/jobq/{alpha}/count", d.url),
+        "SecretAlphaKey",
+    );
+    assert!(status.contains("200"), "{status}");
+    let (status, body) = http_get_as(
+        &format!("{}/api/scrapyd/listprojects.json", d.url),
+        "SecretWrongKey",
+    );
+    assert!(
+        status.contains("403") && body.contains("Authentication failed"),
+        "{status} {body}"
+    );
+    let log = support::wait_until("the refusals logged", LONG, || {
+        let log = std::fs::read_to_string(&d.log).unwrap_or_default();
+        (log.matches("refused").count() >= 2).then_some(log)
+    });
+    assert!(log.contains("unknown API key"), "{log}");
+    assert!(
+        log.contains("scrapyd.conf line 6"),
+        "the refused key is named by its line: {log}"
+    );
+    assert!(!log.contains("Secret"), "an API key in the log: {log}");
 }
 
 /// Uploads the test project's egg through the HTTP API.

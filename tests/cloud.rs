@@ -119,7 +119,9 @@ async fn shub_deploys_schedules_and_reads_items() {
 
 #[tokio::test]
 async fn unknown_api_keys_are_refused_when_keys_are_configured() {
-    let s = TestServer::start(|c| c.api_keys = vec!["good".into()]).await;
+    let s =
+        TestServer::start(|c| c.api_keys = vec![scrapyd_rs::config::ApiKey::every_project("good")])
+            .await;
     let get = |path: &str, user: &str| {
         s.client
             .get(format!("{}{path}", s.url))

@@ -19,23 +19,33 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     std::hint::black_box(diff) == 0
 }
 
-/// Whether an `Authorization` header value carries these credentials.
-pub fn credentials_match(header_value: &[u8], username: &str, password: &str) -> bool {
+/// The user name and password of an `Authorization: Basic …` header value (the password is
+/// everything after the first `:`).
+pub fn decode_basic(header_value: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
     let text = String::from_utf8_lossy(header_value);
     let mut parts = text.trim().splitn(2, ' ');
     let scheme = parts.next().unwrap_or("");
     let encoded = parts.next().unwrap_or("").trim();
     if !scheme.eq_ignore_ascii_case("basic") {
-        return false;
+        return None;
     }
-    let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded) else {
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .ok()?;
+    match decoded.iter().position(|b| *b == b':') {
+        Some(colon) => Some((decoded[..colon].to_vec(), decoded[colon + 1..].to_vec())),
+        None => Some((decoded, Vec::new())),
+    }
+}
+
+/// Whether an `Authorization` header value carries these credentials.
+pub fn credentials_match(header_value: &[u8], username: &str, password: &str) -> bool {
+    let Some((user, pass)) = decode_basic(header_value) else {
         return false;
     };
-    let Some(colon) = decoded.iter().position(|b| *b == b':') else {
-        return false;
-    };
-    let user_ok = constant_time_eq(&decoded[..colon], username.as_bytes());
-    let pass_ok = constant_time_eq(&decoded[colon + 1..], password.as_bytes());
+    // Without a `:` the password is empty, which Scrapyd's never is (auth needs both set).
+    let user_ok = constant_time_eq(&user, username.as_bytes());
+    let pass_ok = constant_time_eq(&pass, password.as_bytes());
     user_ok & pass_ok
 }
 

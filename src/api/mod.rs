@@ -103,15 +103,18 @@ fn render_envelope(mut response: Response, node_name_json: &[u8]) -> Response {
     let Some(envelope) = response.extensions_mut().remove::<Envelope>() else {
         return response;
     };
-    let fields = match envelope {
+    let (fields, status) = match envelope {
         Envelope::Ok(mut fields) => {
             fields.push(("status".into(), Field::Value("ok".into())));
-            fields
+            (fields, StatusCode::OK)
         }
-        Envelope::Error(message) => vec![
-            ("status".into(), Field::Value("error".into())),
-            ("message".into(), Field::Value(message.into())),
-        ],
+        Envelope::Error(message, status) => (
+            vec![
+                ("status".into(), Field::Value("error".into())),
+                ("message".into(), Field::Value(message.into())),
+            ],
+            status,
+        ),
     };
     // Small values are written into one buffer; a large pre-rendered one (a cached listing)
     // is sent as its own chunk, without a copy.
@@ -142,7 +145,7 @@ fn render_envelope(mut response: Response, node_name_json: &[u8]) -> Response {
     chunks.push(Bytes::from(body));
     let length: usize = chunks.iter().map(Bytes::len).sum();
     let (mut parts, _) = response.into_parts();
-    parts.status = StatusCode::OK;
+    parts.status = status;
     parts.headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),

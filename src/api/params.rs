@@ -70,6 +70,15 @@ impl Params {
         }
     }
 
+    /// Every raw value of `key` (a repeated file part).
+    pub fn all_bytes(&self, key: &str) -> Vec<&[u8]> {
+        self.entries
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.iter().map(Vec::as_slice).collect())
+            .unwrap_or_default()
+    }
+
     /// The keys, in order.
     pub fn keys(&self) -> impl Iterator<Item = &str> {
         self.entries.iter().map(|(k, _)| k.as_str())
@@ -183,11 +192,14 @@ impl Params {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<usize>().ok());
         if announced.is_some_and(|n| n > max_body) {
-            drain(req.into_body()).await;
+            drain(req.into_body(), max_body).await;
             return Err(too_large(max_body));
         }
         if content_type.starts_with("application/x-www-form-urlencoded") {
-            let body = read_limited(req.into_body(), max_body).await?;
+            let body = read_body(req, max_body).await.map_err(|e| match e {
+                BodyError::TooLarge => too_large(max_body),
+                BodyError::Broken(e) => ApiError::new(format!("cannot read the request body: {e}")),
+            })?;
             params.update(parse_urlencoded(&body));
         } else if content_type.starts_with("multipart/form-data") {
             let mut multipart = Multipart::from_request(req, state)
@@ -217,15 +229,15 @@ impl Params {
     }
 }
 
-/// Most bytes read and dropped from a body that is too large (beyond that, the connection is
-/// closed on the client).
-const DRAIN_LIMIT: usize = 64 * 1024 * 1024;
+/// How many bytes beyond a limit are read and dropped from a body that is too large (beyond
+/// that, the connection is closed on the client).
+const DRAIN_SLACK: usize = 64 * 1024 * 1024;
 
-/// Reads and drops a body (at most [`DRAIN_LIMIT`] bytes).
-async fn drain(mut body: axum::body::Body) {
+/// Reads and drops a body that is over `limit` (at most [`DRAIN_SLACK`] bytes more).
+pub async fn drain(mut body: axum::body::Body, limit: usize) {
     use axum::body::HttpBody;
     let mut read = 0usize;
-    while read < DRAIN_LIMIT {
+    while read < limit.saturating_add(DRAIN_SLACK) {
         match std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await {
             Some(Ok(frame)) => read += frame.data_ref().map_or(0, |d| d.len()),
             _ => break,
@@ -233,22 +245,40 @@ async fn drain(mut body: axum::body::Body) {
     }
 }
 
-/// Reads a body of at most `max` bytes; a longer one is drained and refused.
-async fn read_limited(mut body: axum::body::Body, max: usize) -> Result<Vec<u8>, ApiError> {
+/// Why a request body could not be read.
+#[derive(Debug)]
+pub enum BodyError {
+    /// Longer than the limit (the rest was read and dropped).
+    TooLarge,
+    /// The connection failed while reading.
+    Broken(String),
+}
+
+/// Reads a request body of at most `max` bytes; a longer one (announced or found) is drained
+/// and refused, so that the client gets the error rather than a reset connection.
+pub async fn read_body(req: Request, max: usize) -> Result<Vec<u8>, BodyError> {
     use axum::body::HttpBody;
+    let announced = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<usize>().ok());
+    let mut body = req.into_body();
+    if announced.is_some_and(|n| n > max) {
+        drain(body, max).await;
+        return Err(BodyError::TooLarge);
+    }
     let mut out = Vec::new();
     loop {
         match std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await {
             None => return Ok(out),
-            Some(Err(e)) => {
-                return Err(ApiError::new(format!("cannot read the request body: {e}")));
-            }
+            Some(Err(e)) => return Err(BodyError::Broken(e.to_string())),
             Some(Ok(frame)) => {
                 if let Some(data) = frame.data_ref() {
                     out.extend_from_slice(data);
                     if out.len() > max {
-                        drain(body).await;
-                        return Err(too_large(max));
+                        drain(body, max).await;
+                        return Err(BodyError::TooLarge);
                     }
                 }
             }

@@ -130,8 +130,19 @@ pub async fn addversion(State(state): State<AppState>, params: Params) -> ApiRes
     let egg = params
         .bytes("egg")
         .ok_or_else(|| ApiError::missing("egg"))?;
-    let spiders = state.eggs.add(&project, &version, egg).await?;
-    tracing::info!(project = %project, version = %version, spiders, "added version");
+    store_version(&state, project, version, egg, &[]).await
+}
+
+/// Stores a version (with the extra eggs that come with it) and answers as `addversion.json`.
+pub async fn store_version(
+    state: &AppState,
+    project: String,
+    version: String,
+    egg: &[u8],
+    extra: &[crate::eggs::NewExtraEgg<'_>],
+) -> ApiResult {
+    let spiders = state.eggs.add(&project, &version, egg, extra).await?;
+    tracing::info!(project = %project, version = %version, spiders, extra = extra.len(), "added version");
     state.launcher.wake();
     Ok(Reply::empty()
         .with("project", project)

@@ -13,7 +13,6 @@ use crate::api::params::parse_urlencoded;
 use crate::jobs::JOBS_DB;
 use crate::store::{Db, StoreError};
 use axum::Router;
-use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::HeaderMap;
 use axum::routing::get;
@@ -25,6 +24,13 @@ pub const ACTIVITY_TO_KEEP: i64 = 10_000;
 
 /// Events written between two trims of the log.
 const TRIM_EVERY: u64 = 1_000;
+
+/// The settings of a project that never wrote its own: the keys clients read, empty.
+fn new_project_settings() -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("botgroups".into(), Value::Array(Vec::new()));
+    m
+}
 
 /// Creates the tables if needed.
 pub fn migrate(conn: &Connection) -> rusqlite::Result<()> {
@@ -127,7 +133,9 @@ impl Db {
         Ok(out.into_iter().map(|(_, e)| e).collect())
     }
 
-    /// A project's settings object.
+    /// A project's settings object. A project whose settings were never written has the keys
+    /// Scrapy Cloud gives a new project, with nothing in them (`botgroups: []`); once written
+    /// (even a key deleted), the object is what was written.
     pub fn project_settings(&mut self, project: &str) -> Result<Map<String, Value>, StoreError> {
         let text: Option<String> = self
             .conn(JOBS_DB)?
@@ -137,9 +145,10 @@ impl Db {
                 |r| r.get(0),
             )
             .optional()?;
-        Ok(text
-            .and_then(|t| serde_json::from_str(&t).ok())
-            .unwrap_or_default())
+        Ok(match text {
+            Some(t) => serde_json::from_str(&t).unwrap_or_default(),
+            None => new_project_settings(),
+        })
     }
 
     /// Replaces a project's settings object.
@@ -244,7 +253,11 @@ async fn activity_get(
 }
 
 /// `GET activity/projects?p=…&pcount=…&count=…`: several projects' events, newest first.
-async fn activity_projects(State(state): State<AppState>, q: RawQuery) -> StorageResult {
+async fn activity_projects(
+    State(state): State<AppState>,
+    caller: super::access::Caller,
+    q: RawQuery,
+) -> StorageResult {
     let params =
         q.0.as_deref()
             .map(|s| parse_urlencoded(s.as_bytes()))
@@ -257,6 +270,9 @@ async fn activity_projects(State(state): State<AppState>, q: RawQuery) -> Storag
         .map_err(|e| StorageError::bad_request(e.message))?
     {
         let (name, id) = project(&state, &p).await?;
+        if !caller.reads(&name, id) {
+            return Err(super::access::refused_here(&caller, &p));
+        }
         let (_, events) = state
             .store
             .read(move |db| db.activity(&[name], pcount))
@@ -273,7 +289,7 @@ async fn activity_post(
     State(state): State<AppState>,
     Path(p): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    super::wire::RequestBody(body): super::wire::RequestBody,
 ) -> StorageResult {
     let (name, id) = project(&state, &p).await?;
     let mut events = Vec::new();
@@ -312,7 +328,7 @@ async fn settings_post(
     State(state): State<AppState>,
     Path(p): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    super::wire::RequestBody(body): super::wire::RequestBody,
 ) -> StorageResult {
     let (name, _) = project(&state, &p).await?;
     let mut settings = Map::new();

@@ -28,7 +28,7 @@
 use super::jobdata::Filter;
 use super::registry::now_ms;
 use super::wire::{
-    self, ChannelBody, MAX_BODY, MAX_VALUE, StorageError, StorageResult, decode_body, json_lines,
+    self, ChannelBody, MAX_VALUE, StorageError, StorageResult, decode_body, json_lines,
 };
 use crate::AppState;
 use crate::api::params::{Params, parse_urlencoded};
@@ -36,7 +36,7 @@ use crate::jobs::JOBS_DB;
 use crate::store::{Db, StoreError};
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
@@ -954,7 +954,6 @@ pub fn routes() -> Router<AppState> {
             get(get_record).delete(delete_record),
         )
         .route("/storage/collections/{p}/{t}/{n}/{k}/value", get(get_value))
-        .layer(DefaultBodyLimit::max(MAX_BODY))
 }
 
 /// `GET collections/<p>/list`: `{"type":…,"name":…}` lines.
@@ -976,7 +975,7 @@ async fn write(
     State(state): State<AppState>,
     Path((p, t, n)): Path<(String, String, String)>,
     headers: HeaderMap,
-    body: Bytes,
+    super::wire::RequestBody(body): super::wire::RequestBody,
 ) -> StorageResult {
     let c = collection_of(&state, &p, &t, &n).await?;
     let records = parse_records(&decode_body(&headers, &body)?)?;
@@ -1066,7 +1065,7 @@ async fn delete_keys(
     State(state): State<AppState>,
     Path((p, t, n)): Path<(String, String, String)>,
     headers: HeaderMap,
-    body: Bytes,
+    super::wire::RequestBody(body): super::wire::RequestBody,
 ) -> StorageResult {
     let c = collection_of(&state, &p, &t, &n).await?;
     let mut keys = Vec::new();

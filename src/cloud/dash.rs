@@ -2,11 +2,12 @@
 //! Form-encoded requests, `{"status": …}` answers (rendered by the Scrapyd envelope, so they
 //! also carry `node_name`).
 
-use super::registry::{JobKey, JobQuery, apply_tags, tags_of};
+use super::access::Caller;
+use super::submit::{Submission, SubmitError, Uniqueness, submit};
 use crate::AppState;
 use crate::api::params::Params;
+use crate::config::ProjectRight;
 use crate::error::{ApiError, ApiResult, Reply};
-use crate::queue::PendingJob;
 use axum::Json;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Path, State};
@@ -15,13 +16,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch, post};
 use serde_json::{Map, Value, json};
 
-pub fn routes() -> Router<AppState> {
+pub fn routes(max_upload_size: usize) -> Router<AppState> {
     Router::new()
         .route("/api/scrapyd/listprojects.json", get(listprojects))
         .route("/api/spiders/list.json", get(spiders_list))
         .route("/api/run.json", post(run))
         .route("/api/schedule.json", post(run))
-        .route("/api/jobs/update.json", post(jobs_update))
         .route(
             "/api/scrapyd/addversion.json",
             post(addversion).layer(DefaultBodyLimit::disable()),
@@ -29,29 +29,51 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v2/users/me", get(users_me))
         .route("/api/v2/projects/{p}/spiders/{s}", get(spider_object))
         .route("/api/v2/projects/{p}/spiders/{s}/tags", patch(spider_tags))
+        .merge(super::legacy::routes())
+        .layer(DefaultBodyLimit::max(max_upload_size))
 }
 
-/// The Scrapyd project behind a `project` parameter (a Scrapy Cloud project id).
-async fn project_param(state: &AppState, params: &Params) -> Result<(String, i64), ApiError> {
+/// The Scrapyd project behind a `project` parameter (a Scrapy Cloud project id), if the
+/// caller has the `need` right over it (else 403 `Authentication failed`, checked before
+/// whether it exists).
+pub(super) async fn project_param(
+    state: &AppState,
+    caller: &Caller,
+    params: &Params,
+    need: ProjectRight,
+) -> Result<(String, i64), ApiError> {
     let raw = params.required("project")?;
     let id = super::registry::parse_id(&raw)
         .ok_or_else(|| ApiError::new(format!("invalid value for project: {raw}")))?;
-    let name = super::project_name(state, &raw)
-        .await
-        .ok_or_else(|| ApiError::project_not_found(&raw))?;
+    let name = super::project_name(state, &raw).await;
+    if caller
+        .right(name.as_deref(), Some(id))
+        .is_none_or(|r| r < need)
+    {
+        tracing::warn!(
+            "Scrapy Cloud API: refused: {} does not reach project {raw}",
+            caller.describe()
+        );
+        return Err(ApiError::refused());
+    }
+    let name = name.ok_or_else(|| ApiError::project_not_found(&raw))?;
     Ok((name, id))
 }
 
-/// `scrapyd/listprojects.json`: the numeric ids of every project.
-async fn listprojects(State(state): State<AppState>) -> ApiResult {
+/// `scrapyd/listprojects.json`: the numeric ids of the projects the caller belongs to.
+async fn listprojects(State(state): State<AppState>, caller: Caller) -> ApiResult {
     let projects = state.eggs.projects();
     let ids = state
         .store
         .call(move |db| {
-            projects
-                .iter()
-                .map(|p| db.project_id(p))
-                .collect::<Result<Vec<i64>, _>>()
+            let mut ids = Vec::new();
+            for p in &projects {
+                let id = db.project_id(p)?;
+                if caller.lists(p, id) {
+                    ids.push(id);
+                }
+            }
+            Ok(ids)
         })
         .await?;
     Ok(Reply::empty().with("projects", ids))
@@ -59,8 +81,8 @@ async fn listprojects(State(state): State<AppState>) -> ApiResult {
 
 /// `spiders/list.json?project=`: the spiders of the project's newest version, then the
 /// spiders only the registry knows (an external runner's; `version` null).
-async fn spiders_list(State(state): State<AppState>, params: Params) -> ApiResult {
-    let (project, _) = project_param(&state, &params).await?;
+async fn spiders_list(State(state): State<AppState>, caller: Caller, params: Params) -> ApiResult {
+    let (project, _) = project_param(&state, &caller, &params, ProjectRight::Read).await?;
     let spiders = state.eggs.spiders(&project, None).await?;
     let version = state.eggs.versions(&project)?.last().cloned();
     let names: Vec<String> = spiders.to_vec();
@@ -119,20 +141,40 @@ const RUN_PARAMS: [&str; 10] = [
     "apikey",
 ];
 
-/// `run.json`: schedules a job (the same queue and launcher as `schedule.json`).
-async fn run(State(state): State<AppState>, headers: HeaderMap, params: Params) -> ApiResult {
-    let (project, _) = project_param(&state, &params).await?;
+/// A JSON object as name-value text pairs (a string is its text, anything else its JSON): a
+/// crawl's `-s NAME=VALUE` settings, its `-a` arguments.
+pub(super) fn string_pairs(settings: &Map<String, Value>) -> Vec<(String, String)> {
+    settings
+        .iter()
+        .map(|(k, v)| {
+            let v = match v {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            (k.clone(), v)
+        })
+        .collect()
+}
+
+/// A Scrapy Cloud priority (0–4) given as text.
+pub(super) fn parse_priority(text: &str) -> Result<i64, String> {
+    text.trim()
+        .parse()
+        .ok()
+        .filter(|p| (0..=4).contains(p))
+        .ok_or_else(|| "expected an integer from 0 to 4".to_owned())
+}
+
+/// The job a `run.json` request asks for.
+fn run_submission(
+    project: String,
+    headers: &HeaderMap,
+    params: &Params,
+) -> Result<Submission, ApiError> {
     let spider = params.required("spider")?;
-    let spiders = state.eggs.spiders(&project, None).await?;
-    crate::names::check(&spider)?;
-    let priority: i64 = match params.text("priority")? {
+    let priority = match params.text("priority")? {
         None => 2,
-        Some(p) => p
-            .trim()
-            .parse()
-            .ok()
-            .filter(|p| (0..=4).contains(p))
-            .ok_or_else(|| ApiError::invalid("priority", "expected an integer from 0 to 4"))?,
+        Some(p) => parse_priority(&p).map_err(|e| ApiError::invalid("priority", e))?,
     };
     let units: i64 = match params.text("units")? {
         None => 1,
@@ -143,174 +185,120 @@ async fn run(State(state): State<AppState>, headers: HeaderMap, params: Params) 
             .filter(|u| (1..=100).contains(u))
             .ok_or_else(|| ApiError::invalid("units", "expected a positive integer"))?,
     };
-    let job_settings = object_param(&params, "job_settings")?;
-    let meta = object_param(&params, "meta")?;
-    let environment = object_param(&params, "environment")?;
+    let job_settings = object_param(params, "job_settings")?;
+    let mut meta = object_param(params, "meta")?;
+    let environment = object_param(params, "environment")?;
     let mut args = Vec::new();
     for key in params.keys().filter(|k| !RUN_PARAMS.contains(k)) {
         args.push((key.to_owned(), params.required(key)?));
     }
-    let settings: Vec<(String, String)> = job_settings
-        .iter()
-        .map(|(k, v)| {
-            let v = match v {
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
-            };
-            (k.clone(), v)
-        })
-        .collect();
-    let mut extra = meta;
-    if let Ok(Some(v)) = state.eggs.resolve(&project, None) {
-        extra.insert("version".into(), v.into());
-    }
-    extra.insert("priority".into(), priority.into());
-    extra.insert("units".into(), units.into());
-    extra.insert("tags".into(), params.all("add_tag")?.into());
-    extra.insert("scheduled_by".into(), "api".into());
+    let wanted = super::submit::requested_state(meta.remove("state"))
+        .map_err(|e| ApiError::invalid("meta", e))?;
+    meta.insert("units".into(), units.into());
+    meta.insert("tags".into(), params.all("add_tag")?.into());
+    meta.insert("scheduled_by".into(), "api".into());
+    let settings = string_pairs(&job_settings);
     if !job_settings.is_empty() {
-        extra.insert("job_settings".into(), Value::Object(job_settings));
+        meta.insert("job_settings".into(), Value::Object(job_settings));
     }
     if !environment.is_empty() {
-        extra.insert("environment".into(), Value::Object(environment));
+        meta.insert("environment".into(), Value::Object(environment));
     }
     if let Some(c) = params.text("cmd_args")? {
-        extra.insert("cmd_args".into(), c.into());
-    }
-    if !args.is_empty() {
-        extra.insert(
-            "spider_args".into(),
-            Value::Object(crate::queue::pairs_to_map(&args)),
-        );
+        meta.insert("cmd_args".into(), c.into());
     }
     if let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) {
-        extra.insert("api_url".into(), format!("http://{host}/api/").into());
-        extra.insert("portia_url".into(), format!("http://{host}/").into());
+        meta.insert("api_url".into(), format!("http://{host}/api/").into());
+        meta.insert("portia_url".into(), format!("http://{host}/").into());
     }
-    // Scrapy Cloud refuses a second active job with the same spider and arguments.
-    let spider_args = Value::Object(crate::queue::pairs_to_map(&args));
-    let (p, s) = (project.clone(), spider.clone());
-    let duplicate = state
-        .store
-        .read(move |db| {
-            let Some(spider_id) = db.spider_id(&p, &s, false)? else {
-                return Ok(false);
-            };
-            let query = JobQuery {
-                states: vec!["pending".into(), "running".into()],
-                spider_id: Some(spider_id),
-                ..JobQuery::default()
-            };
-            Ok(db.cloud_jobs(&p, &query)?.iter().any(|j| {
-                j.meta
-                    .get("spider_args")
-                    .cloned()
-                    .unwrap_or_else(|| json!({}))
-                    == spider_args
-            }))
-        })
-        .await?
-        .1;
-    if duplicate {
-        return Err(ApiError::new(format!("{spider} already scheduled")));
-    }
-    // A spider of no deployed egg but known to the registry (an external runner's), or a job
-    // asked for in a given state, is registered without being queued here.
-    let wanted_state = match extra.get("state") {
-        None => None,
-        Some(Value::String(s)) if super::registry::STATES.contains(&s.as_str()) => Some(s.clone()),
-        Some(other) => return Err(ApiError::invalid("meta", format!("invalid state {other}"))),
-    };
-    extra.remove("state");
-    if !spiders.contains(&spider) || wanted_state.is_some() {
-        let (p, s) = (project.clone(), spider.clone());
-        let known = spiders.contains(&spider);
-        let key = state
-            .store
-            .call(move |db| {
-                if !known && db.spider_id(&p, &s, false)?.is_none() {
-                    return Ok(None);
-                }
-                db.register_external(&p, &s, &extra, wanted_state.as_deref())
-                    .map(Some)
-            })
-            .await?
-            .ok_or_else(|| ApiError::spider_not_found(&spider))?;
-        return Ok(Reply::empty().with("jobid", key.to_string()));
-    }
-    let job = PendingJob {
-        project: project.clone(),
+    Ok(Submission {
+        project,
         spider,
-        job: crate::new_job_id(),
-        priority: priority as f64,
-        version: None,
-        settings,
+        priority,
         args,
-        created: crate::jobs::now_micros(),
-    };
-    let held = state.eggs.hold_projects().await;
-    if !state.eggs.is_known(&project) {
-        return Err(ApiError::project_not_found(&project));
-    }
-    let key = state.store.enqueue(job, extra).await?;
-    drop(held);
-    state.launcher.wake();
-    let key =
-        key.ok_or_else(|| ApiError::internal("DatabaseError", "the job was queued without a key"))?;
-    Ok(Reply::empty().with("jobid", key.to_string()))
+        settings,
+        meta,
+        state: wanted,
+        // Scrapy Cloud refuses a second active job with the same spider and arguments.
+        unique: Uniqueness::SameArguments,
+        new_spiders: false,
+    })
 }
 
-/// `jobs/update.json`: adds and removes tags of one job (`job=`) or a spider's jobs.
-async fn jobs_update(State(state): State<AppState>, params: Params) -> ApiResult {
-    let (project, project_id) = project_param(&state, &params).await?;
-    let add = params.all("add_tag")?;
-    let remove = params.all("remove_tag")?;
-    if add.is_empty() && remove.is_empty() {
-        return Err(ApiError::new("No update modifiers provided"));
+/// `run.json`: schedules a job (the same queue and launcher as `schedule.json`).
+async fn run(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    params: Params,
+) -> ApiResult {
+    let (project, _) = project_param(&state, &caller, &params, ProjectRight::Write).await?;
+    let submission = run_submission(project, &headers, &params)?;
+    let submitted = submit(&state, submission).await?;
+    Ok(Reply::empty().with("jobid", submitted.key().to_string()))
+}
+
+impl From<SubmitError> for ApiError {
+    fn from(e: SubmitError) -> Self {
+        match e {
+            SubmitError::Api(e) => e,
+            SubmitError::Store(e) => e.into(),
+            other => ApiError::new(other.to_string()),
+        }
     }
-    let mut keys = Vec::new();
-    for k in params.all("job")? {
-        let key = JobKey::parse(&k)
-            .filter(|key| key.project == project_id)
-            .ok_or_else(|| ApiError::invalid("job", format!("not a job of this project: {k}")))?;
-        keys.push(key);
+}
+
+/// `scrapyd/addversion.json` (`shub deploy`): Scrapyd's `addversion.json` for the project of
+/// that Scrapy Cloud id (a new project is named by the id), with the dependency eggs that come
+/// with it (`eggs`, stored as the project's extra eggs). `requirements` and `stack` are
+/// ignored.
+async fn addversion(State(state): State<AppState>, caller: Caller, params: Params) -> ApiResult {
+    let project = deploy_target(&state, &caller, &params).await?;
+    let version = params.required("version")?;
+    let egg = params
+        .bytes("egg")
+        .ok_or_else(|| ApiError::missing("egg"))?;
+    // shub sends the project's dependency eggs (`eggs:` in scrapinghub.yml) with it.
+    let mut identities = Vec::new();
+    for data in params.all_bytes("eggs") {
+        let (name, version) = crate::eggs::egg_identity(data).ok_or_else(|| {
+            ApiError::invalid("eggs", "an egg without EGG-INFO/PKG-INFO (Name, Version)")
+        })?;
+        identities.push((name, version, data));
     }
-    let spider = params.text("spider")?;
-    if keys.is_empty() && spider.is_none() {
-        return Err(ApiError::new("a job or a spider is required"));
-    }
-    let count = state
-        .store
-        .call(move |db| {
-            let mut query = JobQuery {
-                states: vec!["pending".into(), "running".into(), "finished".into()],
-                keys,
-                ..JobQuery::default()
-            };
-            if let Some(s) = &spider {
-                match db.spider_id(&project, s, false)? {
-                    Some(id) => query.spider_id = Some(id),
-                    None => return Ok(0),
-                }
-            }
-            let mut n = 0;
-            for mut job in db.cloud_jobs(&project, &query)? {
-                let mut tags = tags_of(&job.meta);
-                apply_tags(&mut tags, &add, &remove);
-                job.meta.insert("tags".into(), tags.into());
-                db.save_cloud_job(&job)?;
-                n += 1;
-            }
-            Ok(n)
+    let extra: Vec<crate::eggs::NewExtraEgg<'_>> = identities
+        .iter()
+        .map(|(name, version, data)| crate::eggs::NewExtraEgg {
+            name,
+            version,
+            data,
         })
-        .await?;
-    Ok(Reply::empty().with("count", count))
+        .collect();
+    crate::api::webservices::store_version(&state, project, version, egg, &extra).await
 }
 
-/// `scrapyd/addversion.json` (`shub deploy`): Scrapyd's `addversion.json`; the project is the
-/// Scrapy Cloud id (a project of that name). `eggs`, `requirements` and `stack` are ignored.
-async fn addversion(state: State<AppState>, params: Params) -> ApiResult {
-    crate::api::webservices::addversion(state, params).await
+/// The project a deploy goes to: the one with this Scrapy Cloud id, or a new project named by
+/// the id; the caller must be allowed to change it.
+pub(super) async fn deploy_target(
+    state: &AppState,
+    caller: &Caller,
+    params: &Params,
+) -> Result<String, ApiError> {
+    let raw = params.required("project")?;
+    let id = super::registry::parse_id(&raw)
+        .ok_or_else(|| ApiError::new(format!("invalid value for project: {raw}")))?;
+    let name = super::project_name(state, &raw).await;
+    if caller
+        .right(Some(name.as_deref().unwrap_or(&raw)), Some(id))
+        .is_none_or(|r| r < ProjectRight::Write)
+    {
+        tracing::warn!(
+            "Scrapy Cloud API: refused: {} may not deploy to project {raw}",
+            caller.describe()
+        );
+        return Err(ApiError::refused());
+    }
+    Ok(name.unwrap_or(raw))
 }
 
 /// `v2/users/me` (`shub login` checks the key with it).

@@ -23,13 +23,13 @@
 //! store read each) and are streamed, so a large slot is never held in memory.
 
 use super::collections::{param_count, project_of, query_params};
-use super::wire::{self, ChannelBody, MAX_BODY, StorageError, StorageResult, decode_body};
+use super::wire::{self, ChannelBody, StorageError, StorageResult, decode_body};
 use crate::AppState;
 use crate::jobs::JOBS_DB;
 use crate::store::{Db, StoreError};
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::HeaderMap;
 use axum::routing::{get, post};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -416,7 +416,6 @@ pub fn routes() -> Router<AppState> {
             post(delete_batches),
         )
         .route("/storage/hcf/{p}/{f}/s/{slot}/f", get(fingerprints))
-        .layer(DefaultBodyLimit::max(MAX_BODY))
 }
 
 async fn slot_of(state: &AppState, p: &str, f: &str, slot: &str) -> Result<SlotRef, StorageError> {
@@ -459,7 +458,7 @@ async fn add(
     State(state): State<AppState>,
     Path((p, f, slot)): Path<(String, String, String)>,
     headers: HeaderMap,
-    body: Bytes,
+    super::wire::RequestBody(body): super::wire::RequestBody,
 ) -> StorageResult {
     let s = slot_of(&state, &p, &f, &slot).await?;
     let requests = parse_requests(&decode_body(&headers, &body)?)?;
@@ -546,7 +545,7 @@ async fn delete_batches(
     State(state): State<AppState>,
     Path((p, f, slot)): Path<(String, String, String)>,
     headers: HeaderMap,
-    body: Bytes,
+    super::wire::RequestBody(body): super::wire::RequestBody,
 ) -> StorageResult {
     let s = slot_of(&state, &p, &f, &slot).await?;
     let mut texts = Vec::new();

@@ -168,6 +168,43 @@ impl Indexed {
     }
 }
 
+/// What a job's streams hold (the old dash API's job lines show it).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DataCounts {
+    pub items: u64,
+    pub logs: u64,
+    /// Log entries at ERROR (40) or above.
+    pub errors: u64,
+    pub requests: u64,
+    /// How many items have each field.
+    pub fields: Map<String, Value>,
+}
+
+/// Counts the streams of the job whose data folder is `dir` (their indexes are brought up to
+/// date first; a stream that cannot be read counts nothing).
+pub fn data_counts(dir: &Path) -> DataCounts {
+    let indexed = |kind| {
+        Stream::new(dir.to_path_buf(), kind)
+            .catch_up()
+            .unwrap_or_default()
+    };
+    let items = indexed(StreamKind::Items);
+    let logs = indexed(StreamKind::Logs);
+    let errors = logs
+        .counts
+        .iter()
+        .filter(|(level, _)| level.parse::<i64>().is_ok_and(|l| l >= 40))
+        .filter_map(|(_, n)| n.as_u64())
+        .sum();
+    DataCounts {
+        items: items.values,
+        logs: logs.values,
+        errors,
+        requests: indexed(StreamKind::Requests).values,
+        fields: items.counts,
+    }
+}
+
 /// One stream of one job.
 #[derive(Debug, Clone)]
 pub struct Stream {
@@ -536,7 +573,24 @@ pub struct ReadOptions {
     pub with_ts: bool,
     pub nodata: bool,
     pub filters: Vec<Filter>,
+    /// Only entries written from this time on (ms, included)…
+    pub startts: Option<i64>,
+    /// …and before this one (ms, excluded). An entry without a recorded time is left out of
+    /// a read with either.
+    pub endts: Option<i64>,
     pub msgpack: bool,
+}
+
+impl ReadOptions {
+    /// Whether an entry written at `ts` is in the time range asked for.
+    fn in_time_range(&self, ts: Option<i64>) -> bool {
+        match (self.startts, self.endts) {
+            (None, None) => true,
+            (start, end) => {
+                ts.is_some_and(|t| start.is_none_or(|s| t >= s) && end.is_none_or(|e| t < e))
+            }
+        }
+    }
 }
 
 /// Reads the entries of `sources` (streams of jobs, in order) and hands the rendered answer
@@ -554,6 +608,9 @@ pub fn read_entries(
     }
     // Renders one entry; false once the read is over.
     let mut emit = |key: &super::registry::JobKey, e: &Entry<'_>, out: &mut Vec<u8>| -> bool {
+        if !opts.in_time_range(e.ts) {
+            return true;
+        }
         if !opts.filters.is_empty() {
             let v: Value = serde_json::from_slice(e.json).unwrap_or(Value::Null);
             if !opts.filters.iter().all(|f| f.matches(&v)) {
@@ -672,6 +729,47 @@ mod tests {
         assert_eq!(i.counts["40"], 1);
         // msgpack sizes of the messages: "a" and "b", 2 bytes each.
         assert_eq!(i.input_bytes, 4);
+    }
+
+    #[test]
+    fn reads_keep_the_entries_written_in_the_time_range() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("items.jl"),
+            "@100 {\"n\":0}\n@200 {\"n\":1}\n{\"n\":2}\n@300 {\"n\":3}\n",
+        )
+        .unwrap();
+        let key = crate::cloud::registry::JobKey {
+            project: 1,
+            spider: 2,
+            n: 3,
+        };
+        let sources = vec![(
+            Stream::new(dir.path().to_path_buf(), StreamKind::Items),
+            key,
+        )];
+        let read = |startts, endts| {
+            let opts = ReadOptions {
+                startts,
+                endts,
+                ..ReadOptions::default()
+            };
+            let mut out = Vec::new();
+            read_entries(&sources, &opts, &mut |c| {
+                out.extend(c);
+                true
+            })
+            .unwrap();
+            String::from_utf8(out).unwrap()
+        };
+        assert_eq!(
+            read(None, None),
+            "{\"n\":0}\n{\"n\":1}\n{\"n\":2}\n{\"n\":3}\n"
+        );
+        // From `startts` included to `endts` excluded; an entry without a time is left out.
+        assert_eq!(read(Some(200), None), "{\"n\":1}\n{\"n\":3}\n");
+        assert_eq!(read(None, Some(200)), "{\"n\":0}\n");
+        assert_eq!(read(Some(150), Some(300)), "{\"n\":1}\n");
     }
 
     #[test]

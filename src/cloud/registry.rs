@@ -626,13 +626,10 @@ impl Db {
                 continue;
             }
             // `stop`: the listing ends before that job.
-            if query.stop == Some(job.key) {
+            if query.stop == Some(job.key) || query.count.is_some_and(|c| out.len() >= c) {
                 break;
             }
             out.push(job);
-            if query.count.is_some_and(|c| out.len() >= c) {
-                break;
-            }
         }
         Ok(out)
     }

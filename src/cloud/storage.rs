@@ -3,16 +3,19 @@
 //! spider ids and summaries. JSON lines in and out; msgpack out when asked; errors as HTTP
 //! statuses ([`super::wire`]).
 
+use super::access::Caller;
+use super::control;
 use super::jobdata::{Filter, ReadOptions, Stream, StreamKind, job_dir, read_entries};
 use super::project;
 use super::registry::{CloudJob, JobKey, JobQuery, STATES, is_external, now_ms, parse_id};
+use super::submit::{Submission, SubmitError, Submitted, Uniqueness, requested_state, submit};
 use super::wire::{
-    self, ChannelBody, MAX_VALUE, StorageError, StorageResult, decode_body, json_lines, lines, one,
+    self, MAX_VALUE, StorageError, StorageResult, decode_body, json_lines, lines, one,
 };
 use crate::AppState;
 use crate::api::params::{Params, parse_urlencoded};
 use axum::Router;
-use axum::body::{Body, Bytes};
+
 use axum::extract::{Path, RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
@@ -46,6 +49,8 @@ pub fn routes() -> Router<AppState> {
             "/storage/spiders/{p}/{s}/lastjobsummary",
             get(spider_last_summary),
         )
+        .route("/storage/jobs/{p}", get(project_jobs_meta))
+        .route("/storage/jobs/{p}/{s}", get(spider_jobs_meta))
         .route(
             "/storage/jobs/{p}/{s}/{j}",
             get(meta_get).post(meta_post).delete(meta_delete),
@@ -135,6 +140,17 @@ async fn spider_id(
     Ok(one(&id.into()))
 }
 
+/// `startts` and `endts` (ms; from `startts` included to `endts` excluded). An `endts` before
+/// `startts` is ignored, as Scrapy Cloud ignores it.
+fn time_range(params: &Params) -> Result<(Option<i64>, Option<i64>), StorageError> {
+    let start = number(params, "startts")?;
+    let end = number(params, "endts")?;
+    Ok(match (start, end) {
+        (Some(s), Some(e)) if e < s => (Some(s), None),
+        range => range,
+    })
+}
+
 /// Filters of `jobq` reads.
 async fn job_query(
     state: &AppState,
@@ -167,13 +183,7 @@ async fn job_query(
     }
     q.has_tag = text_list(params, "has_tag")?;
     q.lacks_tag = text_list(params, "lacks_tag")?;
-    q.startts = number(params, "startts")?;
-    q.endts = number(params, "endts")?;
-    if let (Some(start), Some(end)) = (q.startts, q.endts)
-        && end < start
-    {
-        q.endts = None;
-    }
+    (q.startts, q.endts) = time_range(params)?;
     for k in text_list(params, "key")? {
         q.keys.push(
             JobKey::parse(&k)
@@ -386,98 +396,78 @@ async fn spider_summary_state(
     summaries(&state, &p, Some(&s), Some(&st), &q.0).await
 }
 
-/// Stops a job: a pending one leaves its queue, a running one is signalled; a pending job
-/// that only the registry knows is marked finished (`cancelled`), a running one is left to its
-/// runner. Returns whether it was pending or running.
-async fn stop_job(state: &AppState, job: &CloudJob, signal: Signal) -> Result<bool, StorageError> {
-    if !matches!(job.state.as_str(), "pending" | "running") {
-        return Ok(false);
-    }
-    if is_external(job) {
-        // A running one is its runner's to stop (it sees `cancelled_by`), as on Scrapy Cloud.
-        if job.state == "running" {
-            return Ok(true);
+/// The job a `jobq/<p>/push` line asks for: `spider`, optional `state`, `priority` (0–4),
+/// `spider_args` and `job_settings` (objects), `unique`; the other keys are metadata.
+fn push_submission(project: &str, line: Value) -> Result<Submission, StorageError> {
+    let Value::Object(mut fields) = line else {
+        return Err(StorageError::bad_request("expected a JSON object per line"));
+    };
+    let spider = fields
+        .remove("spider")
+        .and_then(|s| s.as_str().map(str::to_owned))
+        .ok_or_else(|| StorageError::bad_request("missing spider"))?;
+    let wanted = requested_state(fields.remove("state")).map_err(StorageError::bad_request)?;
+    fields.remove("auth");
+    fields.remove("key");
+    let priority = match fields.get("priority") {
+        None | Some(Value::Null) => 2,
+        Some(v) => v.as_i64().filter(|p| (0..=4).contains(p)).ok_or_else(|| {
+            StorageError::bad_request(format!("invalid priority {v}: expected 0 to 4"))
+        })?,
+    };
+    let object = |key: &str| -> Result<Map<String, Value>, StorageError> {
+        match fields.get(key) {
+            None | Some(Value::Null) => Ok(Map::new()),
+            Some(Value::Object(m)) => Ok(m.clone()),
+            Some(other) => Err(StorageError::bad_request(format!(
+                "invalid {key} {other}: expected a JSON object"
+            ))),
         }
-        let (p, key) = (job.project.clone(), job.key);
-        state
-            .store
-            .call(move |db| {
-                if let Some(mut j) = db.cloud_job(&p, key)? {
-                    let mut extra = Map::new();
-                    extra.insert("close_reason".into(), "cancelled".into());
-                    db.transition(&mut j, "finished", "api", extra)?;
-                }
-                Ok(())
-            })
-            .await?;
-        return Ok(true);
-    }
-    if job.state == "pending" {
-        let (p, j) = (job.project.clone(), job.job.clone());
-        let removed = state
-            .store
-            .call(move |db| db.remove_pending(&p, &j))
-            .await?;
-        Ok(removed > 0)
-    } else {
-        Ok(state.launcher.cancel(&job.project, &job.job, signal).await > 0)
-    }
+    };
+    let args = super::dash::string_pairs(&object("spider_args")?);
+    let settings = super::dash::string_pairs(&object("job_settings")?);
+    let unique = match fields.get("unique") {
+        Some(v) if !v.is_null() => Uniqueness::Value(v.clone()),
+        _ => Uniqueness::None,
+    };
+    fields.entry("scheduled_by").or_insert_with(|| "api".into());
+    Ok(Submission {
+        project: project.to_owned(),
+        spider,
+        priority,
+        args,
+        settings,
+        meta: fields,
+        state: wanted,
+        unique,
+        new_spiders: true,
+    })
 }
 
-/// `jobq/<p>/push`: jobs for an external runner, one JSON line each (`spider`, optional
-/// `state`, `priority`, `unique`, other metadata).
+/// `jobq/<p>/push`: one job per JSON line. A job for a deployed spider is queued and runs
+/// here like a scheduled one; others are registered for an external runner (a `running` one
+/// gets its token, `auth`). Every line is checked before any job is made.
 async fn jobq_push(
     State(state): State<AppState>,
     Path(p): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    super::wire::RequestBody(body): super::wire::RequestBody,
 ) -> StorageResult {
     let (project, _) = project(&state, &p).await?;
+    let submissions = json_lines(&decode_body(&headers, &body)?)?
+        .into_iter()
+        .map(|line| push_submission(&project, line))
+        .collect::<Result<Vec<_>, _>>()?;
     let mut out = Vec::new();
-    for line in json_lines(&decode_body(&headers, &body)?)? {
-        let Value::Object(mut fields) = line else {
-            return Err(StorageError::bad_request("expected a JSON object per line"));
-        };
-        let spider = fields
-            .remove("spider")
-            .and_then(|s| s.as_str().map(str::to_owned))
-            .ok_or_else(|| StorageError::bad_request("missing spider"))?;
-        let new_state = match fields.remove("state") {
-            None => None,
-            Some(Value::String(s)) if STATES.contains(&s.as_str()) => Some(s),
-            Some(other) => {
-                return Err(StorageError::bad_request(format!("invalid state: {other}")));
+    for submission in submissions {
+        out.push(match submit(&state, submission).await {
+            Ok(Submitted::Queued(key)) => json!({"key": key.to_string(), "auth": null}),
+            Ok(Submitted::Registered { key, auth }) => {
+                json!({"key": key.to_string(), "auth": auth})
             }
-        };
-        fields.remove("auth");
-        fields.remove("key");
-        let pn = project.clone();
-        let result = state
-            .store
-            .call(move |db| {
-                if let Some(unique) = fields.get("unique").cloned().filter(|u| !u.is_null()) {
-                    let active = JobQuery {
-                        states: vec!["pending".into(), "running".into()],
-                        ..JobQuery::default()
-                    };
-                    if let Some(j) = db
-                        .cloud_jobs(&pn, &active)?
-                        .into_iter()
-                        .find(|j| j.meta.get("unique") == Some(&unique))
-                    {
-                        return Ok(Err(j.key));
-                    }
-                }
-                let key = db.register_external(&pn, &spider, &fields, new_state.as_deref())?;
-                let auth = db
-                    .cloud_job(&pn, key)?
-                    .and_then(|j| j.meta.get("auth").cloned());
-                Ok(Ok((key, auth)))
-            })
-            .await?;
-        out.push(match result {
-            Ok((key, auth)) => json!({"key": key.to_string(), "auth": auth}),
-            Err(existing) => json!({"error": format!("Active job exists with key {existing}")}),
+            Err(e @ SubmitError::SameUnique(_)) => json!({"error": e.to_string()}),
+            Err(SubmitError::Store(e)) => return Err(e.into()),
+            Err(e) => return Err(StorageError::bad_request(e.to_string())),
         });
     }
     Ok(lines(&out, false))
@@ -489,7 +479,7 @@ async fn jobq_startjob(
     State(state): State<AppState>,
     Path(p): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    super::wire::RequestBody(body): super::wire::RequestBody,
 ) -> StorageResult {
     let (project, _) = project(&state, &p).await?;
     let mut params = Map::new();
@@ -516,7 +506,7 @@ async fn jobq_update(
     State(state): State<AppState>,
     Path(p): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    super::wire::RequestBody(body): super::wire::RequestBody,
 ) -> StorageResult {
     let (project, project_id) = project(&state, &p).await?;
     let updates = json_lines(&decode_body(&headers, &body)?)?;
@@ -577,7 +567,7 @@ async fn jobq_update(
                 && (s == "finished" || s == "deleted")
                 && !is_external(&job)
             {
-                stop_job(&state, &job, Signal::SIGINT).await?;
+                control::stop(&state, &job, Signal::SIGINT).await?;
             }
             let (pn, key, s, f) = (project.clone(), job.key, new_state.clone(), fields.clone());
             state
@@ -613,57 +603,26 @@ async fn jobq_update(
     Ok(lines(&out, false))
 }
 
-/// Cancels jobs by key; returns how many were pending or running.
-async fn cancel_keys(
-    state: &AppState,
-    project: &str,
-    keys: Vec<JobKey>,
-) -> Result<usize, StorageError> {
-    let p = project.to_owned();
-    let query = JobQuery {
-        keys,
-        ..JobQuery::default()
-    };
-    let (_, jobs) = state
-        .store
-        .read(move |db| db.cloud_jobs(&p, &query))
-        .await?;
-    let mut n = 0;
-    for job in &jobs {
-        if stop_job(state, job, Signal::SIGINT).await? {
-            n += 1;
-            let (p, key) = (project.to_owned(), job.key);
-            state
-                .store
-                .call(move |db| {
-                    db.edit_cloud_meta(&p, key, |meta| {
-                        meta.insert("cancelled_by".into(), "api".into());
-                    })
-                })
-                .await?;
-        }
-    }
-    Ok(n)
-}
-
 /// `jobq/<p>/cancel` with `[{"key": …}, …]`.
 async fn jobq_cancel(
     State(state): State<AppState>,
+    caller: Caller,
     Path(p): Path<String>,
     q: RawQuery,
     headers: HeaderMap,
-    body: Bytes,
+    super::wire::RequestBody(body): super::wire::RequestBody,
 ) -> StorageResult {
     let (project, project_id) = project(&state, &p).await?;
-    if q.0
-        .as_deref()
-        .is_some_and(|q| parse_urlencoded(q.as_bytes()).bytes("count").is_some())
-    {
-        // Zyte's bulk cancel by count is for its admins: the client documents Forbidden.
-        return Err(StorageError::new(
-            axum::http::StatusCode::FORBIDDEN,
-            "cancelling by count is not available",
-        ));
+    if let Some(count) = number(&query(&q.0), "count")? {
+        // Zyte's bulk cancel by count is for its admins: others get Forbidden, as documented.
+        if !caller.is_admin() {
+            return Err(StorageError::new(
+                axum::http::StatusCode::FORBIDDEN,
+                "cancelling by count needs an admin key",
+            ));
+        }
+        let count = control::cancel_newest(&state, &project, count.max(0) as usize).await?;
+        return Ok(one(&json!({"count": count})));
     }
     let body = decode_body(&headers, &body)?;
     let list: Value = serde_json::from_slice(&body)
@@ -676,7 +635,8 @@ async fn jobq_cancel(
             _ => return Err(StorageError::bad_request(format!("invalid key: {text}"))),
         }
     }
-    let count = cancel_keys(&state, &project, keys).await?;
+    let jobs = control::jobs_by_key(&state, &project, keys).await?;
+    let count = control::cancel(&state, &project, &jobs).await?;
     Ok(one(&json!({"count": count})))
 }
 
@@ -687,7 +647,8 @@ async fn job_cancel(
 ) -> StorageResult {
     let (project, _) = project(&state, &p).await?;
     let key = parse_key(&p, &s, &j)?;
-    let count = cancel_keys(&state, &project, vec![key]).await?;
+    let jobs = control::jobs_by_key(&state, &project, vec![key]).await?;
+    let count = control::cancel(&state, &project, &jobs).await?;
     Ok(one(&json!({"count": count})))
 }
 
@@ -716,12 +677,28 @@ async fn project_counts(state: &AppState, project: &str) -> Result<Value, Storag
     }))
 }
 
-/// `projects/jobsummaries`: projects with pending or running jobs (one JSON line).
-async fn project_summaries(State(state): State<AppState>) -> StorageResult {
+/// `projects/jobsummaries[?state=…]`: the projects the caller may read that have jobs in one
+/// of these states (pending or running when none is given), one JSON line.
+async fn project_summaries(
+    State(state): State<AppState>,
+    caller: Caller,
+    q: RawQuery,
+) -> StorageResult {
+    let mut states = Vec::new();
+    for s in text_list(&query(&q.0), "state")? {
+        if !["pending", "running", "finished"].contains(&s.as_str()) {
+            return Err(StorageError::bad_request(format!("invalid state: {s}")));
+        }
+        states.push(s);
+    }
+    if states.is_empty() {
+        states = vec!["pending".into(), "running".into()];
+    }
     let mut out = Vec::new();
     for p in state.eggs.projects() {
         let c = project_counts(&state, &p).await?;
-        if c["pending"] != 0 || c["running"] != 0 {
+        let readable = c["project"].as_i64().is_some_and(|id| caller.reads(&p, id));
+        if readable && states.iter().any(|s| c[s.as_str()] != 0) {
             out.push(c);
         }
     }
@@ -822,6 +799,62 @@ fn shown_meta(job: &CloudJob) -> Value {
     Value::Object(m)
 }
 
+/// The metadata of the jobs of a project (or one spider), newest first, one JSON line each
+/// with its `_key` first; `jobq` filters (`state`, `has_tag`, `lacks_tag`, `startts`,
+/// `endts`, `key`), `start` (a number to skip) and `count`.
+async fn jobs_meta(
+    state: &AppState,
+    p: &str,
+    spider: Option<&str>,
+    q: &Option<String>,
+) -> StorageResult {
+    let (project, _) = project(state, p).await?;
+    let params = query(q);
+    let mut query = job_query(state, &project, &params, None).await?;
+    if let Some(s) = spider {
+        query.spider_id = Some(
+            parse_id(s)
+                .ok_or_else(|| StorageError::bad_request(format!("invalid spider id: {s}")))?,
+        );
+    }
+    query.skip = number(&params, "start")?.unwrap_or(0).max(0) as usize;
+    query.count = number(&params, "count")?.map(|c| c.max(0) as usize);
+    let (_, jobs) = state
+        .store
+        .read(move |db| db.cloud_jobs(&project, &query))
+        .await?;
+    let out: Vec<Value> = jobs
+        .iter()
+        .map(|j| {
+            let mut m = Map::new();
+            m.insert("_key".into(), j.key.to_string().into());
+            if let Value::Object(meta) = shown_meta(j) {
+                m.extend(meta);
+            }
+            Value::Object(m)
+        })
+        .collect();
+    Ok(lines(&out, false))
+}
+
+/// `GET jobs/<p>`.
+async fn project_jobs_meta(
+    State(state): State<AppState>,
+    Path(p): Path<String>,
+    q: RawQuery,
+) -> StorageResult {
+    jobs_meta(&state, &p, None, &q.0).await
+}
+
+/// `GET jobs/<p>/<s>`.
+async fn spider_jobs_meta(
+    State(state): State<AppState>,
+    Path((p, s)): Path<(String, String)>,
+    q: RawQuery,
+) -> StorageResult {
+    jobs_meta(&state, &p, Some(&s), &q.0).await
+}
+
 /// `GET jobs/<key>`: the whole metadata object.
 async fn meta_get(
     State(state): State<AppState>,
@@ -839,7 +872,7 @@ async fn meta_post(
     State(state): State<AppState>,
     Path((p, s, j)): Path<(String, String, String)>,
     headers: HeaderMap,
-    body: Bytes,
+    super::wire::RequestBody(body): super::wire::RequestBody,
 ) -> StorageResult {
     let (project, key, _) = job_at(&state, &p, &s, &j).await?;
     let mut fields = Map::new();
@@ -864,14 +897,8 @@ async fn meta_delete(
     State(state): State<AppState>,
     Path((p, s, j)): Path<(String, String, String)>,
 ) -> StorageResult {
-    let (project, key, job) = job_at(&state, &p, &s, &j).await?;
-    stop_job(&state, &job, Signal::SIGKILL).await?;
-    state
-        .store
-        .call(move |db| db.purge_cloud_job(&project, key))
-        .await?;
-    let dir = job_dir(&state.config.jobdata_dir, key.project, key.spider, key.n);
-    let _ = std::fs::remove_dir_all(dir);
+    let (_, _, job) = job_at(&state, &p, &s, &j).await?;
+    control::delete(&state, &job).await?;
     Ok(wire::empty())
 }
 
@@ -890,7 +917,7 @@ async fn field_post(
     State(state): State<AppState>,
     Path((p, s, j, field)): Path<(String, String, String, String)>,
     headers: HeaderMap,
-    body: Bytes,
+    super::wire::RequestBody(body): super::wire::RequestBody,
 ) -> StorageResult {
     let (project, key, _) = job_at(&state, &p, &s, &j).await?;
     if PROTECTED.contains(&field.as_str()) {
@@ -984,6 +1011,7 @@ fn read_jobs(
                 .map_err(|_| StorageError::bad_request(format!("invalid index: {i}")))?,
         );
     }
+    (opts.startts, opts.endts) = time_range(&params)?;
     let meta = text_list(&params, "meta")?;
     opts.with_keys = meta.iter().any(|m| m == "_key");
     opts.with_ts = meta.iter().any(|m| m == "_ts");
@@ -1001,14 +1029,12 @@ fn read_jobs(
         })
         .collect();
     let msgpack = opts.msgpack;
-    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
-    tokio::task::spawn_blocking(move || {
-        let mut sink = |chunk: Vec<u8>| tx.blocking_send(Bytes::from(chunk)).is_ok();
-        if let Err(e) = read_entries(&sources, &opts, &mut sink) {
+    let body = wire::blocking_body(move |sink| {
+        if let Err(e) = read_entries(&sources, &opts, sink) {
             tracing::warn!("storage API: reading a stream failed: {e}");
         }
     });
-    Ok(wire::with_type(Body::new(ChannelBody(rx)), msgpack))
+    Ok(wire::with_type(body, msgpack))
 }
 
 /// `GET <kind>/<p>/<s>/<j>`: a job's entries.
@@ -1088,7 +1114,7 @@ async fn stream_write(
     uri: axum::http::Uri,
     q: RawQuery,
     headers: HeaderMap,
-    body: Bytes,
+    super::wire::RequestBody(body): super::wire::RequestBody,
 ) -> StorageResult {
     let (_, key, _) = job_at(&state, &p, &s, &j).await?;
     let stream = stream_of(&state, uri.path(), key)?;

@@ -73,6 +73,27 @@ impl IntoResponse for StorageError {
 /// The result of a storage handler.
 pub type StorageResult = Result<Response, StorageError>;
 
+/// A storage API request body, at most [`MAX_BODY`] bytes as sent; a longer one is refused
+/// with the 413 of the storage API (`ValueTooLarge` in the client), after it was read.
+pub struct RequestBody(pub Bytes);
+
+impl<S: Send + Sync> axum::extract::FromRequest<S> for RequestBody {
+    type Rejection = StorageError;
+
+    async fn from_request(req: axum::extract::Request, _: &S) -> Result<Self, StorageError> {
+        use crate::api::params::{BodyError, read_body};
+        match read_body(req, MAX_BODY).await {
+            Ok(body) => Ok(RequestBody(Bytes::from(body))),
+            Err(BodyError::TooLarge) => Err(StorageError::too_large(format!(
+                "request body too large: at most {MAX_BODY} bytes"
+            ))),
+            Err(BodyError::Broken(e)) => Err(StorageError::bad_request(format!(
+                "cannot read the request body: {e}"
+            ))),
+        }
+    }
+}
+
 /// The request body, decoded (`Content-Encoding: gzip` is undone), at most [`MAX_BODY`].
 pub fn decode_body(headers: &HeaderMap, body: &Bytes) -> Result<Vec<u8>, StorageError> {
     let encoding = headers
@@ -168,6 +189,21 @@ pub fn with_type(body: Body, msgpack_wanted: bool) -> Response {
         }),
     );
     r
+}
+
+/// A body produced on a blocking thread (a read of stream files) and sent chunk by chunk as
+/// it is produced: `produce` hands chunks to the sink it gets, which returns `false` once the
+/// client has gone (then `produce` should stop).
+pub fn blocking_body<F>(produce: F) -> Body
+where
+    F: FnOnce(&mut dyn FnMut(Vec<u8>) -> bool) + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+    tokio::task::spawn_blocking(move || {
+        let mut sink = |chunk: Vec<u8>| tx.blocking_send(Bytes::from(chunk)).is_ok();
+        produce(&mut sink);
+    });
+    Body::new(ChannelBody(rx))
 }
 
 /// A body fed chunk by chunk from a channel (a stream read produced on a blocking thread).

@@ -180,14 +180,14 @@ assert {"job:scheduled", "job:started", "job:completed", "job:cancelled"} <= kin
 project.activity.add([{"event": "job:completed", "job": job.key, "user": "john"}])
 assert project.activity.list()[0] == {"event": "job:completed", "job": job.key, "user": "john"}
 
-# Project settings.
-assert project.settings.list() == []
+# Project settings: a new project's have the keys clients read, empty.
+assert project.settings.list() == [("botgroups", [])]
 project.settings.set("job_runtime_limit", 20)
 assert project.settings.get("job_runtime_limit") == 20
 project.settings.update({"default_job_units": 1, "job_runtime_limit": 24})
-assert sorted(project.settings.list()) == [("default_job_units", 1), ("job_runtime_limit", 24)]
+assert sorted(project.settings.list()) == [("botgroups", []), ("default_job_units", 1), ("job_runtime_limit", 24)]
 project.settings.delete("default_job_units")
-assert project.settings.list() == [("job_runtime_limit", 24)]
+assert sorted(project.settings.list()) == [("botgroups", []), ("job_runtime_limit", 24)]
 
 try:
     project.jobs.cancel(count=5)
