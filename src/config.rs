@@ -193,8 +193,8 @@ pub struct Config {
     pub sources: Vec<PathBuf>,
 }
 
-/// An API key of the Scrapy Cloud API and what it may reach.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// An API key of the Scrapy Cloud API and what it may reach. Its `Debug` hides the key.
+#[derive(Clone, PartialEq, Eq)]
 pub struct ApiKey {
     /// The key, as written (compared exactly, case included).
     pub key: String,
@@ -235,6 +235,16 @@ pub enum ProjectRight {
     Write,
 }
 
+impl fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ApiKey")
+            .field("key", &"<hidden>")
+            .field("access", &self.access)
+            .field("origin", &self.origin)
+            .finish()
+    }
+}
+
 impl ApiKey {
     /// A key that reaches every project, read-write (what the `api_keys` option gives).
     pub fn every_project(key: impl Into<String>) -> ApiKey {
@@ -248,8 +258,10 @@ impl ApiKey {
         }
     }
 
-    /// What the key may do with the project called `name` (Scrapy Cloud id `id`, if it has
-    /// one yet); `None`: nothing. Of several grants that name the project, the widest wins.
+    /// What the key may do with the project called `name` (Scrapy Cloud id `id`): `None`,
+    /// nothing. A grant that is a number names the project with that id (a project named by
+    /// a number has it), any other grant a project name. Of several grants that name the
+    /// project, the widest wins.
     pub fn right(&self, name: Option<&str>, id: Option<i64>) -> Option<ProjectRight> {
         match &self.access {
             KeyAccess::Admin => Some(ProjectRight::Write),
@@ -257,9 +269,10 @@ impl ApiKey {
                 .iter()
                 .filter(|g| match &g.project {
                     None => true,
-                    Some(p) => {
-                        Some(p.as_str()) == name || id.is_some_and(|id| *p == id.to_string())
-                    }
+                    Some(p) => match crate::names::decimal_id(p) {
+                        Some(granted) => id == Some(granted),
+                        None => Some(p.as_str()) == name,
+                    },
                 })
                 .map(|g| {
                     if g.write {
@@ -1102,9 +1115,22 @@ impl Setting {
             self.origin.clone(),
             "scrapyd",
             self.option,
-            &self.raw,
+            shown_value(self.option, &self.raw),
             problem,
         )
+    }
+}
+
+/// The value of an option as an error message may show it: not at all for a secret (a
+/// password, API keys, or what an unknown option's name suggests is one).
+fn shown_value<'a>(option: &str, value: &'a str) -> &'a str {
+    let secret = ["pass", "key", "secret", "token"]
+        .iter()
+        .any(|word| option.contains(word));
+    if secret && !value.is_empty() {
+        "<hidden>"
+    } else {
+        value
     }
 }
 
@@ -1344,7 +1370,7 @@ fn check_unknown_options(ini: &Ini) -> Result<(), ConfigError> {
             entry.origin.clone(),
             "scrapyd",
             name,
-            &entry.value,
+            shown_value(name, &entry.value),
             problem,
         ));
     }
@@ -1465,6 +1491,12 @@ fn parse_key_access(value: &str) -> Result<KeyAccess, String> {
         } else {
             Err("admin already reaches every project: it stands alone".to_owned())
         };
+    }
+    if let Some(word) = words.iter().find(|w| w.starts_with(['#', ';'])) {
+        return Err(format!(
+            "{word:?} starts a comment, which configparser keeps in the value: put comments on \
+             lines of their own"
+        ));
     }
     let mut grants = Vec::new();
     for word in words {
@@ -2719,9 +2751,13 @@ mod tests {
             scoped.right(Some("books"), Some(1_000_000_000)),
             Some(Write)
         );
-        // `7` names the project with that id (a project called "7" has it), or that name.
+        // `7` names the project with that id (a project called "7" has it).
         assert_eq!(scoped.right(None, Some(7)), Some(Write));
-        assert_eq!(scoped.right(Some("7"), None), Some(Write));
+        assert_eq!(scoped.right(Some("7"), Some(7)), Some(Write));
+        // A project named "1000000005" has an allocated id: grant 1000000005 is not it.
+        let by_id = &cfg("[api_keys]\nk = 1000000005\n").api_keys[0];
+        assert_eq!(by_id.right(Some("1000000005"), Some(1_000_000_001)), None);
+        assert_eq!(by_id.right(Some("books"), Some(1_000_000_005)), Some(Write));
         assert_eq!(scoped.right(Some("news"), Some(8)), None);
         assert_eq!(scoped.reaches_every_project(), None);
         assert!(scoped.origin.contains("line 4"), "{}", scoped.origin);
@@ -2738,6 +2774,37 @@ mod tests {
         assert_eq!(mixed.reaches_every_project(), None);
         assert_eq!(mixed.right(Some("books"), None), Some(Write));
         assert_eq!(mixed.right(Some("news"), None), Some(Read));
+    }
+
+    #[test]
+    fn the_documented_api_keys_example_means_what_it_says() {
+        let doc = include_str!("../docs/configuration.md");
+        let start = doc.find("```ini\n[api_keys]\n").unwrap() + "```ini\n".len();
+        let block = &doc[start..start + doc[start..].find("```").unwrap()];
+        let config = cfg(block);
+        let key = |name: &str| config.api_keys.iter().find(|k| k.key == name).unwrap();
+        use ProjectRight::{Read, Write};
+        assert_eq!(config.api_keys.len(), 5);
+        assert_eq!(
+            key("0123abcd").right(Some("books"), Some(1_000_000_000)),
+            Some(Write)
+        );
+        assert_eq!(key("0123abcd").right(Some("7"), Some(7)), Some(Write));
+        assert_eq!(
+            key("0123abcd").right(Some("news"), Some(1_000_000_001)),
+            None
+        );
+        assert_eq!(
+            key("4567cdef").right(Some("books"), Some(1_000_000_000)),
+            Some(Read)
+        );
+        assert_eq!(
+            key("4567cdef").right(Some("news"), Some(1_000_000_001)),
+            Some(Write)
+        );
+        assert_eq!(key("89abef01").reaches_every_project(), Some(Read));
+        assert_eq!(key("fedcba98").reaches_every_project(), Some(Write));
+        assert!(key("deadbeef").is_admin());
     }
 
     #[test]
@@ -2761,6 +2828,10 @@ mod tests {
                 "[scrapyd]\napi_keys = secret123\n[api_keys]\nsecret123 = *\n",
                 "given twice",
             ),
+            (
+                "[api_keys]\nsecret123 = books  # the books\n",
+                "put comments on lines of their own",
+            ),
         ] {
             let err = error(text);
             assert!(err.contains(problem), "{text}: {err}");
@@ -2773,6 +2844,19 @@ mod tests {
                 "the key is in the message: {err}"
             );
         }
+        // Neither are the keys of the `api_keys` option, a password, or a misspelt key option.
+        for text in [
+            "[scrapyd]\napi_keys = secret%123\n",
+            "[scrapyd]\npassword = secret%123\n",
+            "[scrapyd]\napi_key = secret123\n",
+        ] {
+            let err = error(text);
+            assert!(err.contains("<hidden>") && !err.contains("secret"), "{err}");
+        }
+        assert!(
+            !format!("{:?}", ApiKey::every_project("secret123")).contains("secret"),
+            "Debug shows the key"
+        );
         // Two keys differing only in case are one option name to configparser.
         let err = error("[api_keys]\nSecret123 = *\nsecret123 = *\n");
         assert!(

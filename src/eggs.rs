@@ -1,8 +1,11 @@
 //! The filesystem egg store: `{eggs_dir}/{project}/{version}.egg`, with the spider list of each
 //! version kept beside it (`{version}.spiders`, JSON) so listing spiders never starts Python.
 //! A project's extra eggs (its dependencies: Scrapy Cloud's `eggs/add.json`, `shub deploy`'s
-//! `eggs`) are `{eggs_dir}/{project}/deps/{name}.egg` with `{name}.json` (name, version) beside;
-//! they go on the `sys.path` of every crawl and listing of the project, after its own egg.
+//! `eggs`) are in `{eggs_dir}/{project}/deps/`: `{name}.json` (name, version, file) points at
+//! the egg, stored under a name of its own for each upload (`{name}-{uuid}.egg`), so replacing
+//! or deleting an extra egg never changes a file a running crawl may still import from; the
+//! eggs nothing points at are removed at a start with no crawl left running. They go on the
+//! `sys.path` of every crawl and listing of the project, after its own egg.
 //!
 //! Uploads are written to a temporary file in the project folder, listed with the runner, and
 //! only then renamed into place: a failed upload stores nothing. Versions are ordered as Python's
@@ -423,20 +426,23 @@ impl EggStore {
             .await
             .map_err(|stderr| ApiError::new(format!("RunnerError: {stderr}")))?;
         let _changes = self.lock_changes().await;
-        // No await below: the commit cannot be abandoned halfway.
+        // No await below: the commit cannot be abandoned halfway; a failed step undoes the
+        // steps before it.
         let created_dir = !dir.is_dir();
-        let commit = std::fs::create_dir_all(&dir)
-            .and_then(|()| {
-                for (e, t) in extra.iter().zip(&extra_tmp) {
-                    self.commit_extra(project, e, &t.0)?;
-                }
-                Ok(())
-            })
-            .and_then(|()| self.write_spider_file(project, version, &list))
-            .and_then(|()| std::fs::rename(&tmp.0, self.egg_path(project, version)));
+        let mut undo = Undo::default();
+        let commit = (|| {
+            std::fs::create_dir_all(&dir)?;
+            for (e, t) in extra.iter().zip(&extra_tmp) {
+                self.commit_extra(project, e, &t.0, &mut undo)?;
+            }
+            self.write_spider_file(project, version, &list)?;
+            std::fs::rename(&tmp.0, self.egg_path(project, version))
+        })();
         if let Err(e) = commit {
             let _ = std::fs::remove_file(self.spider_file(project, version));
+            undo.run();
             if created_dir {
+                let _ = std::fs::remove_dir(self.extra_dir(project));
                 let _ = std::fs::remove_dir(&dir);
             }
             return Err(ApiError::internal(
@@ -482,17 +488,23 @@ impl EggStore {
         self.root.join(project).join(EXTRA_DIR)
     }
 
-    /// Moves an uploaded extra egg into place, its description first (so a listed egg is
-    /// always complete); the project folder exists.
+    /// Moves an uploaded extra egg into place under a new file name, then points its name at
+    /// it (one rename: a listing sees the old egg or the new one); what it changed goes to
+    /// `undo`. The project folder exists.
     fn commit_extra(
         &self,
         project: &str,
         e: &NewExtraEgg<'_>,
         upload: &Path,
+        undo: &mut Undo,
     ) -> std::io::Result<()> {
         let dir = self.extra_dir(project);
         std::fs::create_dir_all(&dir)?;
-        let about = serde_json::json!({"name": e.name, "version": e.version});
+        let file = format!("{}-{}{EGG_SUFFIX}", e.name, uuid::Uuid::new_v4().simple());
+        std::fs::rename(upload, dir.join(&file))?;
+        undo.remove.push(dir.join(&file));
+        let pointer = dir.join(format!("{}.json", e.name));
+        let about = serde_json::json!({"name": e.name, "version": e.version, "file": file});
         let tmp = dir.join(format!(
             "{UPLOAD_PREFIX}{}.tmp",
             uuid::Uuid::new_v4().simple()
@@ -500,12 +512,37 @@ impl EggStore {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(about.to_string().as_bytes())?;
         f.sync_all()?;
-        std::fs::rename(&tmp, dir.join(format!("{}.json", e.name)))?;
-        std::fs::rename(upload, dir.join(format!("{}{EGG_SUFFIX}", e.name)))?;
+        let before = std::fs::read(&pointer).ok();
+        if let Err(err) = std::fs::rename(&tmp, &pointer) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(err);
+        }
+        undo.restore.push((pointer, before));
         if let Ok(d) = std::fs::File::open(&dir) {
             let _ = d.sync_all();
         }
         Ok(())
+    }
+
+    /// Removes the extra eggs that no name points at (replaced or deleted ones). Only safe
+    /// when no crawl runs: one started before a replacement may still import from its egg.
+    pub fn remove_unused_extra_eggs(&self) {
+        for project in self.scan_projects().unwrap_or_default() {
+            let dir = self.extra_dir(&project);
+            let Ok(used) = self.extra_eggs(&project) else {
+                continue;
+            };
+            for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let path = entry.path();
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let unused = (name.ends_with(EGG_SUFFIX) && used.iter().all(|e| e.path != path))
+                    || name.starts_with(UPLOAD_PREFIX);
+                if unused {
+                    tracing::info!("removing the unused extra egg {}", path.display());
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
+        }
     }
 
     /// A project's extra eggs, by name.
@@ -524,14 +561,18 @@ impl EggStore {
             let Some(name) = file.strip_suffix(".json") else {
                 continue;
             };
-            let path = dir.join(format!("{name}{EGG_SUFFIX}"));
             let about: Option<serde_json::Value> = std::fs::read(entry.path())
                 .ok()
                 .and_then(|b| serde_json::from_slice(&b).ok());
-            if let Some(about) = about
-                && !name.starts_with(UPLOAD_PREFIX)
-                && path.is_file()
-            {
+            let Some(about) = about else {
+                continue;
+            };
+            let file = about["file"]
+                .as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| format!("{name}{EGG_SUFFIX}"));
+            let path = dir.join(&file);
+            if names::is_safe(&file) && !name.starts_with(UPLOAD_PREFIX) && path.is_file() {
                 out.push(ExtraEgg {
                     name: name.to_owned(),
                     version: about["version"].as_str().unwrap_or_default().to_owned(),
@@ -555,12 +596,26 @@ impl EggStore {
         check_egg(egg.data)?;
         let tmp = self.upload(egg.data)?;
         let _changes = self.lock_changes().await;
-        self.commit_extra(project, egg, &tmp.0)
-            .map_err(|e| ApiError::internal("OSError", format!("cannot store the egg: {e}")))?;
+        let created = !self.root.join(project).is_dir();
+        let mut undo = Undo::default();
+        if let Err(e) = std::fs::create_dir_all(self.root.join(project))
+            .and_then(|()| self.commit_extra(project, egg, &tmp.0, &mut undo))
+        {
+            undo.run();
+            if created {
+                let _ = std::fs::remove_dir(self.extra_dir(project));
+                let _ = std::fs::remove_dir(self.root.join(project));
+            }
+            return Err(ApiError::internal(
+                "OSError",
+                format!("cannot store the egg: {e}"),
+            ));
+        }
         self.refresh().map_err(|e| ApiError::internal("OSError", e))
     }
 
-    /// Deletes an extra egg; whether it existed.
+    /// Deletes an extra egg (its name; the file stays for the crawls that may use it, see
+    /// [`EggStore::remove_unused_extra_eggs`]); whether it existed.
     pub async fn delete_extra_egg(&self, project: &str, name: &str) -> Result<bool, ApiError> {
         let dir = self.project_dir(project)?.join(EXTRA_DIR);
         names::check(name)?;
@@ -570,7 +625,6 @@ impl EggStore {
             return Ok(false);
         }
         std::fs::remove_file(&about).map_err(|e| ApiError::internal("OSError", e))?;
-        let _ = std::fs::remove_file(dir.join(format!("{name}{EGG_SUFFIX}")));
         Ok(true)
     }
 
@@ -635,7 +689,8 @@ impl NewExtraEgg<'_> {
     /// Checks the name and version, and that the egg is a sane zip.
     fn check(&self) -> Result<(), ApiError> {
         names::check(self.name)?;
-        if self.name.starts_with('.') || self.name.ends_with(".json") {
+        // `__main__.egg` is the project's own egg in a bundle (`eggs/bundle.zip`).
+        if self.name.starts_with('.') || self.name.ends_with(".json") || self.name == "__main__" {
             return Err(ApiError::invalid(
                 "name",
                 format!("{:?} is not an egg name", self.name),
@@ -679,6 +734,33 @@ pub struct Changes<'a>(#[allow(dead_code)] tokio::sync::RwLockWriteGuard<'a, ()>
 
 /// Proof that the set of projects cannot change until dropped.
 pub struct ProjectsHeld<'a>(#[allow(dead_code)] tokio::sync::RwLockReadGuard<'a, ()>);
+
+/// What a commit of extra eggs changed, to undo when a later step fails.
+#[derive(Default)]
+struct Undo {
+    /// Files it created.
+    remove: Vec<PathBuf>,
+    /// Pointer files it replaced, with what they held (`None`: they did not exist).
+    restore: Vec<(PathBuf, Option<Vec<u8>>)>,
+}
+
+impl Undo {
+    fn run(self) {
+        for (path, before) in self.restore.into_iter().rev() {
+            match before {
+                Some(bytes) => {
+                    let _ = std::fs::write(&path, bytes);
+                }
+                None => {
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
+        }
+        for path in self.remove {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
 
 /// A file removed when dropped (an upload that was not moved into place).
 struct TempFile(PathBuf);
@@ -752,6 +834,72 @@ mod tests {
             "{}",
             err.message
         );
+    }
+
+    #[tokio::test]
+    async fn extra_eggs_are_replaced_and_deleted_without_touching_the_files_crawls_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let runner = Runner::install("python3", dir.path()).unwrap();
+        let store = EggStore::open(&dir.path().join("eggs"), Vec::new(), runner.clone()).unwrap();
+        let egg = zip_claiming(1);
+        let new = |name: &'static str, version: &'static str| NewExtraEgg {
+            name,
+            version,
+            data: &egg,
+        };
+        store.add_extra_egg("p", &new("lib", "1.0")).await.unwrap();
+        assert!(
+            store.is_known("p"),
+            "a project with an extra egg only is known"
+        );
+        let first = store.extra_eggs("p").unwrap();
+        assert_eq!((first.len(), first[0].version.as_str()), (1, "1.0"));
+        store.add_extra_egg("p", &new("lib", "2.0")).await.unwrap();
+        store.add_extra_egg("p", &new("aaa", "0.1")).await.unwrap();
+        let second = store.extra_eggs("p").unwrap();
+        let names: Vec<(&str, &str)> = second
+            .iter()
+            .map(|e| (e.name.as_str(), e.version.as_str()))
+            .collect();
+        assert_eq!(names, [("aaa", "0.1"), ("lib", "2.0")]);
+        assert_ne!(second[1].path, first[0].path);
+        assert!(
+            first[0].path.is_file(),
+            "the replaced egg stays for the crawls using it"
+        );
+        assert!(store.delete_extra_egg("p", "lib").await.unwrap());
+        assert!(!store.delete_extra_egg("p", "lib").await.unwrap());
+        assert_eq!(store.extra_eggs("p").unwrap().len(), 1);
+        assert!(second[1].path.is_file());
+        store.remove_unused_extra_eggs();
+        assert!(!first[0].path.exists() && !second[1].path.exists());
+        assert!(second[0].path.is_file(), "an egg in use stays");
+        for (name, needle) in [
+            ("__main__", "not an egg name"),
+            ("x.json", "not an egg name"),
+            ("../x", "DirectoryTraversalError"),
+        ] {
+            let err = store.add_extra_egg("p", &new(name, "1")).await.unwrap_err();
+            assert!(err.message.contains(needle), "{name}: {}", err.message);
+        }
+        let err = store
+            .add_extra_egg(
+                "p",
+                &NewExtraEgg {
+                    name: "lib",
+                    version: "1",
+                    data: b"not a zip",
+                },
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            err.message.starts_with("egg is not a ZIP file"),
+            "{}",
+            err.message
+        );
+        assert_eq!(store.extra_eggs("p").unwrap().len(), 1);
+        runner.remove();
     }
 
     #[test]

@@ -175,6 +175,10 @@ async fn serve_with_runner(
     }
     let (mut launcher, handle) =
         launcher::Launcher::new(config.clone(), store.clone(), eggs.clone(), results);
+    // With no crawl left running, no crawl can still import from a replaced extra egg.
+    if left_running.is_empty() {
+        eggs.remove_unused_extra_eggs();
+    }
     // Before serving: a crawl that ended while the daemon was down is recorded before any
     // client can see it as running.
     launcher.adopt_left_running(left_running).await;
@@ -197,6 +201,16 @@ async fn serve_with_runner(
         tracing::info!("Basic authentication enabled");
     } else {
         tracing::info!("Basic authentication disabled as either `username` or `password` is unset");
+        if config
+            .api_keys
+            .iter()
+            .any(|k| k.reaches_every_project() != Some(config::ProjectRight::Write))
+        {
+            tracing::warn!(
+                "[api_keys] limits keys to projects, but without `username` and `password` the \
+                 Scrapyd endpoints, /logs/ and /items/ of this port are open to anyone"
+            );
+        }
     }
 
     let mut servers = tokio::task::JoinSet::new();

@@ -37,6 +37,19 @@ pub fn check(name: &str) -> Result<(), ApiError> {
     }
 }
 
+/// A decimal id as Scrapy Cloud writes them (no sign, no leading zero, fits in 53 bits): a
+/// project, spider or job number.
+pub fn decimal_id(text: &str) -> Option<i64> {
+    if text.is_empty()
+        || text.len() > 15
+        || !text.bytes().all(|b| b.is_ascii_digit())
+        || (text.len() > 1 && text.starts_with('0'))
+    {
+        return None;
+    }
+    text.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -119,7 +119,8 @@ fn known_key<'a>(keys: &'a [ApiKey], given: &str) -> Option<&'a ApiKey> {
         .find(|k| constant_time_eq(k.key.as_bytes(), given.as_bytes()))
 }
 
-/// The job whose own credentials `user:password` are (`p/s/n` and its runner's token).
+/// The job whose own credentials `user:password` are (`p/s/n` and its runner's token), while
+/// it runs: a job's token opens nothing once the job has ended.
 async fn job_of_credentials(state: &AppState, user: &str, password: &str) -> Option<JobKey> {
     let key = JobKey::parse(user)?;
     if password.is_empty() {
@@ -132,11 +133,14 @@ async fn job_of_credentials(state: &AppState, user: &str, password: &str) -> Opt
             let Some(project) = db.project_by_id(key.project, &known)? else {
                 return Ok(None);
             };
-            Ok(db.cloud_job(&project, key)?.and_then(|j| {
-                j.meta
-                    .get("auth")
-                    .and_then(|a| a.as_str().map(str::to_owned))
-            }))
+            Ok(db
+                .cloud_job(&project, key)?
+                .filter(|j| j.state == "running")
+                .and_then(|j| {
+                    j.meta
+                        .get("auth")
+                        .and_then(|a| a.as_str().map(str::to_owned))
+                }))
         })
         .await
         .ok()
@@ -179,8 +183,12 @@ enum Target<'a> {
         resource: &'a str,
         write: bool,
     },
-    /// One job's data or metadata.
-    Job { key: JobKey, write: bool },
+    /// One job's data or metadata (`purge`: `DELETE jobs/<key>`, which removes the job).
+    Job {
+        key: JobKey,
+        write: bool,
+        purge: bool,
+    },
     /// Nothing the path names (a dash call whose handler checks its `project`, or a path no
     /// route serves).
     Other,
@@ -237,7 +245,8 @@ fn storage_target<'a>(path: &'a str, method: &Method, query: Option<&str>) -> Ta
                 && rest.len() >= 2
                 && let Some(key) = JobKey::parse(&format!("{id}/{}/{}", rest[0], rest[1]))
             {
-                return Target::Job { key, write };
+                let purge = *resource == "jobs" && rest.len() == 2 && *method == Method::DELETE;
+                return Target::Job { key, write, purge };
             }
             Target::Project {
                 id,
@@ -256,7 +265,7 @@ fn dash_target<'a>(path: &'a str, method: &Method) -> Target<'a> {
         ["v2", "projects", id, ..] => Target::Project {
             id,
             resource: "v2",
-            write: *method != Method::GET,
+            write: !matches!(*method, Method::GET | Method::HEAD),
         },
         _ => Target::Other,
     }
@@ -291,14 +300,15 @@ async fn allowed(state: &AppState, caller: &Caller, target: &Target<'_>) -> bool
     match (caller, target) {
         (_, Target::Public) => true,
         // A job reaches its own data and metadata, and its project's collections and frontiers.
-        (Caller::Job(own), Target::Job { key, .. }) => key == own,
+        // (It may not remove its job.)
+        (Caller::Job(own), Target::Job { key, purge, .. }) => key == own && !purge,
         (Caller::Job(own), Target::Project { id, resource, .. }) => {
             matches!(*resource, "collections" | "hcf")
                 && registry::parse_id(id) == Some(own.project)
         }
         (Caller::Job(_), Target::Projects | Target::Other) => false,
         (_, Target::Projects | Target::Other) => true,
-        (_, Target::Job { key, write }) => right_over(state, caller, &key.project.to_string())
+        (_, Target::Job { key, write, .. }) => right_over(state, caller, &key.project.to_string())
             .await
             .is_some_and(|r| r >= need(*write)),
         (_, Target::Project { id, write, .. }) => right_over(state, caller, id)
@@ -319,6 +329,11 @@ pub fn refusal(dash: bool) -> Response {
     } else {
         wire::StorageError::new(StatusCode::UNAUTHORIZED, "Unauthorized").into_response()
     }
+}
+
+/// Whether the caller may read the project of this id as written in a request.
+pub async fn reads_path_project(state: &AppState, caller: &Caller, id: &str) -> bool {
+    right_over(state, caller, id).await.is_some()
 }
 
 /// The storage API's refusal of a project that a cross-project read names (logged).
@@ -402,7 +417,8 @@ mod tests {
                     spider: 1,
                     n: 2
                 },
-                write: false
+                write: false,
+                purge: false
             }
         );
         assert_eq!(
@@ -434,6 +450,35 @@ mod tests {
             Target::Project {
                 id: "7",
                 resource: "ids",
+                write: false
+            }
+        );
+        let job = JobKey {
+            project: 7,
+            spider: 1,
+            n: 2,
+        };
+        assert_eq!(
+            storage_target("jobs/7/1/2", &Method::DELETE, None),
+            Target::Job {
+                key: job,
+                write: true,
+                purge: true
+            }
+        );
+        assert_eq!(
+            storage_target("jobs/7/1/2/tags", &Method::DELETE, None),
+            Target::Job {
+                key: job,
+                write: true,
+                purge: false
+            }
+        );
+        assert_eq!(
+            dash_target("v2/projects/7/spiders/1", &Method::HEAD),
+            Target::Project {
+                id: "7",
+                resource: "v2",
                 write: false
             }
         );

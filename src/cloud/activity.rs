@@ -269,10 +269,11 @@ async fn activity_projects(
         .all("p")
         .map_err(|e| StorageError::bad_request(e.message))?
     {
-        let (name, id) = project(&state, &p).await?;
-        if !caller.reads(&name, id) {
+        // The right first: a key cannot tell a missing project from one it may not read.
+        if !super::access::reads_path_project(&state, &caller, &p).await {
             return Err(super::access::refused_here(&caller, &p));
         }
+        let (name, id) = project(&state, &p).await?;
         let (_, events) = state
             .store
             .read(move |db| db.activity(&[name], pcount))

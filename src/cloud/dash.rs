@@ -194,6 +194,7 @@ fn run_submission(
     }
     let wanted = super::submit::requested_state(meta.remove("state"))
         .map_err(|e| ApiError::invalid("meta", e))?;
+    super::registry::drop_reserved(&mut meta);
     meta.insert("units".into(), units.into());
     meta.insert("tags".into(), params.all("add_tag")?.into());
     meta.insert("scheduled_by".into(), "api".into());
@@ -297,6 +298,13 @@ pub(super) async fn deploy_target(
             caller.describe()
         );
         return Err(ApiError::refused());
+    }
+    if name.is_none() && id >= super::registry::FIRST_ALLOCATED_PROJECT_ID {
+        return Err(ApiError::new(format!(
+            "project '{raw}' not found: ids from {} up are given to projects named by words; \
+             a new project's id must be below that (it becomes the project's name)",
+            super::registry::FIRST_ALLOCATED_PROJECT_ID
+        )));
     }
     Ok(name.unwrap_or(raw))
 }

@@ -123,7 +123,8 @@ pub fn iso_time(ms: i64) -> String {
 
 /// The filters of `jobs/*`: `job` (repeatable), `spider`, `state` (repeatable; pending,
 /// running and finished when none), `has_tag` (any of them), `lacks_tag` (none of them),
-/// `count` (at most that many; a negative count is the same number) and `offset`.
+/// `count` (at most that many; a negative count is the same number: newest first, the first
+/// ones are the latest) and `offset`.
 const FILTERS: [&str; 7] = [
     "job",
     "spider",
@@ -140,12 +141,14 @@ struct Selected {
     total: usize,
 }
 
-/// The jobs of `project` that the filter parameters select, newest first.
+/// The jobs of `project` that the filter parameters select, newest first; with `paged`, only
+/// those of the page that `offset` and `count` give.
 async fn select_jobs(
     state: &AppState,
     project: &str,
     project_id: i64,
     params: &Params,
+    paged: bool,
 ) -> Result<Selected, ApiError> {
     let mut query = JobQuery::default();
     for s in params.all("state")? {
@@ -180,6 +183,9 @@ async fn select_jobs(
         })
         .await?;
     let total = jobs.len();
+    if !paged {
+        return Ok(Selected { jobs, total });
+    }
     if offset > total {
         return Err(ApiError::invalid(
             "offset",
@@ -242,7 +248,7 @@ async fn listed_jobs(
 ) -> Result<(Vec<Value>, usize), ApiError> {
     only(params, &FILTERS)?;
     let (project, project_id) = project_param(state, caller, params, ProjectRight::Read).await?;
-    let selected = select_jobs(state, &project, project_id, params).await?;
+    let selected = select_jobs(state, &project, project_id, params, true).await?;
     let root = state.config.jobdata_dir.clone();
     let lines = tokio::task::spawn_blocking(move || {
         let now = now_ms();
@@ -297,7 +303,7 @@ async fn jobs_list_jl(
 async fn jobs_count(State(state): State<AppState>, caller: Caller, params: Params) -> ApiResult {
     only(&params, &FILTERS)?;
     let (project, project_id) = project_param(&state, &caller, &params, ProjectRight::Read).await?;
-    let selected = select_jobs(&state, &project, project_id, &params).await?;
+    let selected = select_jobs(&state, &project, project_id, &params, false).await?;
     Ok(Reply::empty().with("total", selected.total))
 }
 
@@ -314,7 +320,7 @@ async fn jobs_update(State(state): State<AppState>, caller: Caller, params: Para
     if add.is_empty() && remove.is_empty() {
         return Err(ApiError::new("No update modifiers provided"));
     }
-    let selected = select_jobs(&state, &project, project_id, &params).await?;
+    let selected = select_jobs(&state, &project, project_id, &params, true).await?;
     let keys: Vec<JobKey> = selected.jobs.iter().map(|j| j.key).collect();
     let count = state
         .store
@@ -438,11 +444,13 @@ async fn data_job(
 }
 
 /// Where a read starts and how many entries it takes: from `offset` (which may be the end,
-/// not past it), at most `count`; a negative `count` is the last ones.
+/// not past it), at most `count`, and at most `cap` (a page); a negative `count` is the last
+/// ones (the last of them when a page cannot hold them all).
 fn window(
     offset: u64,
     count: Option<i64>,
     total: u64,
+    cap: Option<u64>,
     what: &str,
 ) -> Result<(u64, Option<u64>), ApiError> {
     if offset > total {
@@ -451,14 +459,24 @@ fn window(
             format!("{offset} is past the end: the job has {total} {what}"),
         ));
     }
-    Ok(match count {
+    let (from, take) = match count {
         None => (offset, None),
         Some(c) if c >= 0 => (offset, Some(c as u64)),
         Some(c) => {
             let from = offset.max(total.saturating_sub(c.unsigned_abs()));
-            (from, Some(total - from))
+            let last = total - from;
+            match cap {
+                Some(cap) if last > cap => (total - cap, Some(cap)),
+                _ => (from, Some(last)),
+            }
         }
-    })
+    };
+    let take = match (take, cap) {
+        (Some(t), Some(cap)) => Some(t.min(cap)),
+        (t, None) => t,
+        (None, cap) => cap,
+    };
+    Ok((from, take))
 }
 
 /// The JSON answers of the old API's data reads hold at most this many entries (`.jl`
@@ -528,10 +546,7 @@ async fn items(
         .map_err(|e| ApiError::internal("RuntimeError", e))?
         .map_err(|e| ApiError::internal("OSError", e))?
         .values;
-    let (from, mut take) = window(offset, count, total, "items")?;
-    if as_array {
-        take = Some(take.unwrap_or(JSON_PAGE).min(JSON_PAGE));
-    }
+    let (from, take) = window(offset, count, total, as_array.then_some(JSON_PAGE), "items")?;
     opts.start = Some((key, from));
     opts.count = take;
     let sources = vec![(stream, key)];
@@ -681,9 +696,14 @@ async fn log(
     .await
     .map_err(|e| ApiError::internal("RuntimeError", e))?
     .map_err(|e| ApiError::internal("OSError", e))?;
-    let (from, mut take) = window(offset, count, total, "log entries")?;
+    let (from, take) = window(
+        offset,
+        count,
+        total,
+        as_array.then_some(JSON_PAGE),
+        "log entries",
+    )?;
     if as_array {
-        take = Some(take.unwrap_or(JSON_PAGE).min(JSON_PAGE));
         let lines = tokio::task::spawn_blocking(move || {
             let mut lines = Vec::new();
             each_log_line(&stream, level, from, take, &mut |l| {
@@ -925,13 +945,19 @@ mod tests {
 
     #[test]
     fn a_window_starts_at_the_offset_or_takes_the_last_entries() {
-        assert_eq!(window(0, None, 10, "items").unwrap(), (0, None));
-        assert_eq!(window(10, None, 10, "items").unwrap(), (10, None));
-        assert_eq!(window(3, Some(4), 10, "items").unwrap(), (3, Some(4)));
-        assert_eq!(window(0, Some(-4), 10, "items").unwrap(), (6, Some(4)));
-        assert_eq!(window(8, Some(-4), 10, "items").unwrap(), (8, Some(2)));
-        assert_eq!(window(0, Some(-40), 10, "items").unwrap(), (0, Some(10)));
-        let err = window(11, None, 10, "items").unwrap_err();
+        let w = |offset, count, total, cap| window(offset, count, total, cap, "items").unwrap();
+        assert_eq!(w(0, None, 10, None), (0, None));
+        assert_eq!(w(10, None, 10, None), (10, None));
+        assert_eq!(w(3, Some(4), 10, None), (3, Some(4)));
+        assert_eq!(w(0, Some(-4), 10, None), (6, Some(4)));
+        assert_eq!(w(8, Some(-4), 10, None), (8, Some(2)));
+        assert_eq!(w(0, Some(-40), 10, None), (0, Some(10)));
+        // A page of 100: the first 100 from the offset, or the last 100.
+        assert_eq!(w(20, None, 150, Some(100)), (20, Some(100)));
+        assert_eq!(w(0, Some(120), 150, Some(100)), (0, Some(100)));
+        assert_eq!(w(0, Some(-120), 150, Some(100)), (50, Some(100)));
+        assert_eq!(w(0, Some(-30), 150, Some(100)), (120, Some(30)));
+        let err = window(11, None, 10, None, "items").unwrap_err();
         assert_eq!(
             err.message,
             "offset is invalid: 11 is past the end: the job has 10 items"

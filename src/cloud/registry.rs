@@ -49,14 +49,7 @@ impl JobKey {
 
 /// A decimal id as Scrapy Cloud writes them (no sign, no leading zero, fits in 53 bits).
 pub fn parse_id(text: &str) -> Option<i64> {
-    if text.is_empty()
-        || text.len() > 15
-        || !text.bytes().all(|b| b.is_ascii_digit())
-        || (text.len() > 1 && text.starts_with('0'))
-    {
-        return None;
-    }
-    text.parse().ok()
+    crate::names::decimal_id(text)
 }
 
 /// Project and spider ids already read (ids never change once given).
@@ -64,6 +57,24 @@ pub fn parse_id(text: &str) -> Option<i64> {
 pub struct IdCache {
     projects: std::collections::HashMap<String, i64>,
     spiders: std::collections::HashMap<(String, String), i64>,
+}
+
+/// Metadata keys that only scrapyd-rs writes: a job's token, its key, its state, whether an
+/// external runner runs it, the Scrapyd job it is. Every call that takes metadata from a
+/// client leaves them out (`jobs/<key>`, `jobq/<p>/push` and `update`, `run.json`'s `meta`).
+pub const RESERVED_META: [&str; 6] = ["auth", "_key", "key", "state", "external", "scrapyd_job"];
+
+/// Drops the [`RESERVED_META`] keys from metadata a client sent.
+pub fn drop_reserved(meta: &mut Map<String, Value>) {
+    for k in RESERVED_META {
+        meta.remove(k);
+    }
+}
+
+/// Whether an answer may show this metadata key (a job's token is only ever given to the
+/// runner that takes the job).
+pub fn shown_field(key: &str) -> bool {
+    key != "auth"
 }
 
 /// Job states of the Scrapy Cloud model.
@@ -416,6 +427,28 @@ impl Db {
         };
         self.job_activity(&job.project, &key.to_string(), "scheduled", &scheduled_by);
         Ok(key)
+    }
+
+    /// Runs `f` in one transaction of the registry's database: all of its writes or none (the
+    /// ids it gave are forgotten when it fails). `f` must not open a transaction itself.
+    pub fn registry_transaction<T>(
+        &mut self,
+        f: impl FnOnce(&mut Db) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.registry()?.execute_batch("BEGIN IMMEDIATE")?;
+        let result = f(self).and_then(|v| {
+            self.registry()?.execute_batch("COMMIT")?;
+            Ok(v)
+        });
+        if result.is_err() {
+            self.cloud_ids = Default::default();
+            if let Ok(conn) = self.registry()
+                && !conn.is_autocommit()
+            {
+                let _ = conn.execute_batch("ROLLBACK");
+            }
+        }
+        result
     }
 
     /// The newest registry row of a Scrapyd job.

@@ -7,7 +7,10 @@ use super::access::Caller;
 use super::control;
 use super::jobdata::{Filter, ReadOptions, Stream, StreamKind, job_dir, read_entries};
 use super::project;
-use super::registry::{CloudJob, JobKey, JobQuery, STATES, is_external, now_ms, parse_id};
+use super::registry::{
+    CloudJob, JobKey, JobQuery, RESERVED_META, STATES, drop_reserved, is_external, now_ms,
+    parse_id, shown_field,
+};
 use super::submit::{Submission, SubmitError, Submitted, Uniqueness, requested_state, submit};
 use super::wire::{
     self, MAX_VALUE, StorageError, StorageResult, decode_body, json_lines, lines, one,
@@ -203,7 +206,7 @@ fn summary(job: &CloudJob, jobmeta: &[String]) -> Value {
     m.insert("ts".into(), job.ts.into());
     m.insert("elapsed".into(), (now - job.ts).max(0).into());
     if !jobmeta.is_empty() {
-        for f in jobmeta {
+        for f in jobmeta.iter().filter(|f| shown_field(f)) {
             if let Some(v) = job.meta.get(f) {
                 m.insert(f.clone(), v.clone());
             }
@@ -406,9 +409,9 @@ fn push_submission(project: &str, line: Value) -> Result<Submission, StorageErro
         .remove("spider")
         .and_then(|s| s.as_str().map(str::to_owned))
         .ok_or_else(|| StorageError::bad_request("missing spider"))?;
+    crate::names::check(&spider).map_err(|e| StorageError::bad_request(e.message))?;
     let wanted = requested_state(fields.remove("state")).map_err(StorageError::bad_request)?;
-    fields.remove("auth");
-    fields.remove("key");
+    drop_reserved(&mut fields);
     let priority = match fields.get("priority") {
         None | Some(Value::Null) => 2,
         Some(v) => v.as_i64().filter(|p| (0..=4).contains(p)).ok_or_else(|| {
@@ -526,8 +529,7 @@ async fn jobq_update(
             }
             None => None,
         };
-        fields.remove("auth");
-        fields.remove("_key");
+        drop_reserved(&mut fields);
         let mut parts = key_text.split('/');
         if parts.next().and_then(parse_id) != Some(project_id) {
             return Err(StorageError::bad_request(format!(
@@ -864,9 +866,6 @@ async fn meta_get(
     Ok(one(&shown_meta(&job)))
 }
 
-/// Metadata keys that a client cannot set.
-const PROTECTED: [&str; 3] = ["auth", "_key", "state"];
-
 /// `POST jobs/<key>`: merges a JSON object into the metadata.
 async fn meta_post(
     State(state): State<AppState>,
@@ -882,9 +881,7 @@ async fn meta_post(
             _ => return Err(StorageError::bad_request("expected a JSON object")),
         }
     }
-    for k in PROTECTED {
-        fields.remove(k);
-    }
+    drop_reserved(&mut fields);
     state
         .store
         .call(move |db| db.edit_cloud_meta(&project, key, |meta| meta.extend(fields)))
@@ -920,7 +917,7 @@ async fn field_post(
     super::wire::RequestBody(body): super::wire::RequestBody,
 ) -> StorageResult {
     let (project, key, _) = job_at(&state, &p, &s, &j).await?;
-    if PROTECTED.contains(&field.as_str()) {
+    if RESERVED_META.contains(&field.as_str()) {
         return Err(StorageError::bad_request(format!("{field} cannot be set")));
     }
     let body = decode_body(&headers, &body)?;
@@ -943,6 +940,11 @@ async fn field_delete(
     Path((p, s, j, field)): Path<(String, String, String, String)>,
 ) -> StorageResult {
     let (project, key, _) = job_at(&state, &p, &s, &j).await?;
+    if RESERVED_META.contains(&field.as_str()) {
+        return Err(StorageError::bad_request(format!(
+            "{field} cannot be deleted"
+        )));
+    }
     state
         .store
         .call(move |db| {

@@ -5,11 +5,11 @@
 //! deployed egg has, or a job asked for in a given state — is only registered, for a runner
 //! outside scrapyd-rs (`jobq/<p>/startjob`).
 
-use super::registry::{JobKey, JobQuery, STATES};
+use super::registry::{CloudJob, JobKey, JobQuery, STATES};
 use crate::AppState;
 use crate::error::ApiError;
 use crate::queue::{PendingJob, pairs_to_map};
-use crate::store::StoreError;
+use crate::store::{Db, StoreError};
 use serde_json::{Map, Value, json};
 
 /// What makes a new job the duplicate of an active (pending or running) one.
@@ -86,7 +86,8 @@ pub fn requested_state(value: Option<Value>) -> Result<Option<String>, String> {
     }
 }
 
-/// Makes the job (see the module docs).
+/// Makes the job (see the module docs). The duplicate check and the job's insertion are one
+/// call on the store's thread, so two identical requests at once make one job.
 pub async fn submit(state: &AppState, mut s: Submission) -> Result<Submitted, SubmitError> {
     crate::names::check(&s.spider)?;
     let deployed = state
@@ -100,12 +101,6 @@ pub async fn submit(state: &AppState, mut s: Submission) -> Result<Submitted, Su
             .insert("spider_args".into(), Value::Object(pairs_to_map(&s.args)));
     }
     s.meta.insert("priority".into(), s.priority.into());
-    if let Some(existing) = active_duplicate(state, &s).await? {
-        return Err(match s.unique {
-            Uniqueness::Value(_) => SubmitError::SameUnique(existing),
-            _ => SubmitError::SameArguments(s.spider),
-        });
-    }
     let runs_here = deployed && s.state.as_deref().is_none_or(|st| st == "pending");
     if !runs_here {
         return register(state, s, deployed).await;
@@ -125,49 +120,65 @@ pub async fn submit(state: &AppState, mut s: Submission) -> Result<Submitted, Su
     if !state.eggs.is_known(&s.project) {
         return Err(ApiError::project_not_found(&s.project).into());
     }
-    let key = state.store.enqueue(job, s.meta).await?;
+    let (unique, meta) = (s.unique.clone(), s.meta);
+    let queued = state
+        .store
+        .call(move |db| {
+            if let Some(existing) = duplicate(db, &job.project, &job.spider, &unique, &meta)? {
+                return Ok(Err(existing));
+            }
+            db.enqueue(&job)?;
+            db.registry_transaction(|db| db.register_job(&job, &meta))
+                .map(Ok)
+        })
+        .await?;
     drop(held);
+    let key = queued.map_err(|existing| duplicate_error(&s.unique, &s.spider, existing))?;
     state.launcher.wake();
-    let key =
-        key.ok_or_else(|| ApiError::internal("DatabaseError", "the job was queued without a key"))?;
     Ok(Submitted::Queued(key))
 }
 
-/// The key of an active job that `s` would duplicate.
-async fn active_duplicate(state: &AppState, s: &Submission) -> Result<Option<JobKey>, StoreError> {
-    let (project, spider) = (s.project.clone(), s.spider.clone());
-    let unique = s.unique.clone();
-    let args = s
-        .meta
-        .get("spider_args")
-        .cloned()
-        .unwrap_or_else(|| json!({}));
-    let (_, found) = state
-        .store
-        .read(move |db| {
-            let mut query = JobQuery {
-                states: vec!["pending".into(), "running".into()],
-                ..JobQuery::default()
-            };
-            let same: Box<dyn Fn(&super::registry::CloudJob) -> bool> = match unique {
-                Uniqueness::None => return Ok(None),
-                Uniqueness::Value(v) => Box::new(move |j| j.meta.get("unique") == Some(&v)),
-                Uniqueness::SameArguments => {
-                    let Some(id) = db.spider_id(&project, &spider, false)? else {
-                        return Ok(None);
-                    };
-                    query.spider_id = Some(id);
-                    Box::new(move |j| j.meta.get("spider_args").unwrap_or(&json!({})) == &args)
-                }
-            };
-            Ok(db
-                .cloud_jobs(&project, &query)?
-                .into_iter()
-                .find(|j| same(j))
-                .map(|j| j.key))
-        })
-        .await?;
-    Ok(found)
+/// The key of an active (pending or running) job that a job of `spider` with this metadata
+/// would duplicate.
+fn duplicate(
+    db: &mut Db,
+    project: &str,
+    spider: &str,
+    unique: &Uniqueness,
+    meta: &Map<String, Value>,
+) -> Result<Option<JobKey>, StoreError> {
+    let mut query = JobQuery {
+        states: vec!["pending".into(), "running".into()],
+        ..JobQuery::default()
+    };
+    let no_args = json!({});
+    let args = meta.get("spider_args").unwrap_or(&no_args);
+    let same = |j: &CloudJob| match unique {
+        Uniqueness::None => false,
+        Uniqueness::Value(v) => j.meta.get("unique") == Some(v),
+        Uniqueness::SameArguments => j.meta.get("spider_args").unwrap_or(&no_args) == args,
+    };
+    match unique {
+        Uniqueness::None => return Ok(None),
+        Uniqueness::Value(_) => {}
+        Uniqueness::SameArguments => match db.spider_id(project, spider, false)? {
+            Some(id) => query.spider_id = Some(id),
+            None => return Ok(None),
+        },
+    }
+    Ok(db
+        .cloud_jobs(project, &query)?
+        .into_iter()
+        .find(|j| same(j))
+        .map(|j| j.key))
+}
+
+/// How a duplicate of `existing` is refused.
+fn duplicate_error(unique: &Uniqueness, spider: &str, existing: JobKey) -> SubmitError {
+    match unique {
+        Uniqueness::Value(_) => SubmitError::SameUnique(existing),
+        _ => SubmitError::SameArguments(spider.to_owned()),
+    }
 }
 
 /// Registers a job for another runner (a spider no deployed egg has, or a given state).
@@ -182,26 +193,34 @@ async fn register(
         mut meta,
         state: wanted,
         new_spiders,
+        unique,
         ..
     } = s;
     meta.remove("state");
     let name = spider.clone();
     let may_add = new_spiders || deployed;
-    let key = state
+    let checked = unique.clone();
+    let made = state
         .store
         .call(move |db| {
-            if !may_add && db.spider_id(&project, &spider, false)?.is_none() {
-                return Ok(None);
-            }
-            let key = db.register_external(&project, &spider, &meta, wanted.as_deref())?;
-            let auth = db
-                .cloud_job(&project, key)?
-                .and_then(|j| j.meta.get("auth").cloned());
-            Ok(Some((key, auth)))
+            db.registry_transaction(|db| {
+                if !may_add && db.spider_id(&project, &spider, false)?.is_none() {
+                    return Ok(None);
+                }
+                if let Some(existing) = duplicate(db, &project, &spider, &checked, &meta)? {
+                    return Ok(Some(Err(existing)));
+                }
+                let key = db.register_external(&project, &spider, &meta, wanted.as_deref())?;
+                let auth = db
+                    .cloud_job(&project, key)?
+                    .and_then(|j| j.meta.get("auth").cloned());
+                Ok(Some(Ok((key, auth))))
+            })
         })
         .await?;
-    match key {
-        Some((key, auth)) => Ok(Submitted::Registered { key, auth }),
+    match made {
+        Some(Ok((key, auth))) => Ok(Submitted::Registered { key, auth }),
+        Some(Err(existing)) => Err(duplicate_error(&unique, &name, existing)),
         None => Err(ApiError::spider_not_found(&name).into()),
     }
 }
