@@ -329,38 +329,27 @@ async fn the_old_dash_api_refuses_bad_inputs_and_changes_nothing() {
     }
     // Storage: a push whose second line is bad makes no job; a body over the limit gets the
     // storage API's JSON 413, a large one under it is taken.
-    let r = s
-        .client
-        .post(url("storage/jobq/5/push"))
-        .body("{\"spider\": \"echo\"}\n{\"spider\": \"echo\", \"priority\": 9}\n")
-        .send()
-        .await
-        .unwrap();
-    let (status, v) = answer(r).await;
-    assert_eq!(status, 400, "{v}");
-    assert!(
-        v["message"]
-            .as_str()
-            .unwrap()
-            .contains("invalid priority 9"),
-        "{v}"
-    );
-    let r = s
-        .client
-        .post(url("storage/jobq/5/push"))
-        .body("{\"spider\": \"fine\"}\n{\"spider\": \"a/b\"}\n")
-        .send()
-        .await
-        .unwrap();
-    let (status, v) = answer(r).await;
-    assert_eq!(status, 400, "{v}");
-    assert!(
-        v["message"]
-            .as_str()
-            .unwrap()
-            .contains("DirectoryTraversalError"),
-        "{v}"
-    );
+    for (lines, needle) in [
+        (
+            "{\"spider\": \"echo\"}\n{\"spider\": \"echo\", \"priority\": 9}\n",
+            "invalid priority 9",
+        ),
+        (
+            "{\"spider\": \"fine\"}\n{\"spider\": \"a/b\"}\n",
+            "DirectoryTraversalError",
+        ),
+    ] {
+        let r = s
+            .client
+            .post(url("storage/jobq/5/push"))
+            .body(lines)
+            .send()
+            .await
+            .unwrap();
+        let (status, v) = answer(r).await;
+        assert_eq!(status, 400, "{v}");
+        assert!(v["message"].as_str().unwrap().contains(needle), "{v}");
+    }
     // Keys only scrapyd-rs writes cannot be set, nor deleted.
     let r = s
         .client

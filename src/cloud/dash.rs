@@ -141,21 +141,6 @@ const RUN_PARAMS: [&str; 10] = [
     "apikey",
 ];
 
-/// A JSON object as name-value text pairs (a string is its text, anything else its JSON): a
-/// crawl's `-s NAME=VALUE` settings, its `-a` arguments.
-pub(super) fn string_pairs(settings: &Map<String, Value>) -> Vec<(String, String)> {
-    settings
-        .iter()
-        .map(|(k, v)| {
-            let v = match v {
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
-            };
-            (k.clone(), v)
-        })
-        .collect()
-}
-
 /// A Scrapy Cloud priority (0–4) given as text.
 pub(super) fn parse_priority(text: &str) -> Result<i64, String> {
     text.trim()
@@ -198,7 +183,7 @@ fn run_submission(
     meta.insert("units".into(), units.into());
     meta.insert("tags".into(), params.all("add_tag")?.into());
     meta.insert("scheduled_by".into(), "api".into());
-    let settings = string_pairs(&job_settings);
+    let settings = super::registry::string_pairs(&job_settings);
     if !job_settings.is_empty() {
         meta.insert("job_settings".into(), Value::Object(job_settings));
     }

@@ -42,10 +42,22 @@ pub fn routes() -> Router<AppState> {
         .route("/api/jobs/update.json", post(jobs_update))
         .route("/api/jobs/stop.json", post(jobs_stop))
         .route("/api/jobs/delete.json", post(jobs_delete))
-        .route("/api/items.json", get(items_json))
-        .route("/api/items.jl", get(items_jl))
-        .route("/api/log.json", get(log_json))
-        .route("/api/log.jl", get(log_jl))
+        .route(
+            "/api/items.jl",
+            get(|s, c, p| data_read(s, c, p, Data::Items, false)),
+        )
+        .route(
+            "/api/items.json",
+            get(|s, c, p| data_read(s, c, p, Data::Items, true)),
+        )
+        .route(
+            "/api/log.jl",
+            get(|s, c, p| data_read(s, c, p, Data::Log, false)),
+        )
+        .route(
+            "/api/log.json",
+            get(|s, c, p| data_read(s, c, p, Data::Log, true)),
+        )
         .route("/api/reports/add.json", post(reports_add))
         .route("/api/eggs/add.json", post(eggs_add))
         .route("/api/eggs/list.json", get(eggs_list))
@@ -576,18 +588,6 @@ async fn items(
     })))
 }
 
-async fn items_jl(State(state): State<AppState>, caller: Caller, params: Params) -> Response {
-    items(&state, &caller, &params, false)
-        .await
-        .unwrap_or_else(|e| bad(e).into_response())
-}
-
-async fn items_json(State(state): State<AppState>, caller: Caller, params: Params) -> Response {
-    items(&state, &caller, &params, true)
-        .await
-        .unwrap_or_else(|e| bad(e).into_response())
-}
-
 /// A `level` parameter: a level name (`DEBUG` … `CRITICAL`) or number.
 fn level_param(params: &Params) -> Result<Option<i64>, ApiError> {
     let Some(text) = params.text("level")? else {
@@ -733,16 +733,26 @@ async fn log(
     })))
 }
 
-async fn log_jl(State(state): State<AppState>, caller: Caller, params: Params) -> Response {
-    log(&state, &caller, &params, false)
-        .await
-        .unwrap_or_else(|e| bad(e).into_response())
+/// A job's data, as the old API read it.
+#[derive(Debug, Clone, Copy)]
+enum Data {
+    Items,
+    Log,
 }
 
-async fn log_json(State(state): State<AppState>, caller: Caller, params: Params) -> Response {
-    log(&state, &caller, &params, true)
-        .await
-        .unwrap_or_else(|e| bad(e).into_response())
+/// `items.jl|.json`, `log.jl|.json` (`as_array`: the `.json` form).
+async fn data_read(
+    State(state): State<AppState>,
+    caller: Caller,
+    params: Params,
+    data: Data,
+    as_array: bool,
+) -> Response {
+    let read = match data {
+        Data::Items => items(&state, &caller, &params, as_array).await,
+        Data::Log => log(&state, &caller, &params, as_array).await,
+    };
+    read.unwrap_or_else(|e| bad(e).into_response())
 }
 
 // ------------------------------------------------------------------------------------------------

@@ -588,16 +588,7 @@ impl Db {
             return Ok(Vec::new());
         };
         Ok(match j.meta.get("environment") {
-            Some(Value::Object(map)) => map
-                .iter()
-                .map(|(k, v)| {
-                    let v = match v {
-                        Value::String(s) => s.clone(),
-                        other => other.to_string(),
-                    };
-                    (k.clone(), v)
-                })
-                .collect(),
+            Some(Value::Object(map)) => string_pairs(map),
             _ => Vec::new(),
         })
     }
@@ -729,6 +720,20 @@ pub struct JobQuery {
     pub skip: usize,
     pub count: Option<usize>,
     pub stop: Option<JobKey>,
+}
+
+/// A JSON object as name-value text pairs (a string is its text, anything else its JSON): a
+/// crawl's environment, `-s NAME=VALUE` settings, `-a` arguments.
+pub fn string_pairs(map: &Map<String, Value>) -> Vec<(String, String)> {
+    map.iter()
+        .map(|(k, v)| {
+            let v = match v {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            (k.clone(), v)
+        })
+        .collect()
 }
 
 /// A job's tags.

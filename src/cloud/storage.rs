@@ -427,8 +427,8 @@ fn push_submission(project: &str, line: Value) -> Result<Submission, StorageErro
             ))),
         }
     };
-    let args = super::dash::string_pairs(&object("spider_args")?);
-    let settings = super::dash::string_pairs(&object("job_settings")?);
+    let args = super::registry::string_pairs(&object("spider_args")?);
+    let settings = super::registry::string_pairs(&object("job_settings")?);
     let unique = match fields.get("unique") {
         Some(v) if !v.is_null() => Uniqueness::Value(v.clone()),
         _ => Uniqueness::None,
