@@ -28,8 +28,9 @@ pub fn test_config(root: &Path) -> Config {
     c.python = super::venv().python.display().to_string();
     c.max_proc = 2;
     c.node_name = "test-node".into();
-    // Long, so tests prove that jobs start on events, not on the poll.
-    c.poll_interval = Duration::from_secs(60);
+    // A day, longer than any test waits: a job that starts in a test started on an event (a
+    // schedule, an exit, an upload), never on the poll.
+    c.poll_interval = Duration::from_secs(86_400);
     c
 }
 
