@@ -1015,10 +1015,17 @@ fn parse_ini(text: &str, path: Option<&Path>) -> Result<Ini, ConfigError> {
             ));
         };
         let Some(delim) = stripped.find(['=', ':']) else {
+            let in_keys = matches!(cur, Current::Section(i) if sections[i].0 == "api_keys");
+            // An API key alone on its line is not written into the message.
+            let found = if in_keys {
+                "a line of [api_keys] without \"=\" (not shown: it may hold a key)".to_owned()
+            } else {
+                format!("{stripped:?}")
+            };
             return Err(syntax(
                 lineno,
                 format!(
-                    "expected \"[section]\", \"name = value\" or \"name: value\", found {stripped:?}"
+                    "expected \"[section]\", \"name = value\" or \"name: value\", found {found}"
                 ),
             ));
         };
@@ -1452,7 +1459,7 @@ fn build_api_keys(ini: &Ini, option: &Setting) -> Result<Vec<ApiKey>, ConfigErro
                 entry.origin.clone(),
                 "api_keys",
                 "<key>",
-                &entry.value,
+                "<hidden>",
                 problem,
             )
         };
@@ -1492,11 +1499,21 @@ fn parse_key_access(value: &str) -> Result<KeyAccess, String> {
             Err("admin already reaches every project: it stands alone".to_owned())
         };
     }
-    if let Some(word) = words.iter().find(|w| w.starts_with(['#', ';'])) {
-        return Err(format!(
-            "{word:?} starts a comment, which configparser keeps in the value: put comments on \
-             lines of their own"
-        ));
+    // Nothing of the value is quoted: a key with a ":" or "=" is cut there, and the rest of it
+    // is in the value.
+    if words.iter().any(|w| w.starts_with(['#', ';'])) {
+        return Err(
+            "a comment (# or ;) after the projects is kept in the value by configparser: \
+                    put comments on lines of their own"
+                .to_owned(),
+        );
+    }
+    if words.iter().any(|w| w.contains('=')) {
+        return Err(
+            "an API key cannot contain \":\" or \"=\" (the line is cut at the first of \
+                    them)"
+                .to_owned(),
+        );
     }
     let mut grants = Vec::new();
     for word in words {
@@ -1506,9 +1523,21 @@ fn parse_key_access(value: &str) -> Result<KeyAccess, String> {
         };
         let project = match project {
             "*" => None,
-            "" => return Err(format!("{word:?} names no project")),
-            name if crate::names::is_safe(name) && !name.contains(':') => Some(name.to_owned()),
-            name => return Err(format!("{name:?} is not a project name or id")),
+            "" => return Err("\"ro:\" with nothing after it names no project".to_owned()),
+            name if name.contains(':') => {
+                return Err(
+                    "an API key cannot contain \":\" or \"=\", nor a project listed \
+                            here a \":\""
+                        .to_owned(),
+                );
+            }
+            name if crate::names::is_safe(name) => Some(name.to_owned()),
+            _ => {
+                return Err(
+                    "a project name has a \"/\", \"\\\" or control character, or is too long"
+                        .to_owned(),
+                );
+            }
         };
         grants.push(ProjectGrant { project, write });
     }
@@ -2816,14 +2845,11 @@ mod tests {
             ),
             ("[api_keys]\nsecret123 = admin books\n", "stands alone"),
             ("[api_keys]\nsecret123 = ro:\n", "names no project"),
-            (
-                "[api_keys]\nsecret123 = ../x\n",
-                "is not a project name or id",
-            ),
-            (
-                "[api_keys]\nsecret123 = a:b\n",
-                "is not a project name or id",
-            ),
+            ("[api_keys]\nteam:secret123 = *\n", "cannot contain"),
+            ("[api_keys]\nteam=secret123 = *\n", "cannot contain"),
+            ("[api_keys]\nsecret123 = ro:a:b\n", "cannot contain"),
+            ("[api_keys]\nsecret123 = ../x\n", "a project name has"),
+            ("[api_keys]\nsecret123 = a:b\n", "cannot contain"),
             (
                 "[scrapyd]\napi_keys = secret123\n[api_keys]\nsecret123 = *\n",
                 "given twice",
@@ -2856,6 +2882,12 @@ mod tests {
         assert!(
             !format!("{:?}", ApiKey::every_project("secret123")).contains("secret"),
             "Debug shows the key"
+        );
+        // A key alone on its line, in a syntax error.
+        let err = error("[api_keys]\nsecret123\n");
+        assert!(
+            err.contains("not shown") && !err.contains("secret"),
+            "{err}"
         );
         // Two keys differing only in case are one option name to configparser.
         let err = error("[api_keys]\nSecret123 = *\nsecret123 = *\n");

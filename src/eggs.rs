@@ -676,6 +676,9 @@ pub struct ExtraEgg {
     pub path: PathBuf,
 }
 
+/// The longest name of an extra egg: its file, `{name}-{uuid}.egg`, is a name too.
+pub const MAX_EXTRA_NAME_LEN: usize = names::MAX_NAME_LEN - 37;
+
 /// An extra egg being uploaded.
 #[derive(Debug, Clone, Copy)]
 pub struct NewExtraEgg<'a> {
@@ -689,6 +692,16 @@ impl NewExtraEgg<'_> {
     /// Checks the name and version, and that the egg is a sane zip.
     fn check(&self) -> Result<(), ApiError> {
         names::check(self.name)?;
+        // The stored file is `{name}-{32 hex digits}.egg`: a name with it.
+        if self.name.len() > MAX_EXTRA_NAME_LEN {
+            return Err(ApiError::invalid(
+                "name",
+                format!(
+                    "{} bytes (an egg name is at most {MAX_EXTRA_NAME_LEN})",
+                    self.name.len()
+                ),
+            ));
+        }
         // `__main__.egg` is the project's own egg in a bundle (`eggs/bundle.zip`).
         if self.name.starts_with('.') || self.name.ends_with(".json") || self.name == "__main__" {
             return Err(ApiError::invalid(
@@ -836,6 +849,14 @@ mod tests {
         );
     }
 
+    fn new_owned<'a>(name: &'a str, data: &'a [u8]) -> NewExtraEgg<'a> {
+        NewExtraEgg {
+            name,
+            version: "1",
+            data,
+        }
+    }
+
     #[tokio::test]
     async fn extra_eggs_are_replaced_and_deleted_without_touching_the_files_crawls_use() {
         let dir = tempfile::tempdir().unwrap();
@@ -874,6 +895,25 @@ mod tests {
         store.remove_unused_extra_eggs();
         assert!(!first[0].path.exists() && !second[1].path.exists());
         assert!(second[0].path.is_file(), "an egg in use stays");
+        let long = "a".repeat(MAX_EXTRA_NAME_LEN);
+        store
+            .add_extra_egg("p", &new_owned(&long, &egg))
+            .await
+            .unwrap();
+        assert!(
+            store
+                .extra_eggs("p")
+                .unwrap()
+                .iter()
+                .any(|e| e.name == long)
+        );
+        assert!(store.delete_extra_egg("p", &long).await.unwrap());
+        let longer = "a".repeat(MAX_EXTRA_NAME_LEN + 1);
+        let err = store
+            .add_extra_egg("p", &new_owned(&longer, &egg))
+            .await
+            .unwrap_err();
+        assert!(err.message.contains("at most"), "{}", err.message);
         for (name, needle) in [
             ("__main__", "not an egg name"),
             ("x.json", "not an egg name"),

@@ -499,6 +499,121 @@ async fn identical_requests_at_once_make_one_job() {
     s.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn states_follow_the_crawl_and_reserved_metadata_stays_out() {
+    let s = TestServer::start(|_| {}).await;
+    let egg = support::build_egg(&support::test_project_dir());
+    assert_eq!(s.add_version("9", "r1", &egg).await["status"], "ok");
+    let url = |path: &str| format!("{}/{path}", s.url);
+    let post = |path: &str, body: String| s.client.post(url(path)).body(body).send();
+    let run: Value = s
+        .client
+        .post(url("api/run.json"))
+        .form(&[("project", "9"), ("spider", "slow"), ("seconds", "300")])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key = run["jobid"].as_str().unwrap().to_owned();
+    let scrapyd_job =
+        support::wait_until_async("the crawl to run", Duration::from_secs(90), || async {
+            let v: Value = s
+                .client
+                .get(url(&format!("storage/jobs/{key}")))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            (v["state"] == "running").then(|| v["scrapyd_job"].as_str().unwrap().to_owned())
+        })
+        .await;
+    // A job scrapyd-rs runs cannot be moved back to pending (nor its crawl hidden that way).
+    let r = post(
+        "storage/jobq/9/update",
+        format!("{{\"key\": \"{key}\", \"state\": \"pending\"}}"),
+    )
+    .await
+    .unwrap();
+    let (status, v) = answer(r).await;
+    assert_eq!(status, 400, "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("state follows its crawl"),
+        "{v}"
+    );
+    assert_eq!(s.state(&scrapyd_job).await, "running");
+    // Deleting it stops the crawl before its row and data go.
+    let r = s
+        .client
+        .post(url("api/jobs/delete.json"))
+        .form(&[("project", "9"), ("job", key.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer(r).await.1["count"], 1);
+    s.wait_state(&scrapyd_job, "finished", Duration::from_secs(90))
+        .await;
+    assert_eq!(
+        s.client
+            .get(url(&format!("storage/jobs/{key}")))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+
+    // startjob's parameters cannot set what only scrapyd-rs writes.
+    let r = post("storage/jobq/9/push", "{\"spider\": \"ext\"}".into())
+        .await
+        .unwrap();
+    let pushed: Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+    let ext = pushed["key"].as_str().unwrap().to_owned();
+    let r = post(
+        "storage/jobq/9/startjob",
+        r#"{"external": false, "_key": "8/1/1", "key": "x", "state": "finished", "host": "h"}"#
+            .into(),
+    )
+    .await
+    .unwrap();
+    let started: Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+    assert_eq!(
+        (&started["key"], &started["state"], &started["host"]),
+        (&json!(ext), &json!("running"), &json!("h")),
+        "{started}"
+    );
+    let listed = s
+        .client
+        .get(url("storage/jobs/9?state=running"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let line: Value = serde_json::from_str(listed.lines().next().unwrap()).unwrap();
+    assert_eq!(
+        (&line["_key"], &line["external"]),
+        (&json!(ext), &json!(true)),
+        "{line}"
+    );
+    let r = post("storage/jobq/9/cancel", format!("[{{\"key\": \"{ext}\"}}]"))
+        .await
+        .unwrap();
+    assert_eq!(
+        answer(r).await.1["count"],
+        1,
+        "the external job is still its runner's to stop"
+    );
+    s.stop().await;
+}
+
 /// `tests/projects/helper_lib`: a library deployed as an extra egg.
 fn helper_dir() -> std::path::PathBuf {
     support::repo_root().join("tests/projects/helper_lib")

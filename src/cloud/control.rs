@@ -9,13 +9,14 @@ use super::registry::{CloudJob, JobKey, JobQuery, is_external};
 use crate::AppState;
 use crate::store::StoreError;
 use nix::sys::signal::Signal;
-use serde_json::Map;
+use serde_json::{Map, Value};
 
 /// Stops a job: a pending one leaves its queue, a running one is signalled; a pending job
 /// that only the registry knows is marked finished (`cancelled`), a running one is left to its
 /// runner (it sees `cancelled_by`), as on Scrapy Cloud. Returns whether it was pending or
 /// running.
 pub async fn stop(state: &AppState, job: &CloudJob, signal: Signal) -> Result<bool, StoreError> {
+    // An ended job is left alone (its Scrapyd job id may have been given to a new job since).
     if !matches!(job.state.as_str(), "pending" | "running") {
         return Ok(false);
     }
@@ -37,16 +38,17 @@ pub async fn stop(state: &AppState, job: &CloudJob, signal: Signal) -> Result<bo
             .await?;
         return Ok(true);
     }
-    if job.state == "pending" {
-        let (p, j) = (job.project.clone(), job.job.clone());
-        let removed = state
-            .store
-            .call(move |db| db.remove_pending(&p, &j))
-            .await?;
-        Ok(removed > 0)
-    } else {
-        Ok(state.launcher.cancel(&job.project, &job.job, signal).await > 0)
+    // The Scrapyd side decides, as `cancel.json` does: the registry's state follows it and may
+    // lag (a job that has just started is still `pending` there).
+    let (p, j) = (job.project.clone(), job.job.clone());
+    let removed = state
+        .store
+        .call(move |db| db.remove_pending(&p, &j))
+        .await?;
+    if removed > 0 {
+        return Ok(true);
     }
+    Ok(state.launcher.cancel(&job.project, &job.job, signal).await > 0)
 }
 
 /// Cancels these jobs (SIGINT for a running one, then `cancel_timeout`), marking each
@@ -80,16 +82,86 @@ pub async fn jobs_by_key(
     project: &str,
     keys: Vec<JobKey>,
 ) -> Result<Vec<CloudJob>, StoreError> {
-    let p = project.to_owned();
     let query = JobQuery {
         keys,
         ..JobQuery::default()
     };
+    jobs_matching(state, project, query).await
+}
+
+/// The jobs of `project` that `query` selects, newest first.
+pub async fn jobs_matching(
+    state: &AppState,
+    project: &str,
+    query: JobQuery,
+) -> Result<Vec<CloudJob>, StoreError> {
+    let p = project.to_owned();
     let (_, jobs) = state
         .store
         .read(move |db| db.cloud_jobs(&p, &query))
         .await?;
     Ok(jobs)
+}
+
+/// Whether these jobs may be moved to `state`. A client may move an external runner's job
+/// anywhere (it reports for that runner), but a job scrapyd-rs runs only to an end (which
+/// stops its crawl): its state follows the crawl, never back or forth.
+pub fn check_transition(jobs: &[CloudJob], state: &str) -> Result<(), String> {
+    let moved_back = matches!(state, "pending" | "running");
+    match jobs
+        .iter()
+        .find(|j| moved_back && !is_external(j) && j.state != state)
+    {
+        Some(job) => Err(format!(
+            "job {} runs here: its state follows its crawl (only finished or deleted may be set)",
+            job.key
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Moves a job to `state` (stopping its crawl first when it ends a job scrapyd-rs runs) and
+/// merges `fields` into its metadata; a job that finishes makes room under the retention
+/// (`jobdata_to_keep`).
+pub async fn update(
+    state: &AppState,
+    job: &CloudJob,
+    new_state: Option<&str>,
+    fields: Map<String, Value>,
+) -> Result<(), StoreError> {
+    let ends = matches!(new_state, Some("finished" | "deleted"));
+    if ends && new_state != Some(job.state.as_str()) && !is_external(job) {
+        stop(state, job, Signal::SIGINT).await?;
+    }
+    let (p, key, s) = (job.project.clone(), job.key, new_state.map(str::to_owned));
+    state
+        .store
+        .call(move |db| {
+            let Some(mut job) = db.cloud_job(&p, key)? else {
+                return Ok(());
+            };
+            match s {
+                Some(s) => db.transition(&mut job, &s, "api", fields),
+                None => {
+                    job.meta.extend(fields);
+                    db.save_cloud_job(&job)
+                }
+            }
+        })
+        .await?;
+    if new_state == Some("finished") {
+        let (p, spider, keep) = (
+            job.project.clone(),
+            job.spider.clone(),
+            state.config.jobdata_to_keep,
+        );
+        let pruned = state
+            .store
+            .call(move |db| db.prune_cloud_jobs(&p, &spider, keep))
+            .await?;
+        crate::launcher::remove_job_data(&state.config.jobdata_dir, pruned);
+    }
+    Ok(())
 }
 
 /// Cancels up to `count` active jobs of `project` (an admin's bulk cancel): pending ones

@@ -8,8 +8,7 @@ use super::control;
 use super::jobdata::{Filter, ReadOptions, Stream, StreamKind, job_dir, read_entries};
 use super::project;
 use super::registry::{
-    CloudJob, JobKey, JobQuery, RESERVED_META, STATES, drop_reserved, is_external, now_ms,
-    parse_id, shown_field,
+    CloudJob, JobKey, JobQuery, RESERVED_META, STATES, drop_reserved, now_ms, parse_id, shown_field,
 };
 use super::submit::{Submission, SubmitError, Submitted, Uniqueness, requested_state, submit};
 use super::wire::{
@@ -23,7 +22,6 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::routing::{get, post};
-use nix::sys::signal::Signal;
 use serde_json::{Map, Value, json};
 
 pub fn routes() -> Router<AppState> {
@@ -206,7 +204,10 @@ fn summary(job: &CloudJob, jobmeta: &[String]) -> Value {
     m.insert("ts".into(), job.ts.into());
     m.insert("elapsed".into(), (now - job.ts).max(0).into());
     if !jobmeta.is_empty() {
-        for f in jobmeta.iter().filter(|f| shown_field(f)) {
+        let asked = jobmeta
+            .iter()
+            .filter(|f| shown_field(f) && !RESERVED_META.contains(&f.as_str()));
+        for f in asked {
             if let Some(v) = job.meta.get(f) {
                 m.insert(f.clone(), v.clone());
             }
@@ -491,6 +492,7 @@ async fn jobq_startjob(
             params.extend(m);
         }
     }
+    drop_reserved(&mut params);
     let job = state
         .store
         .call(move |db| db.start_external(&project, params))
@@ -504,7 +506,59 @@ async fn jobq_startjob(
     Ok(one(&Value::Object(m)))
 }
 
+/// One line of a `jobq/<p>/update` body: the jobs it names (a job key, or a spider key for
+/// every job of the spider), the state to move them to, and metadata to merge.
+struct JobUpdate {
+    query: JobQuery,
+    state: Option<String>,
+    fields: Map<String, Value>,
+}
+
+/// Parses one `jobq/<p>/update` line of project `project_id`.
+fn parse_update(line: Value, project_id: i64) -> Result<JobUpdate, StorageError> {
+    let Value::Object(mut fields) = line else {
+        return Err(StorageError::bad_request("expected a JSON object per line"));
+    };
+    let key_text = fields
+        .remove("key")
+        .and_then(|k| k.as_str().map(str::to_owned))
+        .ok_or_else(|| StorageError::bad_request("missing key"))?;
+    let state = match fields.remove("state") {
+        Some(Value::String(s)) if STATES.contains(&s.as_str()) => Some(s),
+        Some(other) => {
+            return Err(StorageError::bad_request(format!("invalid state: {other}")));
+        }
+        None => None,
+    };
+    drop_reserved(&mut fields);
+    let bad_key = || StorageError::bad_request(format!("invalid key: {key_text}"));
+    let mut parts = key_text.split('/');
+    if parts.next().and_then(parse_id) != Some(project_id) {
+        return Err(StorageError::bad_request(format!(
+            "key {key_text} is not of project {project_id}"
+        )));
+    }
+    let query = match (parts.next().and_then(parse_id), parts.next()) {
+        (Some(s), None) => JobQuery {
+            states: vec!["pending".into(), "running".into(), "finished".into()],
+            spider_id: Some(s),
+            ..JobQuery::default()
+        },
+        (Some(_), Some(_)) => JobQuery {
+            keys: vec![JobKey::parse(&key_text).ok_or_else(bad_key)?],
+            ..JobQuery::default()
+        },
+        _ => return Err(bad_key()),
+    };
+    Ok(JobUpdate {
+        query,
+        state,
+        fields,
+    })
+}
+
 /// `jobq/<p>/update`: state changes and metadata, one JSON line per job (or per spider key).
+/// Every line is checked, and the jobs it names found, before any job changes.
 async fn jobq_update(
     State(state): State<AppState>,
     Path(p): Path<String>,
@@ -512,94 +566,21 @@ async fn jobq_update(
     super::wire::RequestBody(body): super::wire::RequestBody,
 ) -> StorageResult {
     let (project, project_id) = project(&state, &p).await?;
-    let updates = json_lines(&decode_body(&headers, &body)?)?;
-    let mut out = Vec::new();
-    for update in updates {
-        let Value::Object(mut fields) = update else {
-            return Err(StorageError::bad_request("expected a JSON object per line"));
-        };
-        let key_text = fields
-            .remove("key")
-            .and_then(|k| k.as_str().map(str::to_owned))
-            .ok_or_else(|| StorageError::bad_request("missing key"))?;
-        let new_state = match fields.remove("state") {
-            Some(Value::String(s)) if STATES.contains(&s.as_str()) => Some(s),
-            Some(other) => {
-                return Err(StorageError::bad_request(format!("invalid state: {other}")));
-            }
-            None => None,
-        };
-        drop_reserved(&mut fields);
-        let mut parts = key_text.split('/');
-        if parts.next().and_then(parse_id) != Some(project_id) {
-            return Err(StorageError::bad_request(format!(
-                "key {key_text} is not of project {p}"
-            )));
+    let mut planned = Vec::new();
+    for line in json_lines(&decode_body(&headers, &body)?)? {
+        let update = parse_update(line, project_id)?;
+        let jobs = control::jobs_matching(&state, &project, update.query.clone()).await?;
+        if let Some(s) = update.state.as_deref() {
+            control::check_transition(&jobs, s).map_err(StorageError::bad_request)?;
         }
-        let query = match (parts.next().and_then(parse_id), parts.next()) {
-            (Some(s), None) => JobQuery {
-                states: vec!["pending".into(), "running".into(), "finished".into()],
-                spider_id: Some(s),
-                ..JobQuery::default()
-            },
-            (Some(_), Some(_)) => {
-                let key = JobKey::parse(&key_text)
-                    .ok_or_else(|| StorageError::bad_request(format!("invalid key: {key_text}")))?;
-                JobQuery {
-                    keys: vec![key],
-                    ..JobQuery::default()
-                }
-            }
-            _ => {
-                return Err(StorageError::bad_request(format!(
-                    "invalid key: {key_text}"
-                )));
-            }
-        };
-        let pn = project.clone();
-        let (_, jobs) = state
-            .store
-            .read(move |db| db.cloud_jobs(&pn, &query))
-            .await?;
+        planned.push((jobs, update));
+    }
+    let mut out = Vec::new();
+    for (jobs, update) in planned {
         for job in jobs {
-            let prevstate = job.state.clone();
-            // A job that scrapyd-rs runs is stopped; an external one is its runner's report.
-            if let Some(s) = &new_state
-                && s != &prevstate
-                && (s == "finished" || s == "deleted")
-                && !is_external(&job)
-            {
-                control::stop(&state, &job, Signal::SIGINT).await?;
-            }
-            let (pn, key, s, f) = (project.clone(), job.key, new_state.clone(), fields.clone());
-            state
-                .store
-                .call(move |db| {
-                    let Some(mut job) = db.cloud_job(&pn, key)? else {
-                        return Ok(());
-                    };
-                    match s {
-                        Some(s) => db.transition(&mut job, &s, "api", f),
-                        None => {
-                            job.meta.extend(f);
-                            db.save_cloud_job(&job)
-                        }
-                    }
-                })
-                .await?;
-            if new_state.as_deref() == Some("finished") {
-                let (pn, sn, keep) = (
-                    project.clone(),
-                    job.spider.clone(),
-                    state.config.jobdata_to_keep,
-                );
-                let pruned = state
-                    .store
-                    .call(move |db| db.prune_cloud_jobs(&pn, &sn, keep))
-                    .await?;
-                crate::launcher::remove_job_data(&state.config.jobdata_dir, pruned);
-            }
-            out.push(json!({"key": job.key.to_string(), "prevstate": prevstate}));
+            let fields = update.fields.clone();
+            control::update(&state, &job, update.state.as_deref(), fields).await?;
+            out.push(json!({"key": job.key.to_string(), "prevstate": job.state}));
         }
     }
     Ok(lines(&out, false))
@@ -796,7 +777,9 @@ async fn job_at(
 /// The metadata as shown (without `auth`).
 fn shown_meta(job: &CloudJob) -> Value {
     let mut m = job.meta.clone();
-    m.remove("auth");
+    for hidden in ["auth", "_key", "key"] {
+        m.remove(hidden);
+    }
     m.insert("state".into(), job.state.clone().into());
     Value::Object(m)
 }
@@ -831,7 +814,7 @@ async fn jobs_meta(
             let mut m = Map::new();
             m.insert("_key".into(), j.key.to_string().into());
             if let Value::Object(meta) = shown_meta(j) {
-                m.extend(meta);
+                m.extend(meta.into_iter().filter(|(k, _)| k != "_key"));
             }
             Value::Object(m)
         })
@@ -1005,7 +988,10 @@ fn read_jobs(
     }
     if let Some(after) = text(&params, "startafter")? {
         let (key, n) = entry_key(&after)?;
-        opts.start = Some((key, n + 1));
+        let next = n
+            .checked_add(1)
+            .ok_or_else(|| StorageError::bad_request(format!("invalid entry key: {after}")))?;
+        opts.start = Some((key, next));
     }
     for i in text_list(&params, "index")? {
         opts.index.push(
