@@ -288,32 +288,42 @@ async fn right_over(state: &AppState, caller: &Caller, id: &str) -> Option<Proje
     key.right(name.as_deref(), parsed)
 }
 
-/// Whether `caller` may make a request about `target`.
-async fn allowed(state: &AppState, caller: &Caller, target: &Target<'_>) -> bool {
-    let need = |write: bool| {
-        if write {
-            ProjectRight::Write
-        } else {
-            ProjectRight::Read
-        }
-    };
+/// Why a right falls short of what a request needs (for the log line), or `None` when it
+/// does not.
+pub fn shortfall(right: Option<ProjectRight>, write: bool) -> Option<&'static str> {
+    match right {
+        Some(ProjectRight::Write) => None,
+        Some(ProjectRight::Read) if !write => None,
+        Some(ProjectRight::Read) => Some("may only read"),
+        None => Some("does not reach"),
+    }
+}
+
+/// Why `caller` may not make a request about `target`, or `None` when it may.
+async fn refused_because(
+    state: &AppState,
+    caller: &Caller,
+    target: &Target<'_>,
+) -> Option<&'static str> {
+    let reaches = |yes: bool| (!yes).then_some("does not reach");
     match (caller, target) {
-        (_, Target::Public) => true,
+        (_, Target::Public) => None,
         // A job reaches its own data and metadata, and its project's collections and frontiers.
         // (It may not remove its job.)
-        (Caller::Job(own), Target::Job { key, purge, .. }) => key == own && !purge,
-        (Caller::Job(own), Target::Project { id, resource, .. }) => {
+        (Caller::Job(own), Target::Job { key, purge, .. }) => reaches(key == own && !purge),
+        (Caller::Job(own), Target::Project { id, resource, .. }) => reaches(
             matches!(*resource, "collections" | "hcf")
-                && registry::parse_id(id) == Some(own.project)
+                && registry::parse_id(id) == Some(own.project),
+        ),
+        (Caller::Job(_), Target::Projects | Target::Other) => Some("does not reach"),
+        (_, Target::Projects | Target::Other) => None,
+        (_, Target::Job { key, write, .. }) => shortfall(
+            right_over(state, caller, &key.project.to_string()).await,
+            *write,
+        ),
+        (_, Target::Project { id, write, .. }) => {
+            shortfall(right_over(state, caller, id).await, *write)
         }
-        (Caller::Job(_), Target::Projects | Target::Other) => false,
-        (_, Target::Projects | Target::Other) => true,
-        (_, Target::Job { key, write, .. }) => right_over(state, caller, &key.project.to_string())
-            .await
-            .is_some_and(|r| r >= need(*write)),
-        (_, Target::Project { id, write, .. }) => right_over(state, caller, id)
-            .await
-            .is_some_and(|r| r >= need(*write)),
     }
 }
 
@@ -376,8 +386,8 @@ pub async fn authorize(State(state): State<AppState>, mut req: Request, next: Ne
     let Some(caller) = authenticate(&state, credentials(&req), dash).await else {
         return refuse(req, dash, "unknown API key").await;
     };
-    if !allowed(&state, &caller, &target).await {
-        let why = format!("{} does not reach {path}", caller.describe());
+    if let Some(reason) = refused_because(&state, &caller, &target).await {
+        let why = format!("{} {reason} {path}", caller.describe());
         return refuse(req, dash, &why).await;
     }
     req.extensions_mut().insert(caller);
@@ -387,6 +397,15 @@ pub async fn authorize(State(state): State<AppState>, mut req: Request, next: Ne
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refusal_says_whether_the_key_may_read() {
+        use ProjectRight::{Read, Write};
+        assert_eq!(shortfall(Some(Write), true), None);
+        assert_eq!(shortfall(Some(Read), false), None);
+        assert_eq!(shortfall(Some(Read), true), Some("may only read"));
+        assert_eq!(shortfall(None, false), Some("does not reach"));
+    }
 
     #[test]
     fn storage_paths_name_their_project_or_job() {

@@ -46,12 +46,10 @@ pub(super) async fn project_param(
     let id = super::registry::parse_id(&raw)
         .ok_or_else(|| ApiError::new(format!("invalid value for project: {raw}")))?;
     let name = super::project_name(state, &raw).await;
-    if caller
-        .right(name.as_deref(), Some(id))
-        .is_none_or(|r| r < need)
-    {
+    let right = caller.right(name.as_deref(), Some(id));
+    if let Some(reason) = super::access::shortfall(right, need == ProjectRight::Write) {
         tracing::warn!(
-            "Scrapy Cloud API: refused: {} does not reach project {raw}",
+            "Scrapy Cloud API: refused: {} {reason} project {raw}",
             caller.describe()
         );
         return Err(ApiError::refused());
