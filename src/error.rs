@@ -152,3 +152,10 @@ impl IntoResponse for ApiError {
 
 /// The result type of every webservice handler.
 pub type ApiResult = Result<Reply, ApiError>;
+
+/// A storage failure as Scrapyd's envelope shows it (`DatabaseError: …`).
+impl From<crate::storage::StorageError> for ApiError {
+    fn from(e: crate::storage::StorageError) -> Self {
+        ApiError::internal("DatabaseError", e)
+    }
+}

@@ -6,10 +6,10 @@
 
 use crate::config::{Config, ItemsDir};
 use crate::eggs::EggStore;
-use crate::jobs::{Ending, JobRecord, Orphan, Outcome, now_micros};
 use crate::names;
 use crate::runner::{self, ProjectSource};
-use crate::store::Store;
+use crate::storage::Storage;
+use crate::storage::model::{Ending, JobRecord, Orphan, Outcome, Retention, now_micros};
 use nix::sys::signal::Signal;
 use std::collections::HashMap;
 use std::os::unix::process::ExitStatusExt;
@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 /// Removes the data folders of jobs the retention dropped (in the background).
-pub fn remove_job_data(root: &Path, keys: Vec<crate::cloud::registry::JobKey>) {
+pub fn remove_job_data(root: &Path, keys: Vec<crate::storage::model::JobKey>) {
     if keys.is_empty() {
         return;
     }
@@ -37,7 +37,7 @@ pub fn remove_job_data(root: &Path, keys: Vec<crate::cloud::registry::JobKey>) {
 
 /// What the Scrapy Cloud registry adds to a launch.
 struct CloudLaunch {
-    key: crate::cloud::registry::JobKey,
+    key: crate::storage::model::JobKey,
     environment: Vec<(String, String)>,
 }
 
@@ -140,7 +140,7 @@ fn outcome(
 /// The launcher task's state.
 pub struct Launcher {
     config: Arc<Config>,
-    store: Store,
+    storage: Storage,
     eggs: Arc<EggStore>,
     tx: mpsc::UnboundedSender<Event>,
     rx: mpsc::UnboundedReceiver<Event>,
@@ -190,7 +190,7 @@ impl Launcher {
     /// Creates the launcher and its handle; run it with [`Launcher::run`].
     pub fn new(
         config: Arc<Config>,
-        store: Store,
+        storage: Storage,
         eggs: Arc<EggStore>,
         results: PathBuf,
     ) -> (Launcher, LauncherHandle) {
@@ -200,7 +200,7 @@ impl Launcher {
         (
             Launcher {
                 config,
-                store,
+                storage,
                 eggs,
                 tx,
                 rx,
@@ -302,22 +302,11 @@ impl Launcher {
     /// Records a job's end; if the database refuses, keeps it to retry (the job stays listed as
     /// running meanwhile, never lost).
     async fn record_end(&mut self, id: i64, ending: Ending) {
-        let keep = self.config.finished_to_keep;
-        let keep_data = self.config.jobdata_to_keep;
-        let copy = ending.clone();
-        let recorded = self
-            .store
-            .call(move |db| {
-                let spider = db.job_spider(id)?;
-                db.finish(id, &copy, keep)?;
-                // The Scrapy Cloud API's retention; never a reason to retry the end.
-                let pruned = match spider {
-                    Some((p, s)) => db.prune_cloud_jobs(&p, &s, keep_data).unwrap_or_default(),
-                    None => Vec::new(),
-                };
-                Ok(pruned)
-            })
-            .await;
+        let retention = Retention {
+            finished_to_keep: self.config.finished_to_keep,
+            jobdata_to_keep: self.config.jobdata_to_keep,
+        };
+        let recorded = self.storage.finish(id, ending.clone(), retention).await;
         match recorded {
             Ok(pruned) => remove_job_data(&self.config.jobdata_dir, pruned),
             Err(e) => {
@@ -337,27 +326,15 @@ impl Launcher {
     async fn fill(&mut self) {
         while self.running.len() < self.capacity {
             let projects = self.eggs.projects();
-            let next = self
-                .store
-                .call(move |db| {
-                    let Some(record) = db.start_next(&projects, now_micros())? else {
-                        return Ok(None);
-                    };
-                    // Its Scrapy Cloud key and `run.json` environment, if the registry has them.
-                    let cloud = match db.cloud_job_of(&record.project, &record.job) {
-                        Ok(Some(j)) => Some(CloudLaunch {
-                            key: j.key,
-                            environment: db
-                                .job_environment(&record.project, &record.job)
-                                .unwrap_or_default(),
-                        }),
-                        _ => None,
-                    };
-                    Ok(Some((record, cloud)))
-                })
-                .await;
+            let next = self.storage.claim_next(projects, now_micros()).await;
             match next {
-                Ok(Some((record, cloud))) => self.launch(record, cloud).await,
+                Ok(Some(claim)) => {
+                    // Its Scrapy Cloud key and `run.json` environment, if the registry has them.
+                    let cloud = claim
+                        .cloud
+                        .map(|(key, environment)| CloudLaunch { key, environment });
+                    self.launch(claim.record, cloud).await
+                }
                 Ok(None) => break,
                 Err(e) => {
                     tracing::error!("cannot read the spider queues: {e}");
@@ -377,10 +354,7 @@ impl Launcher {
                 );
                 let id = record.id;
                 let identity = crate::process::identity(pid);
-                let _ = self
-                    .store
-                    .call(move |db| db.set_pid(id, pid, identity.as_deref()))
-                    .await;
+                let _ = self.storage.set_pid(id, pid, identity).await;
                 self.running.insert(
                     id,
                     Running {

@@ -7,8 +7,8 @@
 //! - [`api`]: the router, Scrapyd's webservices, parameters, envelope, auth.
 //! - [`web`]: the HTML pages and the logs/items trees.
 //! - [`eggs`]: the filesystem egg store and version order.
-//! - [`store`]: the one owner of SQLite; [`queue`] (pending jobs) and [`jobs`] (running and
-//!   finished jobs) are its tables; [`listing`] is the cached jobs listing read from them.
+//! - [`storage`]: every database state behind typed methods (SQLite now); [`listing`] is the
+//!   cached jobs listing read from it.
 //! - [`launcher`]: the task that starts, signals and reaps crawls; [`runner`]: the embedded
 //!   Python runner.
 //! - [`cloud`]: the Scrapy Cloud API (`/api/`, `/storage/`) for `scrapinghub` and `shub`.
@@ -19,15 +19,15 @@ pub mod cloud;
 pub mod config;
 pub mod eggs;
 pub mod error;
-pub mod jobs;
+
 pub mod launcher;
 pub mod listing;
 pub mod names;
 pub mod process;
 pub mod pyjson;
-pub mod queue;
+
 pub mod runner;
-pub mod store;
+pub mod storage;
 pub mod web;
 
 use config::Config;
@@ -40,8 +40,8 @@ use tokio_util::sync::CancellationToken;
 pub struct AppState {
     /// The configuration, read once at start-up.
     pub config: Arc<Config>,
-    /// The SQLite owner.
-    pub store: store::Store,
+    /// The storage layer (queues, jobs, the Scrapy Cloud registry and data).
+    pub storage: storage::Storage,
     /// The egg store and known projects.
     pub eggs: Arc<eggs::EggStore>,
     /// The launcher task.
@@ -67,7 +67,7 @@ pub fn new_job_id() -> String {
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error(transparent)]
-    Store(#[from] store::StoreError),
+    Storage(#[from] storage::StorageError),
     #[error("{0}")]
     Io(String),
 }
@@ -115,7 +115,7 @@ async fn serve_with_runner(
         std::fs::create_dir_all(dir)
             .map_err(|e| StartError::Io(format!("logs_dir {}: {e}", dir.display())))?;
     }
-    let store = store::Store::open(config.dbs_dir.clone())?;
+    let store = storage::Storage::open(config.dbs_dir.clone())?;
     let results = match &config.dbs_dir {
         config::DbsDir::Dir(dir) => dir.join("results"),
         config::DbsDir::Memory => runner.private_dir().join("results"),
@@ -125,7 +125,7 @@ async fn serve_with_runner(
     let left_running = {
         let results = results.clone();
         store
-            .call(move |db| db.recover(|r| launcher::orphan_of(&results, r)))
+            .recover(move |r| launcher::orphan_of(&results, r))
             .await?
     };
 
@@ -185,14 +185,14 @@ async fn serve_with_runner(
     let launcher_task = tokio::spawn(launcher.run(token.clone()));
     let state = AppState {
         config: config.clone(),
-        store,
+        storage: store,
         eggs,
         launcher: handle,
         listing: Arc::default(),
     };
     let listing = (
         state.listing.clone(),
-        state.store.clone(),
+        state.storage.clone(),
         state.eggs.projects(),
     );
     let app = axum::ServiceExt::<axum::extract::Request>::into_make_service(api::site(state));

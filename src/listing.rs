@@ -2,13 +2,13 @@
 //! the store.
 //!
 //! - **Counts, pending and running** are read from SQLite and rendered to JSON once per store
-//!   write generation and set of known projects ([`crate::store::Store::generation`]): while
+//!   write generation and set of known projects ([`crate::storage::Storage::generation`]): while
 //!   neither changed, a request reuses them, and any write makes the next request read again.
 //! - **Finished jobs** (up to `finished_to_keep`, which may be 100 000) are followed by the
-//!   finished version instead ([`crate::store::Store::finished_version`]), which changes only
+//!   finished version instead ([`crate::storage::Storage::finished_version`]), which changes only
 //!   when a job finishes or a finished job is removed. A [`FinishedView`] brings its rendered
 //!   array up to date from the numbered changes since its version
-//!   ([`crate::jobs::FinishedLog`]): a finished job is rendered once and put in front, removed
+//!   ([`crate::storage::model::FinishedLog`]): a finished job is rendered once and put in front, removed
 //!   jobs are cut from the back, and the array is sent as a few large segments without a copy.
 //!   What it cannot follow (a change log it fell behind, an order it does not expect) it reads
 //!   and renders again in full.
@@ -22,23 +22,18 @@
 //!   so this is a short prefix).
 
 use crate::config::Config;
-use crate::jobs::{Ended, FinishedChange, FinishedJob, JobRecord, format_time};
-use crate::queue::{PendingJob, pairs_to_map};
-use crate::store::{Store, StoreError};
+use crate::storage::model::{
+    Counts, Ended, FinishedChange, FinishedJob, FinishedUpdate, JobRecord, QueueSnapshot,
+    format_time,
+};
+use crate::storage::model::{PendingJob, pairs_to_map};
+use crate::storage::{Storage, StorageError};
 use axum::body::Bytes;
 use serde_json::{Value, json};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-
-/// `daemonstatus.json`'s counts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Counts {
-    pub pending: usize,
-    pub running: usize,
-    pub finished: usize,
-}
 
 /// Which jobs of each folder of a view have a log file and an items file (by job id), or
 /// `None` where that tree is not served.
@@ -232,15 +227,6 @@ struct FinishedView {
     full_reads: u64,
 }
 
-/// What the store answered to bring a view to a new version.
-enum Update {
-    /// Every finished job of the view's filter.
-    All(u64, Vec<FinishedJob>),
-    /// The changes since the view's version, and the rows of the jobs they added (those still
-    /// kept).
-    Changes(u64, Vec<FinishedChange>, Vec<FinishedJob>),
-}
-
 impl FinishedView {
     fn new(project: Option<String>) -> Self {
         FinishedView {
@@ -280,10 +266,10 @@ impl FinishedView {
     }
 
     /// Brings the view to the store's answer.
-    fn update(&mut self, config: &Config, update: Update) {
+    fn update(&mut self, config: &Config, update: FinishedUpdate) {
         match update {
-            Update::All(version, rows) => self.rebuild(config, version, rows),
-            Update::Changes(version, changes, rows) => {
+            FinishedUpdate::All(version, rows) => self.rebuild(config, version, rows),
+            FinishedUpdate::Changes(version, changes, rows) => {
                 if !self.apply(config, &changes, rows) {
                     // Not what it can follow: the caller reads everything at the next attempt.
                     self.version = None;
@@ -643,7 +629,11 @@ impl QueueView {
 
 impl Listing {
     /// `daemonstatus.json`'s counts over `projects`.
-    pub async fn counts(&self, store: &Store, projects: Vec<String>) -> Result<Counts, StoreError> {
+    pub async fn counts(
+        &self,
+        store: &Storage,
+        projects: Vec<String>,
+    ) -> Result<Counts, StorageError> {
         let generation = store.generation();
         if let Some((g, p, counts)) = &*self.counts.lock().unwrap_or_else(|e| e.into_inner())
             && *g == generation
@@ -651,16 +641,7 @@ impl Listing {
         {
             return Ok(*counts);
         }
-        let scope = projects.clone();
-        let (seen, counts) = store
-            .read(move |db| {
-                Ok(Counts {
-                    pending: db.pending_count(&scope)?,
-                    running: db.running_count()?,
-                    finished: db.finished_count()?,
-                })
-            })
-            .await?;
+        let (seen, counts) = store.counts(projects.clone()).await?;
         let mut cache = self.counts.lock().unwrap_or_else(|e| e.into_inner());
         if cache.as_ref().is_none_or(|(g, _, _)| *g <= seen) {
             *cache = Some((seen, projects, counts));
@@ -673,11 +654,11 @@ impl Listing {
     /// the finished version that read saw.
     pub async fn jobs_json(
         &self,
-        store: &Store,
+        store: &Storage,
         config: &Arc<Config>,
         projects: Vec<String>,
         project: Option<String>,
-    ) -> Result<JobsJson, StoreError> {
+    ) -> Result<JobsJson, StorageError> {
         let mut queue = self.queue_view(store, &projects, &project, false).await?;
         let mut attempts = 0;
         loop {
@@ -705,10 +686,10 @@ impl Listing {
     /// shows.
     pub async fn prepare(
         &self,
-        store: &Store,
+        store: &Storage,
         config: &Arc<Config>,
         projects: Vec<String>,
-    ) -> Result<usize, StoreError> {
+    ) -> Result<usize, StorageError> {
         self.finished_json(store, config, &projects, &None).await?;
         let views = self.finished_views.lock().await;
         Ok(views.get(&None).map_or(0, |v| v.metas.len()))
@@ -717,11 +698,11 @@ impl Listing {
     /// Pending and running, from the cache unless `fresh` (or the store changed since).
     async fn queue_view(
         &self,
-        store: &Store,
+        store: &Storage,
         projects: &[String],
         project: &Option<String>,
         fresh: bool,
-    ) -> Result<Arc<QueueView>, StoreError> {
+    ) -> Result<Arc<QueueView>, StorageError> {
         let generation = store.generation();
         let cached = self
             .queues
@@ -737,17 +718,12 @@ impl Listing {
             Some(p) => vec![p.clone()],
             None => projects.to_vec(),
         };
-        let filter = project.clone();
-        let (seen, (pending, running, finished_version)) = store
-            .read(move |db| {
-                let pending = db.pending(&scope)?;
-                let mut running = db.running()?;
-                if let Some(p) = &filter {
-                    running.retain(|r| r.project == *p);
-                }
-                Ok((pending, running, db.finished_log.version()))
-            })
-            .await?;
+        let (seen, snapshot) = store.queue_snapshot(scope, project.clone()).await?;
+        let QueueSnapshot {
+            pending,
+            running,
+            finished_version,
+        } = snapshot;
         let view = Arc::new(QueueView {
             generation: seen,
             finished_version,
@@ -770,11 +746,11 @@ impl Listing {
     /// projects no longer in `projects` (deleted) go then.
     async fn finished_json(
         &self,
-        store: &Store,
+        store: &Storage,
         config: &Arc<Config>,
         projects: &[String],
         project: &Option<String>,
-    ) -> Result<(u64, Vec<Bytes>), StoreError> {
+    ) -> Result<(u64, Vec<Bytes>), StorageError> {
         let published = self
             .finished
             .lock()
@@ -803,7 +779,7 @@ impl Listing {
                 .entry(project.clone())
                 .or_insert_with(|| FinishedView::new(project.clone()));
             bring_up_to_date(view, &store, &config).await?;
-            let array = Arc::new(view.published().ok_or(StoreError::Closed)?);
+            let array = Arc::new(view.published().ok_or(StorageError::closed())?);
             let answer = (array.version, array.parts.clone());
             published
                 .lock()
@@ -812,39 +788,18 @@ impl Listing {
             Ok(answer)
         })
         .await
-        .map_err(|_| StoreError::Closed)?
+        .map_err(|_| StorageError::closed())?
     }
 }
 
 /// What the store has for a view at `since` (its version, if any): the changes since, or
 /// everything.
 async fn read_update(
-    store: &Store,
+    store: &Storage,
     since: Option<u64>,
     project: Option<String>,
-) -> Result<Update, StoreError> {
-    let (_, update) = store
-        .read(move |db| {
-            let version = db.finished_log.version();
-            match since.and_then(|v| db.finished_log.since(v)) {
-                Some(changes) => {
-                    let added: Vec<i64> = changes
-                        .iter()
-                        .filter_map(|c| match c {
-                            FinishedChange::Added(id) => Some(*id),
-                            FinishedChange::Removed(_) => None,
-                        })
-                        .collect();
-                    let rows = db.finished_by_ids(&added)?;
-                    Ok(Update::Changes(version, changes, rows))
-                }
-                None => Ok(Update::All(
-                    version,
-                    db.finished_newest(project.as_deref(), None)?,
-                )),
-            }
-        })
-        .await?;
+) -> Result<FinishedUpdate, StorageError> {
+    let update = store.finished_update(since, project).await?;
     Ok(update)
 }
 
@@ -852,8 +807,8 @@ async fn read_update(
 async fn apply_update(
     view: &mut FinishedView,
     config: &Arc<Config>,
-    update: Update,
-) -> Result<(), StoreError> {
+    update: FinishedUpdate,
+) -> Result<(), StorageError> {
     let config = config.clone();
     // Left in its place if the update fails: an empty view of the same filter.
     let placeholder = FinishedView::new(view.project.clone());
@@ -863,16 +818,16 @@ async fn apply_update(
         taken
     })
     .await
-    .map_err(|_| StoreError::Closed)?;
+    .map_err(|_| StorageError::closed())?;
     Ok(())
 }
 
 /// Brings a view to the store's current finished version and the files as they are now.
 async fn bring_up_to_date(
     view: &mut FinishedView,
-    store: &Store,
+    store: &Storage,
     config: &Arc<Config>,
-) -> Result<(), StoreError> {
+) -> Result<(), StorageError> {
     for attempt in 0..4 {
         if view.version != Some(store.finished_version()) {
             let update = read_update(store, view.version, view.project.clone()).await?;
@@ -892,14 +847,7 @@ async fn bring_up_to_date(
             return Ok(());
         };
         let project = view.project.clone();
-        let (_, (version, rows)) = store
-            .read(move |db| {
-                Ok((
-                    db.finished_log.version(),
-                    db.finished_newest(project.as_deref(), Some(stale))?,
-                ))
-            })
-            .await?;
+        let (version, rows) = store.finished_newest(project, stale).await?;
         if Some(version) != view.version {
             // A job finished meanwhile: follow it first.
             continue;
@@ -916,8 +864,8 @@ async fn bring_up_to_date(
 mod tests {
     use super::*;
     use crate::config::{DbsDir, ItemsDir};
-    use crate::jobs::{Ending, Outcome};
-    use crate::queue::PendingJob;
+    use crate::storage::model::PendingJob;
+    use crate::storage::model::{Ending, Outcome, Retention};
     use proptest::prelude::*;
 
     /// What the test does to the daemon between two listings.
@@ -956,7 +904,7 @@ mod tests {
     /// Runs a job of `project` and `spider` and records its finish at `end` (seconds), keeping
     /// `keep` finished jobs.
     async fn run_and_finish(
-        store: &Store,
+        store: &Storage,
         project: &str,
         spider: &str,
         job: &str,
@@ -964,22 +912,24 @@ mod tests {
         keep: usize,
     ) {
         let job = PendingJob::new(project, spider, job);
+        let scope = vec![job.project.clone()];
+        store.enqueue(job, Default::default()).await.unwrap();
+        let claim = store.claim_next(scope, 1).await.unwrap().unwrap();
+        let ending = Ending {
+            end_time: 1_700_000_000_000_000 + end * 1_000_000,
+            exit_code: Some(end as i32 % 2),
+            signal: None,
+            outcome: Outcome::Finished,
+            reason: None,
+            finish_reason: Some("finished".into()),
+            stats: None,
+        };
+        let retention = Retention {
+            finished_to_keep: keep,
+            jobdata_to_keep: 0,
+        };
         store
-            .call(move |db| {
-                let scope = [job.project.clone()];
-                db.enqueue(&job)?;
-                let r = db.start_next(&scope, 1)?.ok_or(StoreError::Closed)?;
-                let ending = Ending {
-                    end_time: 1_700_000_000_000_000 + end * 1_000_000,
-                    exit_code: Some(end as i32 % 2),
-                    signal: None,
-                    outcome: Outcome::Finished,
-                    reason: None,
-                    finish_reason: Some("finished".into()),
-                    stats: None,
-                };
-                db.finish(r.id, &ending, keep)
-            })
+            .finish(claim.record.id, ending, retention)
             .await
             .unwrap();
     }
@@ -994,7 +944,7 @@ mod tests {
         rt.block_on(async {
             let dir = tempfile::tempdir().unwrap();
             let config = config(dir.path());
-            let store = Store::open(DbsDir::Memory).unwrap();
+            let store = Storage::open(DbsDir::Memory).unwrap();
             let listing = Listing::default();
             let projects = vec!["p0".to_string(), "p1".to_string()];
             let mut jobs: Vec<(String, String, String)> = Vec::new();
@@ -1143,7 +1093,7 @@ mod tests {
     async fn prepare_renders_the_array_of_all_projects_before_any_listing() {
         let dir = tempfile::tempdir().unwrap();
         let config = config(dir.path());
-        let store = Store::open(DbsDir::Memory).unwrap();
+        let store = Storage::open(DbsDir::Memory).unwrap();
         let listing = Listing::default();
         for i in 0..5 {
             run_and_finish(&store, "p0", "s0", &format!("j{i}"), i, 100).await;
@@ -1171,7 +1121,7 @@ mod tests {
     async fn the_view_of_a_deleted_project_goes_at_the_next_update() {
         let dir = tempfile::tempdir().unwrap();
         let config = config(dir.path());
-        let store = Store::open(DbsDir::Memory).unwrap();
+        let store = Storage::open(DbsDir::Memory).unwrap();
         let listing = Listing::default();
         run_and_finish(&store, "p0", "s0", "a", 1, 100).await;
         run_and_finish(&store, "p1", "s0", "b", 2, 100).await;
@@ -1211,17 +1161,20 @@ mod tests {
     async fn a_job_is_never_listed_both_running_and_finished() {
         let dir = tempfile::tempdir().unwrap();
         let config = config(dir.path());
-        let store = Store::open(DbsDir::Memory).unwrap();
+        let store = Storage::open(DbsDir::Memory).unwrap();
         let listing = Listing::default();
         let projects = vec!["p0".to_string()];
-        let scope = projects.clone();
-        let id = store
-            .call(move |db| {
-                db.enqueue(&PendingJob::new("p0", "s0", "j"))?;
-                Ok(db.start_next(&scope, 1)?.ok_or(StoreError::Closed)?.id)
-            })
+        store
+            .enqueue(PendingJob::new("p0", "s0", "j"), Default::default())
             .await
             .unwrap();
+        let id = store
+            .claim_next(projects.clone(), 1)
+            .await
+            .unwrap()
+            .unwrap()
+            .record
+            .id;
         let ids = |text: &[u8]| -> Vec<String> {
             serde_json::from_slice::<Vec<Value>>(text)
                 .unwrap()
@@ -1235,21 +1188,16 @@ mod tests {
             .unwrap();
         assert_eq!(ids(&before.running), ["j"]);
         // The finish, without the write generation moving yet.
-        let (_, ()) = store
-            .read(move |db| {
-                let ending = Ending {
-                    end_time: 2,
-                    exit_code: Some(0),
-                    signal: None,
-                    outcome: Outcome::Finished,
-                    reason: None,
-                    finish_reason: None,
-                    stats: None,
-                };
-                db.finish(id, &ending, 10)
-            })
-            .await
-            .unwrap();
+        let ending = Ending {
+            end_time: 2,
+            exit_code: Some(0),
+            signal: None,
+            outcome: Outcome::Finished,
+            reason: None,
+            finish_reason: None,
+            stats: None,
+        };
+        store.finish_unannounced(id, ending, 10).await;
         let after = listing
             .jobs_json(&store, &config, projects, None)
             .await

@@ -564,7 +564,7 @@ fn kill_9_then_restart_re_adopts_the_running_crawl_and_keeps_pending_jobs() {
 #[test]
 fn a_crawl_spawned_before_its_pid_was_recorded_is_adopted_not_run_twice() {
     use scrapyd_rs::config::DbsDir;
-    use scrapyd_rs::queue::PendingJob;
+    use scrapyd_rs::storage::model::PendingJob;
     use std::os::unix::process::CommandExt;
 
     let dir = tempfile::tempdir().unwrap();
@@ -580,19 +580,15 @@ fn a_crawl_spawned_before_its_pid_was_recorded_is_adopted_not_run_twice() {
         .build()
         .unwrap();
     let [id, ended] = runtime.block_on(async {
-        let store = scrapyd_rs::store::Store::open(DbsDir::Dir(dbs.clone())).unwrap();
-        store
-            .call(|db| {
-                let mut ids = [0; 2];
-                for (i, job) in ["orphan", "ended"].into_iter().enumerate() {
-                    db.enqueue(&PendingJob::new("p", "slow", job))?;
-                    let record = db.start_next(&["p".to_string()], 1)?;
-                    ids[i] = record.expect("the job starts").id;
-                }
-                Ok(ids)
-            })
-            .await
-            .unwrap()
+        let storage = scrapyd_rs::storage::Storage::open(DbsDir::Dir(dbs.clone())).unwrap();
+        let mut ids = [0; 2];
+        for (i, job) in ["orphan", "ended"].into_iter().enumerate() {
+            let pending = PendingJob::new("p", "slow", job);
+            storage.enqueue(pending, Default::default()).await.unwrap();
+            let claim = storage.claim_next(vec!["p".to_string()], 1).await.unwrap();
+            ids[i] = claim.expect("the job starts").record.id;
+        }
+        ids
     });
     // `ended` ran and ended while the daemon was down: its runner left its result file.
     std::fs::write(

@@ -620,28 +620,22 @@ async fn a_stop_during_start_up_starts_no_crawl() {
     let s = TestServer::start_in(dir.path(), |_| {}).await;
     s.add_version("st", "1", &egg()).await;
     s.stop().await;
-    let store =
-        scrapyd_rs::store::Store::open(scrapyd_rs::config::DbsDir::Dir(dir.path().join("dbs")))
+    let storage =
+        scrapyd_rs::storage::Storage::open(scrapyd_rs::config::DbsDir::Dir(dir.path().join("dbs")))
             .unwrap();
-    store
-        .call(|db| db.enqueue(&scrapyd_rs::queue::PendingJob::new("st", "echo", "waiting")))
-        .await
-        .unwrap();
+    let waiting = scrapyd_rs::storage::model::PendingJob::new("st", "echo", "waiting");
+    storage.enqueue(waiting, Default::default()).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let config = support::server::test_config(dir.path());
     scrapyd_rs::serve(config, listener, std::future::ready(()))
         .await
         .unwrap();
-    let (pending, running, finished) = store
-        .call(|db| {
-            Ok((
-                db.pending(&["st".to_string()])?,
-                db.running()?,
-                db.finished_count()?,
-            ))
-        })
+    let snapshot = storage
+        .snapshot(vec!["st".to_string()], None)
         .await
         .unwrap();
+    let (pending, running, finished) =
+        (snapshot.pending, snapshot.running, snapshot.finished.len());
     let pending: Vec<&str> = pending.iter().map(|p| p.job.as_str()).collect();
     assert_eq!(pending, ["waiting"]);
     assert!(running.is_empty(), "{running:?}");

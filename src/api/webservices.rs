@@ -4,20 +4,12 @@
 use super::params::Params;
 use crate::AppState;
 use crate::error::{ApiError, ApiResult, Reply};
-use crate::jobs::{JobRecord, JobState, now_micros};
 use crate::launcher::parse_signal;
 use crate::listing::ending_keys;
 use crate::names;
-use crate::queue::PendingJob;
-use crate::store::StoreError;
+use crate::storage::model::{JobState, JobsSnapshot, PendingJob, now_micros};
 use axum::extract::State;
 use serde_json::Value;
-
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
-        ApiError::internal("DatabaseError", e)
-    }
-}
 
 /// Parameters that `schedule.json` consumes; every other one is a spider argument.
 const SCHEDULE_PARAMS: [&str; 6] = [
@@ -115,7 +107,7 @@ fn check_argument_sizes(
 pub async fn daemonstatus(State(state): State<AppState>) -> ApiResult {
     let counts = state
         .listing
-        .counts(&state.store, state.eggs.projects())
+        .counts(&state.storage, state.eggs.projects())
         .await?;
     Ok(Reply::empty()
         .with("pending", counts.pending)
@@ -225,7 +217,7 @@ pub async fn schedule(State(state): State<AppState>, params: Params) -> ApiResul
     {
         extra.insert("version".into(), v.into());
     }
-    state.store.enqueue(pending, extra).await?;
+    state.storage.enqueue(pending, extra).await?;
     drop(held);
     state.launcher.wake();
     Ok(Reply::empty().with("jobid", job))
@@ -240,13 +232,7 @@ pub async fn cancel(State(state): State<AppState>, params: Params) -> ApiResult 
     let signal = parse_signal(&signal_text)
         .ok_or_else(|| ApiError::invalid("signal", format!("unknown signal '{signal_text}'")))?;
     let mut prevstate = Value::Null;
-    let (p, j) = (project.clone(), job.clone());
-    if state
-        .store
-        .call(move |db| db.remove_pending(&p, &j))
-        .await?
-        > 0
-    {
+    if state.storage.cancel_pending(&project, &job).await? > 0 {
         prevstate = "pending".into();
     }
     if state.launcher.cancel(&project, &job, signal).await > 0 {
@@ -263,17 +249,7 @@ pub async fn status(State(state): State<AppState>, params: Params) -> ApiResult 
         known_project(&state, p)?;
     }
     let projects = state.eggs.projects();
-    let (current, finished) = state
-        .store
-        .call(move |db| {
-            let current = db.job_state(project.as_deref(), &job, &projects)?;
-            let finished = match current {
-                Some(JobState::Finished) => db.finished_record(project.as_deref(), &job)?,
-                _ => None,
-            };
-            Ok((current, finished))
-        })
-        .await?;
+    let (current, finished) = state.storage.job_status(project, job, projects).await?;
     let mut reply = Reply::empty().with("currstate", current.map(JobState::as_str));
     if let Some(r) = finished {
         reply = reply.extend(ending_keys(&r.ended()));
@@ -301,13 +277,6 @@ pub async fn listspiders(State(state): State<AppState>, params: Params) -> ApiRe
     Ok(Reply::empty().with("spiders", spiders.as_slice()))
 }
 
-/// The jobs listing shared by `listjobs.json` and the jobs page.
-pub struct JobsSnapshot {
-    pub pending: Vec<PendingJob>,
-    pub running: Vec<JobRecord>,
-    pub finished: Vec<JobRecord>,
-}
-
 /// Reads pending, running and finished jobs in one step (optionally for one project).
 pub async fn jobs_snapshot(
     state: &AppState,
@@ -317,22 +286,7 @@ pub async fn jobs_snapshot(
         Some(p) => vec![p.clone()],
         None => state.eggs.projects(),
     };
-    let snapshot = state
-        .store
-        .call(move |db| {
-            let pending = db.pending(&projects)?;
-            let mut running = db.running()?;
-            let finished = db.finished(project.as_deref())?;
-            if let Some(p) = &project {
-                running.retain(|r| r.project == *p);
-            }
-            Ok(JobsSnapshot {
-                pending,
-                running,
-                finished,
-            })
-        })
-        .await?;
+    let snapshot = state.storage.snapshot(projects, project).await?;
     Ok(snapshot)
 }
 
@@ -344,7 +298,12 @@ pub async fn listjobs(State(state): State<AppState>, params: Params) -> ApiResul
     }
     let jobs = state
         .listing
-        .jobs_json(&state.store, &state.config, state.eggs.projects(), project)
+        .jobs_json(
+            &state.storage,
+            &state.config,
+            state.eggs.projects(),
+            project,
+        )
         .await?;
     Ok(Reply::empty()
         .with_json("pending", vec![jobs.pending])
@@ -358,8 +317,7 @@ async fn forget_project_if_gone(state: &AppState, project: &str) -> Result<(), A
     if state.eggs.is_known(project) {
         return Ok(());
     }
-    let p = project.to_owned();
-    let removed = state.store.call(move |db| db.clear_pending(&p)).await?;
+    let removed = state.storage.clear_pending(project).await?;
     if removed > 0 {
         tracing::info!(project = %project, removed, "removed the pending jobs of a deleted project");
     }

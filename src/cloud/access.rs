@@ -20,11 +20,11 @@
 //! `Authentication failed` on dash. The log line names the key by where it is configured,
 //! never by the key itself.
 
-use super::registry::{self, JobKey};
 use super::{DASH_PREFIX, STORAGE_PREFIX, wire};
 use crate::AppState;
 use crate::api::auth::constant_time_eq;
 use crate::config::{ApiKey, ProjectRight};
+use crate::storage::model::JobKey;
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{Method, StatusCode, header};
@@ -127,24 +127,7 @@ async fn job_of_credentials(state: &AppState, user: &str, password: &str) -> Opt
         return None;
     }
     let known = state.eggs.projects();
-    let token = state
-        .store
-        .read(move |db| {
-            let Some(project) = db.project_by_id(key.project, &known)? else {
-                return Ok(None);
-            };
-            Ok(db
-                .cloud_job(&project, key)?
-                .filter(|j| j.state == "running")
-                .and_then(|j| {
-                    j.meta
-                        .get("auth")
-                        .and_then(|a| a.as_str().map(str::to_owned))
-                }))
-        })
-        .await
-        .ok()
-        .and_then(|(_, t)| t)?;
+    let token = state.storage.job_token(key, known).await.ok().flatten()?;
     constant_time_eq(token.as_bytes(), password.as_bytes()).then_some(key)
 }
 
@@ -273,7 +256,7 @@ fn dash_target<'a>(path: &'a str, method: &Method) -> Target<'a> {
 
 /// The right a caller has over the project of a path (`id` as written in it).
 async fn right_over(state: &AppState, caller: &Caller, id: &str) -> Option<ProjectRight> {
-    let parsed = registry::parse_id(id);
+    let parsed = crate::storage::model::parse_id(id);
     let key = match caller {
         Caller::Key(key) => key,
         other => return other.right(None, parsed),
@@ -313,7 +296,7 @@ async fn refused_because(
         (Caller::Job(own), Target::Job { key, purge, .. }) => reaches(key == own && !purge),
         (Caller::Job(own), Target::Project { id, resource, .. }) => reaches(
             matches!(*resource, "collections" | "hcf")
-                && registry::parse_id(id) == Some(own.project),
+                && crate::storage::model::parse_id(id) == Some(own.project),
         ),
         (Caller::Job(_), Target::Projects | Target::Other) => Some("does not reach"),
         (_, Target::Projects | Target::Other) => None,
@@ -337,7 +320,7 @@ pub fn refusal(dash: bool) -> Response {
         )
             .into_response()
     } else {
-        wire::StorageError::new(StatusCode::UNAUTHORIZED, "Unauthorized").into_response()
+        wire::HubError::new(StatusCode::UNAUTHORIZED, "Unauthorized").into_response()
     }
 }
 
@@ -347,12 +330,12 @@ pub async fn reads_path_project(state: &AppState, caller: &Caller, id: &str) -> 
 }
 
 /// The storage API's refusal of a project that a cross-project read names (logged).
-pub fn refused_here(caller: &Caller, project: &str) -> wire::StorageError {
+pub fn refused_here(caller: &Caller, project: &str) -> wire::HubError {
     tracing::warn!(
         "Scrapy Cloud API: refused: {} does not reach project {project}",
         caller.describe()
     );
-    wire::StorageError::new(StatusCode::UNAUTHORIZED, "Unauthorized")
+    wire::HubError::new(StatusCode::UNAUTHORIZED, "Unauthorized")
 }
 
 /// Refuses a request (logged without the key), after reading its body: a client that keeps

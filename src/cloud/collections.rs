@@ -26,32 +26,21 @@
 //! scan is therefore not a snapshot: records written while it runs may or may not be seen.
 
 use super::jobdata::Filter;
-use super::registry::now_ms;
-use super::wire::{
-    self, ChannelBody, MAX_VALUE, StorageError, StorageResult, decode_body, json_lines,
-};
+use super::wire::{self, ChannelBody, HubError, HubResult, MAX_VALUE, decode_body, json_lines};
 use crate::AppState;
 use crate::api::params::{Params, parse_urlencoded};
-use crate::jobs::JOBS_DB;
-use crate::store::{Db, StoreError};
+use crate::storage::model::now_ms;
+use crate::storage::model::{
+    CollectionRef, CollectionType, NewRecord, PageRequest, RenameOutcome, StoredRecord,
+};
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
-use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::{Map, Value, json};
 use std::collections::VecDeque;
-
-/// Versions kept per key by the versioned types (the newest one included).
-pub const VERSIONS_KEPT: i64 = 3;
-
-/// How long a record of a cached type lives: 30 days, in ms.
-pub const CACHE_RETENTION_MS: i64 = 30 * 24 * 60 * 60 * 1000;
-
-/// How often at most the expired records of a cached collection are purged (on a write).
-pub const PURGE_INTERVAL_MS: i64 = 60 * 60 * 1000;
 
 /// Rows read from SQLite per store call during a scan, a count or a filtered delete.
 pub const PAGE_ROWS: usize = 500;
@@ -59,91 +48,14 @@ pub const PAGE_ROWS: usize = 500;
 /// The message of a record over [`MAX_VALUE`] (Scrapy Cloud's wording).
 const TOO_LARGE: &str = "Error parsing data, Serialized value too large - max 1048576 bytes";
 
-/// The four collection types.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CollectionType {
-    Store,
-    CachedStore,
-    VersionedStore,
-    VersionedCachedStore,
-}
-
-impl CollectionType {
-    /// The type of a path segment (`s`, `cs`, `vs`, `vcs`).
-    pub fn parse(code: &str) -> Option<CollectionType> {
-        Some(match code {
-            "s" => CollectionType::Store,
-            "cs" => CollectionType::CachedStore,
-            "vs" => CollectionType::VersionedStore,
-            "vcs" => CollectionType::VersionedCachedStore,
-            _ => return None,
-        })
-    }
-
-    pub fn code(self) -> &'static str {
-        match self {
-            CollectionType::Store => "s",
-            CollectionType::CachedStore => "cs",
-            CollectionType::VersionedStore => "vs",
-            CollectionType::VersionedCachedStore => "vcs",
-        }
-    }
-
-    pub fn versioned(self) -> bool {
-        matches!(
-            self,
-            CollectionType::VersionedStore | CollectionType::VersionedCachedStore
-        )
-    }
-
-    pub fn cached(self) -> bool {
-        matches!(
-            self,
-            CollectionType::CachedStore | CollectionType::VersionedCachedStore
-        )
-    }
-
-    /// The oldest write time still visible at `now` (records of other types never expire).
-    pub fn visible_since(self, now: i64) -> i64 {
-        if self.cached() {
-            now - CACHE_RETENTION_MS
-        } else {
-            i64::MIN
-        }
-    }
-}
-
 /// Whether a collection name is valid: `^\w+$`, as the client checks.
 pub fn valid_name(name: &str) -> bool {
     !name.is_empty() && name.len() <= 255 && name.chars().all(|c| c.is_alphanumeric() || c == '_')
 }
 
 /// One collection: a Scrapyd project, a type and a name.
-#[derive(Debug, Clone)]
-pub struct CollectionRef {
-    pub project: String,
-    pub kind: CollectionType,
-    pub name: String,
-}
-
-/// A record to write: its key and its value (the JSON object without `_key`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct NewRecord {
-    pub key: String,
-    pub value: String,
-}
-
-/// A stored record: key, write time (ms) and value (a JSON object's text, without `_key`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct StoredRecord {
-    pub key: String,
-    pub ts: i64,
-    pub value: String,
-}
-
-/// The records of a write body (JSON lines of objects with a `_key`); the first bad line
 /// fails the whole body.
-pub fn parse_records(body: &[u8]) -> Result<Vec<NewRecord>, StorageError> {
+pub fn parse_records(body: &[u8]) -> Result<Vec<NewRecord>, HubError> {
     let mut records = Vec::new();
     for (i, line) in body
         .split(|b| *b == b'\n')
@@ -152,377 +64,33 @@ pub fn parse_records(body: &[u8]) -> Result<Vec<NewRecord>, StorageError> {
         .enumerate()
     {
         if line.len() > MAX_VALUE {
-            return Err(StorageError::too_large(TOO_LARGE));
+            return Err(HubError::too_large(TOO_LARGE));
         }
         let value: Value = serde_json::from_slice(line).map_err(|e| {
-            StorageError::bad_request(format!("Error parsing data, line {}: {e}", i + 1))
+            HubError::bad_request(format!("Error parsing data, line {}: {e}", i + 1))
         })?;
         let Value::Object(mut fields) = value else {
-            return Err(StorageError::bad_request(
+            return Err(HubError::bad_request(
                 "Error parsing data, a record must be a JSON object",
             ));
         };
         let key = match fields.remove("_key") {
             None | Some(Value::Null) => {
-                return Err(StorageError::bad_request(
+                return Err(HubError::bad_request(
                     "Error parsing data, missing value for _key field",
                 ));
             }
             Some(Value::String(k)) if !k.is_empty() => k,
             Some(other) => {
-                return Err(StorageError::bad_request(format!(
+                return Err(HubError::bad_request(format!(
                     "Error parsing data, invalid value for _key field: {other}"
                 )));
             }
         };
-        let value =
-            serde_json::to_string(&Value::Object(fields)).map_err(StorageError::internal)?;
+        let value = serde_json::to_string(&Value::Object(fields)).map_err(HubError::internal)?;
         records.push(NewRecord { key, value });
     }
     Ok(records)
-}
-
-/// Creates the collection tables if needed.
-pub fn migrate(conn: &Connection) -> rusqlite::Result<()> {
-    // Two B-trees plus the record key index (the daemon's start-up writes stay small).
-    conn.execute_batch(
-        "CREATE TABLE IF NOT EXISTS cloud_collection (
-            project TEXT, name TEXT, type TEXT, id INTEGER NOT NULL,
-            purged INTEGER NOT NULL DEFAULT 0,
-            PRIMARY KEY (project, name, type)) WITHOUT ROWID;
-        CREATE TABLE IF NOT EXISTS cloud_collection_record (
-            collection INTEGER, key TEXT, ts INTEGER NOT NULL, value TEXT NOT NULL, older TEXT,
-            PRIMARY KEY (collection, key));",
-    )
-}
-
-/// What a rename did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RenameOutcome {
-    Renamed,
-    /// No collection of any type has the old name.
-    NotFound,
-    /// A collection of some type already has the new name.
-    Taken,
-}
-
-/// One page of a scan: exact keys, or the keys from a bound on, in order.
-#[derive(Debug, Clone)]
-pub struct PageRequest {
-    pub collection: i64,
-    /// Exact keys (sorted); `None`: a key range starting at `from`.
-    pub keys: Option<Vec<String>>,
-    /// The first key of the range and whether it is included (`None`: from the first key).
-    pub from: Option<(String, bool)>,
-    /// Write times in `[min_ts, max_ts)`.
-    pub min_ts: i64,
-    pub max_ts: i64,
-    pub limit: usize,
-}
-
-const RECORD_COLUMNS: &str = "key, ts, value";
-
-fn record_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredRecord> {
-    Ok(StoredRecord {
-        key: r.get(0)?,
-        ts: r.get(1)?,
-        value: r.get(2)?,
-    })
-}
-
-fn collection_id(conn: &Connection, c: &CollectionRef) -> rusqlite::Result<Option<i64>> {
-    conn.prepare_cached(
-        "SELECT id FROM cloud_collection WHERE project = ?1 AND name = ?2 AND type = ?3",
-    )?
-    .query_row(params![c.project, c.name, c.kind.code()], |r| r.get(0))
-    .optional()
-}
-
-/// The `older` column after a write replaced the version `(ts, value)`: that version first,
-/// then the older ones, [`VERSIONS_KEPT`] - 1 at most.
-fn push_version(older: Option<&str>, ts: i64, value: &str) -> String {
-    let mut versions: Vec<Value> = older
-        .and_then(|o| serde_json::from_str(o).ok())
-        .unwrap_or_default();
-    let value: Value = serde_json::from_str(value).unwrap_or(Value::Null);
-    versions.insert(0, json!({"ts": ts, "value": value}));
-    versions.truncate((VERSIONS_KEPT - 1) as usize);
-    Value::Array(versions).to_string()
-}
-
-/// The versions an `older` column holds.
-fn versions_of(older: Option<&str>, key: &str) -> Vec<StoredRecord> {
-    let versions: Vec<Value> = older
-        .and_then(|o| serde_json::from_str(o).ok())
-        .unwrap_or_default();
-    versions
-        .iter()
-        .map(|v| StoredRecord {
-            key: key.to_owned(),
-            ts: v["ts"].as_i64().unwrap_or(0),
-            value: v["value"].to_string(),
-        })
-        .collect()
-}
-
-impl Db {
-    /// The collections of a project that exist (were written and not deleted since), as
-    /// `(type, name)`, by name then type.
-    pub fn collection_list(&mut self, project: &str) -> Result<Vec<(String, String)>, StoreError> {
-        let conn = self.conn(JOBS_DB)?;
-        let mut stmt = conn.prepare_cached(
-            "SELECT type, name FROM cloud_collection WHERE project = ?1 ORDER BY name, type",
-        )?;
-        let rows = stmt
-            .query_map([project], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(rows)
-    }
-
-    /// The id of a collection, if it exists.
-    pub fn collection_id(&mut self, c: &CollectionRef) -> Result<Option<i64>, StoreError> {
-        Ok(collection_id(self.conn(JOBS_DB)?, c)?)
-    }
-
-    /// Writes records (one transaction: all or none), creating the collection if needed.
-    pub fn collection_upsert(
-        &mut self,
-        c: &CollectionRef,
-        records: &[NewRecord],
-        now: i64,
-    ) -> Result<(), StoreError> {
-        let conn = self.conn(JOBS_DB)?;
-        let tx = conn.unchecked_transaction()?;
-        let id = match collection_id(&tx, c)? {
-            Some(id) => id,
-            None => {
-                let id: i64 = tx.query_row(
-                    "SELECT coalesce(max(id), 0) + 1 FROM cloud_collection",
-                    [],
-                    |r| r.get(0),
-                )?;
-                tx.execute(
-                    "INSERT INTO cloud_collection (project, name, type, id, purged)
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![c.project, c.name, c.kind.code(), id, now],
-                )?;
-                id
-            }
-        };
-        if c.kind.cached() {
-            let purged = tx
-                .prepare_cached(
-                    "UPDATE cloud_collection SET purged = ?4
-                     WHERE project = ?1 AND name = ?2 AND type = ?3 AND purged <= ?4 - ?5",
-                )?
-                .execute(params![
-                    c.project,
-                    c.name,
-                    c.kind.code(),
-                    now,
-                    PURGE_INTERVAL_MS
-                ])?;
-            if purged > 0 {
-                tx.execute(
-                    "DELETE FROM cloud_collection_record WHERE collection = ?1 AND ts < ?2",
-                    params![id, c.kind.visible_since(now)],
-                )?;
-            }
-        }
-        for r in records {
-            let older = if c.kind.versioned() {
-                let previous = tx
-                    .prepare_cached(
-                        "SELECT ts, value, older FROM cloud_collection_record
-                         WHERE collection = ?1 AND key = ?2",
-                    )?
-                    .query_row(params![id, r.key], |row| {
-                        Ok((
-                            row.get::<_, i64>(0)?,
-                            row.get::<_, String>(1)?,
-                            row.get::<_, Option<String>>(2)?,
-                        ))
-                    })
-                    .optional()?;
-                previous.map(|(ts, value, older)| push_version(older.as_deref(), ts, &value))
-            } else {
-                None
-            };
-            tx.prepare_cached(
-                "INSERT INTO cloud_collection_record (collection, key, ts, value, older)
-                 VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT (collection, key)
-                 DO UPDATE SET ts = excluded.ts, value = excluded.value, older = excluded.older",
-            )?
-            .execute(params![id, r.key, now, r.value, older])?;
-        }
-        tx.commit()?;
-        Ok(())
-    }
-
-    /// The current record of a key, if it exists (and, for cached types, has not expired).
-    pub fn collection_get(
-        &mut self,
-        c: &CollectionRef,
-        key: &str,
-        now: i64,
-    ) -> Result<Option<StoredRecord>, StoreError> {
-        let conn = self.conn(JOBS_DB)?;
-        let Some(id) = collection_id(conn, c)? else {
-            return Ok(None);
-        };
-        Ok(conn
-            .prepare_cached(&format!(
-                "SELECT {RECORD_COLUMNS} FROM cloud_collection_record
-                 WHERE collection = ?1 AND key = ?2 AND ts >= ?3"
-            ))?
-            .query_row(params![id, key, c.kind.visible_since(now)], record_of)
-            .optional()?)
-    }
-
-    /// The older versions of a key (newest first), for versioned types.
-    pub fn collection_versions(
-        &mut self,
-        c: &CollectionRef,
-        key: &str,
-    ) -> Result<Vec<StoredRecord>, StoreError> {
-        let conn = self.conn(JOBS_DB)?;
-        let Some(id) = collection_id(conn, c)? else {
-            return Ok(Vec::new());
-        };
-        let older: Option<Option<String>> = conn
-            .prepare_cached(
-                "SELECT older FROM cloud_collection_record WHERE collection = ?1 AND key = ?2",
-            )?
-            .query_row(params![id, key], |r| r.get(0))
-            .optional()?;
-        Ok(versions_of(older.flatten().as_deref(), key))
-    }
-
-    /// Deletes keys (all their versions), in one transaction; returns how many existed.
-    pub fn collection_delete_keys(
-        &mut self,
-        c: &CollectionRef,
-        keys: &[String],
-    ) -> Result<usize, StoreError> {
-        let conn = self.conn(JOBS_DB)?;
-        let Some(id) = collection_id(conn, c)? else {
-            return Ok(0);
-        };
-        let tx = conn.unchecked_transaction()?;
-        let mut deleted = 0;
-        for k in keys {
-            deleted += tx
-                .prepare_cached(
-                    "DELETE FROM cloud_collection_record WHERE collection = ?1 AND key = ?2",
-                )?
-                .execute(params![id, k])?;
-        }
-        tx.commit()?;
-        Ok(deleted)
-    }
-
-    /// Deletes every collection of the project with this name, whatever its type (Scrapy
-    /// Cloud's `delete?name=`); returns how many collections there were.
-    pub fn collection_drop(&mut self, project: &str, name: &str) -> Result<usize, StoreError> {
-        let conn = self.conn(JOBS_DB)?;
-        let tx = conn.unchecked_transaction()?;
-        let ids: Vec<i64> = tx
-            .prepare_cached("SELECT id FROM cloud_collection WHERE project = ?1 AND name = ?2")?
-            .query_map(params![project, name], |r| r.get(0))?
-            .collect::<Result<_, _>>()?;
-        for &id in &ids {
-            tx.execute(
-                "DELETE FROM cloud_collection_record WHERE collection = ?1",
-                [id],
-            )?;
-        }
-        tx.execute(
-            "DELETE FROM cloud_collection WHERE project = ?1 AND name = ?2",
-            params![project, name],
-        )?;
-        tx.commit()?;
-        Ok(ids.len())
-    }
-
-    /// Renames every collection of the project with this name, whatever its type.
-    pub fn collection_rename(
-        &mut self,
-        project: &str,
-        name: &str,
-        new_name: &str,
-    ) -> Result<RenameOutcome, StoreError> {
-        let conn = self.conn(JOBS_DB)?;
-        let count = |n: &str| -> rusqlite::Result<i64> {
-            conn.query_row(
-                "SELECT count(*) FROM cloud_collection WHERE project = ?1 AND name = ?2",
-                params![project, n],
-                |r| r.get(0),
-            )
-        };
-        if count(name)? == 0 {
-            return Ok(RenameOutcome::NotFound);
-        }
-        if name == new_name {
-            return Ok(RenameOutcome::Renamed);
-        }
-        if count(new_name)? > 0 {
-            return Ok(RenameOutcome::Taken);
-        }
-        conn.execute(
-            "UPDATE cloud_collection SET name = ?3 WHERE project = ?1 AND name = ?2",
-            params![project, name, new_name],
-        )?;
-        Ok(RenameOutcome::Renamed)
-    }
-
-    /// One page of records, by key.
-    pub fn collection_page(&mut self, req: &PageRequest) -> Result<Vec<StoredRecord>, StoreError> {
-        let conn = self.conn(JOBS_DB)?;
-        let mut out = Vec::new();
-        if let Some(keys) = &req.keys {
-            let mut stmt = conn.prepare_cached(&format!(
-                "SELECT {RECORD_COLUMNS} FROM cloud_collection_record
-                 WHERE collection = ?1 AND key = ?2 AND ts >= ?3 AND ts < ?4"
-            ))?;
-            for k in keys.iter().take(req.limit) {
-                if let Some(r) = stmt
-                    .query_row(
-                        params![req.collection, k, req.min_ts, req.max_ts],
-                        record_of,
-                    )
-                    .optional()?
-                {
-                    out.push(r);
-                }
-            }
-            return Ok(out);
-        }
-        let (from, inclusive) = match &req.from {
-            Some((k, inclusive)) => (k.as_str(), *inclusive),
-            None => ("", true),
-        };
-        let op = if inclusive { ">=" } else { ">" };
-        let mut stmt = conn.prepare_cached(&format!(
-            "SELECT {RECORD_COLUMNS} FROM cloud_collection_record
-             WHERE collection = ?1 AND key {op} ?2 AND ts >= ?3 AND ts < ?4
-             ORDER BY key LIMIT ?5"
-        ))?;
-        let rows = stmt.query_map(
-            params![
-                req.collection,
-                from,
-                req.min_ts,
-                req.max_ts,
-                req.limit as i64
-            ],
-            record_of,
-        )?;
-        for r in rows {
-            out.push(r?);
-        }
-        Ok(out)
-    }
 }
 
 /// What a scan (or count, or filtered delete) selects.
@@ -818,30 +386,30 @@ pub(super) fn query_params(raw: &Option<String>) -> Params {
         .unwrap_or_default()
 }
 
-pub(super) fn param_text(params: &Params, key: &str) -> Result<Option<String>, StorageError> {
+pub(super) fn param_text(params: &Params, key: &str) -> Result<Option<String>, HubError> {
     params
         .text(key)
-        .map_err(|e| StorageError::bad_request(e.message))
+        .map_err(|e| HubError::bad_request(e.message))
 }
 
-pub(super) fn param_list(params: &Params, key: &str) -> Result<Vec<String>, StorageError> {
+pub(super) fn param_list(params: &Params, key: &str) -> Result<Vec<String>, HubError> {
     params
         .all(key)
-        .map_err(|e| StorageError::bad_request(e.message))
+        .map_err(|e| HubError::bad_request(e.message))
 }
 
 /// A non-negative integer parameter.
-pub(super) fn param_count(params: &Params, key: &str) -> Result<Option<u64>, StorageError> {
+pub(super) fn param_count(params: &Params, key: &str) -> Result<Option<u64>, HubError> {
     param_text(params, key)?
         .map(|t| {
             t.trim()
                 .parse::<u64>()
-                .map_err(|_| StorageError::bad_request(format!("invalid {key}: {t}")))
+                .map_err(|_| HubError::bad_request(format!("invalid {key}: {t}")))
         })
         .transpose()
 }
 
-fn param_ms(params: &Params, key: &str) -> Result<Option<i64>, StorageError> {
+fn param_ms(params: &Params, key: &str) -> Result<Option<i64>, HubError> {
     param_text(params, key)?
         .map(|t| {
             t.trim()
@@ -849,18 +417,18 @@ fn param_ms(params: &Params, key: &str) -> Result<Option<i64>, StorageError> {
                 .ok()
                 .filter(|v| v.is_finite())
                 .map(|v| v as i64)
-                .ok_or_else(|| StorageError::bad_request(format!("invalid {key}: {t}")))
+                .ok_or_else(|| HubError::bad_request(format!("invalid {key}: {t}")))
         })
         .transpose()
 }
 
-fn param_flag(params: &Params, key: &str) -> Result<bool, StorageError> {
+fn param_flag(params: &Params, key: &str) -> Result<bool, HubError> {
     Ok(param_text(params, key)?
         .is_some_and(|v| !matches!(v.as_str(), "" | "0" | "false" | "False")))
 }
 
 /// The Scrapyd project named by a project id of the path.
-pub(super) async fn project_of(state: &AppState, p: &str) -> Result<String, StorageError> {
+pub(super) async fn project_of(state: &AppState, p: &str) -> Result<String, HubError> {
     Ok(super::project(state, p).await?.0)
 }
 
@@ -870,11 +438,11 @@ async fn collection_of(
     p: &str,
     t: &str,
     n: &str,
-) -> Result<CollectionRef, StorageError> {
+) -> Result<CollectionRef, HubError> {
     let kind = CollectionType::parse(t)
-        .ok_or_else(|| StorageError::bad_request(format!("invalid collection type: {t}")))?;
+        .ok_or_else(|| HubError::bad_request(format!("invalid collection type: {t}")))?;
     if !valid_name(n) {
-        return Err(StorageError::bad_request(format!(
+        return Err(HubError::bad_request(format!(
             "invalid collection name: {n:?} (letters, digits and _ only)"
         )));
     }
@@ -891,21 +459,18 @@ async fn scanner_of(
     state: &AppState,
     c: &CollectionRef,
     query: ScanQuery,
-) -> Result<Option<Scanner>, StorageError> {
+) -> Result<Option<Scanner>, HubError> {
     let lookup = c.clone();
-    let (_, id) = state
-        .store
-        .read(move |db| db.collection_id(&lookup))
-        .await?;
+    let id = state.storage.collection_id(lookup).await?;
     Ok(id.map(|id| Scanner::new(id, c.kind, now_ms(), query)))
 }
 
-fn scan_query(params: &Params) -> Result<ScanQuery, StorageError> {
+fn scan_query(params: &Params) -> Result<ScanQuery, HubError> {
     let filters = param_list(params, "filter")?
         .iter()
         .map(|f| Filter::parse(f))
         .collect::<Result<Vec<_>, _>>()
-        .map_err(StorageError::bad_request)?;
+        .map_err(HubError::bad_request)?;
     Ok(ScanQuery {
         keys: param_list(params, "key")?,
         prefixes: param_list(params, "prefix")?,
@@ -924,9 +489,9 @@ fn scan_query(params: &Params) -> Result<ScanQuery, StorageError> {
 async fn next_selected(
     state: &AppState,
     scanner: &mut Scanner,
-) -> Result<Option<Vec<StoredRecord>>, StorageError> {
+) -> Result<Option<Vec<StoredRecord>>, HubError> {
     while let Some(req) = scanner.request() {
-        let (_, rows) = state.store.read(move |db| db.collection_page(&req)).await?;
+        let rows = state.storage.collection_page(req).await?;
         let selected = scanner.accept(rows);
         if !selected.is_empty() {
             return Ok(Some(selected));
@@ -957,12 +522,9 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// `GET collections/<p>/list`: `{"type":…,"name":…}` lines.
-async fn list(State(state): State<AppState>, Path(p): Path<String>) -> StorageResult {
+async fn list(State(state): State<AppState>, Path(p): Path<String>) -> HubResult {
     let project = project_of(&state, &p).await?;
-    let (_, rows) = state
-        .store
-        .read(move |db| db.collection_list(&project))
-        .await?;
+    let rows = state.storage.collection_list(&project).await?;
     let out: Vec<Value> = rows
         .into_iter()
         .map(|(t, n)| json!({"type": t, "name": n}))
@@ -976,17 +538,14 @@ async fn write(
     Path((p, t, n)): Path<(String, String, String)>,
     headers: HeaderMap,
     super::wire::RequestBody(body): super::wire::RequestBody,
-) -> StorageResult {
+) -> HubResult {
     let c = collection_of(&state, &p, &t, &n).await?;
     let records = parse_records(&decode_body(&headers, &body)?)?;
     if records.is_empty() {
         return Ok(wire::empty());
     }
     let now = now_ms();
-    state
-        .store
-        .call(move |db| db.collection_upsert(&c, &records, now))
-        .await?;
+    state.storage.collection_upsert(c, records, now).await?;
     Ok(wire::empty())
 }
 
@@ -995,14 +554,11 @@ async fn get_record(
     State(state): State<AppState>,
     Path((p, t, n, k)): Path<(String, String, String, String)>,
     headers: HeaderMap,
-) -> StorageResult {
+) -> HubResult {
     let c = collection_of(&state, &p, &t, &n).await?;
     let key = k.clone();
-    let (_, record) = state
-        .store
-        .read(move |db| db.collection_get(&c, &key, now_ms()))
-        .await?;
-    let record = record.ok_or_else(|| StorageError::not_found(format!("key {k} not found")))?;
+    let record = state.storage.collection_get(c, key, now_ms()).await?;
+    let record = record.ok_or_else(|| HubError::not_found(format!("key {k} not found")))?;
     if wire::wants_msgpack(&headers) {
         return Ok(wire::lines(
             &[record_value(&record, false, false, false)],
@@ -1020,22 +576,17 @@ async fn get_record(
 async fn get_value(
     State(state): State<AppState>,
     Path((p, t, n, k)): Path<(String, String, String, String)>,
-) -> StorageResult {
+) -> HubResult {
     let c = collection_of(&state, &p, &t, &n).await?;
     let key = k.clone();
-    let (_, record) = state
-        .store
-        .read(move |db| db.collection_get(&c, &key, now_ms()))
-        .await?;
-    let record = record.ok_or_else(|| StorageError::not_found(format!("key {k} not found")))?;
-    let value: Value = serde_json::from_str(&record.value).map_err(StorageError::internal)?;
+    let record = state.storage.collection_get(c, key, now_ms()).await?;
+    let record = record.ok_or_else(|| HubError::not_found(format!("key {k} not found")))?;
+    let value: Value = serde_json::from_str(&record.value).map_err(HubError::internal)?;
     let body = match value.get("value") {
         Some(Value::String(s)) => s.clone(),
         Some(other) => other.to_string(),
         None => {
-            return Err(StorageError::not_found(format!(
-                "key {k} has no value field"
-            )));
+            return Err(HubError::not_found(format!("key {k} has no value field")));
         }
     };
     Ok((
@@ -1050,12 +601,9 @@ async fn get_value(
 async fn delete_record(
     State(state): State<AppState>,
     Path((p, t, n, k)): Path<(String, String, String, String)>,
-) -> StorageResult {
+) -> HubResult {
     let c = collection_of(&state, &p, &t, &n).await?;
-    state
-        .store
-        .call(move |db| db.collection_delete_keys(&c, &[k]))
-        .await?;
+    state.storage.collection_delete_keys(c, vec![k]).await?;
     Ok(wire::empty())
 }
 
@@ -1066,7 +614,7 @@ async fn delete_keys(
     Path((p, t, n)): Path<(String, String, String)>,
     headers: HeaderMap,
     super::wire::RequestBody(body): super::wire::RequestBody,
-) -> StorageResult {
+) -> HubResult {
     let c = collection_of(&state, &p, &t, &n).await?;
     let mut keys = Vec::new();
     for v in json_lines(&decode_body(&headers, &body)?)? {
@@ -1077,7 +625,7 @@ async fn delete_keys(
                     match item {
                         Value::String(k) => keys.push(k),
                         other => {
-                            return Err(StorageError::bad_request(format!(
+                            return Err(HubError::bad_request(format!(
                                 "Error parsing data, a key must be a string: {other}"
                             )));
                         }
@@ -1085,16 +633,13 @@ async fn delete_keys(
                 }
             }
             other => {
-                return Err(StorageError::bad_request(format!(
+                return Err(HubError::bad_request(format!(
                     "Error parsing data, a key must be a string: {other}"
                 )));
             }
         }
     }
-    state
-        .store
-        .call(move |db| db.collection_delete_keys(&c, &keys))
-        .await?;
+    state.storage.collection_delete_keys(c, keys).await?;
     Ok(wire::empty())
 }
 
@@ -1104,7 +649,7 @@ async fn delete_matching(
     State(state): State<AppState>,
     Path((p, t, n)): Path<(String, String, String)>,
     q: RawQuery,
-) -> StorageResult {
+) -> HubResult {
     let c = collection_of(&state, &p, &t, &n).await?;
     let query = scan_query(&query_params(&q.0))?;
     let Some(mut scanner) = scanner_of(&state, &c, query).await? else {
@@ -1113,10 +658,7 @@ async fn delete_matching(
     while let Some(records) = next_selected(&state, &mut scanner).await? {
         let keys: Vec<String> = records.into_iter().map(|r| r.key).collect();
         let c = c.clone();
-        state
-            .store
-            .call(move |db| db.collection_delete_keys(&c, &keys))
-            .await?;
+        state.storage.collection_delete_keys(c, keys).await?;
     }
     Ok(wire::empty())
 }
@@ -1126,7 +668,7 @@ async fn count(
     State(state): State<AppState>,
     Path((p, t, n)): Path<(String, String, String)>,
     q: RawQuery,
-) -> StorageResult {
+) -> HubResult {
     let c = collection_of(&state, &p, &t, &n).await?;
     let query = scan_query(&query_params(&q.0))?;
     let Some(mut scanner) = scanner_of(&state, &c, query).await? else {
@@ -1146,7 +688,7 @@ async fn scan(
     Path((p, t, n)): Path<(String, String, String)>,
     q: RawQuery,
     headers: HeaderMap,
-) -> StorageResult {
+) -> HubResult {
     let c = collection_of(&state, &p, &t, &n).await?;
     let params = query_params(&q.0);
     let query = scan_query(&params)?;
@@ -1193,17 +735,14 @@ async fn drop_by_name(
     State(state): State<AppState>,
     Path(p): Path<String>,
     q: RawQuery,
-) -> StorageResult {
+) -> HubResult {
     let project = project_of(&state, &p).await?;
     let params = query_params(&q.0);
     let name = param_text(&params, "name")?
         .filter(|n| !n.is_empty())
-        .ok_or_else(|| StorageError::bad_request("missing name"))?;
+        .ok_or_else(|| HubError::bad_request("missing name"))?;
     let dropped = name.clone();
-    state
-        .store
-        .call(move |db| db.collection_drop(&project, &dropped))
-        .await?;
+    state.storage.collection_drop(&project, &dropped).await?;
     let mut r = wire::one(&json!({"status": "success", "deleted": name}));
     *r.status_mut() = StatusCode::ACCEPTED;
     Ok(r)
@@ -1211,36 +750,30 @@ async fn drop_by_name(
 
 /// `POST collections/<p>/rename?name=<n>&new_name=<m>`: renames the collections of that name,
 /// all types; 404 when there is none, 400 when the new name is invalid or taken.
-async fn rename(
-    State(state): State<AppState>,
-    Path(p): Path<String>,
-    q: RawQuery,
-) -> StorageResult {
+async fn rename(State(state): State<AppState>, Path(p): Path<String>, q: RawQuery) -> HubResult {
     let project = project_of(&state, &p).await?;
     let params = query_params(&q.0);
     let name = param_text(&params, "name")?
         .filter(|n| !n.is_empty())
-        .ok_or_else(|| StorageError::bad_request("missing name"))?;
+        .ok_or_else(|| HubError::bad_request("missing name"))?;
     let new_name = param_text(&params, "new_name")?
-        .ok_or_else(|| StorageError::bad_request("missing new_name"))?;
+        .ok_or_else(|| HubError::bad_request("missing new_name"))?;
     if !valid_name(&new_name) {
-        return Err(StorageError::bad_request(format!(
+        return Err(HubError::bad_request(format!(
             "invalid collection name: {new_name:?} (letters, digits and _ only)"
         )));
     }
     let (from, to) = (name.clone(), new_name.clone());
     let outcome = state
-        .store
-        .call(move |db| db.collection_rename(&project, &from, &to))
+        .storage
+        .collection_rename(&project, &from, &to)
         .await?;
     match outcome {
         RenameOutcome::Renamed => Ok(wire::one(
             &json!({"status": "success", "renamed": name, "new_name": new_name}),
         )),
-        RenameOutcome::NotFound => Err(StorageError::not_found(format!(
-            "collection {name} not found"
-        ))),
-        RenameOutcome::Taken => Err(StorageError::bad_request(format!(
+        RenameOutcome::NotFound => Err(HubError::not_found(format!("collection {name} not found"))),
+        RenameOutcome::Taken => Err(HubError::bad_request(format!(
             "a collection named {new_name} exists"
         ))),
     }
@@ -1250,6 +783,8 @@ async fn rename(
 mod tests {
     use super::*;
     use crate::config::DbsDir;
+    use crate::storage::TestDb as Db;
+    use crate::storage::model::CACHE_RETENTION_MS;
 
     fn col(kind: CollectionType, name: &str) -> CollectionRef {
         CollectionRef {

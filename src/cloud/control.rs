@@ -5,9 +5,10 @@
 //! knows is its runner's.
 
 use super::jobdata::job_dir;
-use super::registry::{CloudJob, JobKey, JobQuery, is_external};
+use super::registry::is_external;
 use crate::AppState;
-use crate::store::StoreError;
+use crate::storage::StorageError;
+use crate::storage::model::{CloudJob, JobKey, JobQuery};
 use nix::sys::signal::Signal;
 use serde_json::{Map, Value};
 
@@ -15,7 +16,7 @@ use serde_json::{Map, Value};
 /// that only the registry knows is marked finished (`cancelled`), a running one is left to its
 /// runner (it sees `cancelled_by`), as on Scrapy Cloud. Returns whether it was pending or
 /// running.
-pub async fn stop(state: &AppState, job: &CloudJob, signal: Signal) -> Result<bool, StoreError> {
+pub async fn stop(state: &AppState, job: &CloudJob, signal: Signal) -> Result<bool, StorageError> {
     // An ended job is left alone (its Scrapyd job id may have been given to a new job since).
     if !matches!(job.state.as_str(), "pending" | "running") {
         return Ok(false);
@@ -26,14 +27,11 @@ pub async fn stop(state: &AppState, job: &CloudJob, signal: Signal) -> Result<bo
         }
         let (p, key) = (job.project.clone(), job.key);
         state
-            .store
-            .call(move |db| {
-                if let Some(mut j) = db.cloud_job(&p, key)? {
-                    let mut extra = Map::new();
-                    extra.insert("close_reason".into(), "cancelled".into());
-                    db.transition(&mut j, "finished", "api", extra)?;
-                }
-                Ok(())
+            .storage
+            .transition_cloud_job(&p, key, Some("finished".into()), "api", {
+                let mut extra = Map::new();
+                extra.insert("close_reason".into(), "cancelled".into());
+                extra
             })
             .await?;
         return Ok(true);
@@ -41,10 +39,7 @@ pub async fn stop(state: &AppState, job: &CloudJob, signal: Signal) -> Result<bo
     // The Scrapyd side decides, as `cancel.json` does: the registry's state follows it and may
     // lag (a job that has just started is still `pending` there).
     let (p, j) = (job.project.clone(), job.job.clone());
-    let removed = state
-        .store
-        .call(move |db| db.remove_pending(&p, &j))
-        .await?;
+    let removed = state.storage.cancel_pending(&p, &j).await?;
     if removed > 0 {
         return Ok(true);
     }
@@ -57,18 +52,16 @@ pub async fn cancel(
     state: &AppState,
     project: &str,
     jobs: &[CloudJob],
-) -> Result<usize, StoreError> {
+) -> Result<usize, StorageError> {
     let mut n = 0;
     for job in jobs {
         if stop(state, job, Signal::SIGINT).await? {
             n += 1;
             let (p, key) = (project.to_owned(), job.key);
             state
-                .store
-                .call(move |db| {
-                    db.edit_cloud_meta(&p, key, |meta| {
-                        meta.insert("cancelled_by".into(), "api".into());
-                    })
+                .storage
+                .edit_cloud_meta(&p, vec![key], |meta| {
+                    meta.insert("cancelled_by".into(), "api".into());
                 })
                 .await?;
         }
@@ -81,7 +74,7 @@ pub async fn jobs_by_key(
     state: &AppState,
     project: &str,
     keys: Vec<JobKey>,
-) -> Result<Vec<CloudJob>, StoreError> {
+) -> Result<Vec<CloudJob>, StorageError> {
     let query = JobQuery {
         keys,
         ..JobQuery::default()
@@ -94,12 +87,9 @@ pub async fn jobs_matching(
     state: &AppState,
     project: &str,
     query: JobQuery,
-) -> Result<Vec<CloudJob>, StoreError> {
+) -> Result<Vec<CloudJob>, StorageError> {
     let p = project.to_owned();
-    let (_, jobs) = state
-        .store
-        .read(move |db| db.cloud_jobs(&p, &query))
-        .await?;
+    let jobs = state.storage.cloud_jobs(&p, query).await?;
     Ok(jobs)
 }
 
@@ -128,26 +118,15 @@ pub async fn update(
     job: &CloudJob,
     new_state: Option<&str>,
     fields: Map<String, Value>,
-) -> Result<(), StoreError> {
+) -> Result<(), StorageError> {
     let ends = matches!(new_state, Some("finished" | "deleted"));
     if ends && new_state != Some(job.state.as_str()) && !is_external(job) {
         stop(state, job, Signal::SIGINT).await?;
     }
     let (p, key, s) = (job.project.clone(), job.key, new_state.map(str::to_owned));
     state
-        .store
-        .call(move |db| {
-            let Some(mut job) = db.cloud_job(&p, key)? else {
-                return Ok(());
-            };
-            match s {
-                Some(s) => db.transition(&mut job, &s, "api", fields),
-                None => {
-                    job.meta.extend(fields);
-                    db.save_cloud_job(&job)
-                }
-            }
-        })
+        .storage
+        .transition_cloud_job(&p, key, s, "api", fields)
         .await?;
     if new_state == Some("finished") {
         let (p, spider, keep) = (
@@ -155,10 +134,7 @@ pub async fn update(
             job.spider.clone(),
             state.config.jobdata_to_keep,
         );
-        let pruned = state
-            .store
-            .call(move |db| db.prune_cloud_jobs(&p, &spider, keep))
-            .await?;
+        let pruned = state.storage.prune_cloud_jobs(&p, &spider, keep).await?;
         crate::launcher::remove_job_data(&state.config.jobdata_dir, pruned);
     }
     Ok(())
@@ -170,7 +146,7 @@ pub async fn cancel_newest(
     state: &AppState,
     project: &str,
     count: usize,
-) -> Result<usize, StoreError> {
+) -> Result<usize, StorageError> {
     let mut chosen = Vec::new();
     if count == 0 {
         return Ok(0);
@@ -182,10 +158,7 @@ pub async fn cancel_newest(
             count: Some(count - chosen.len()),
             ..JobQuery::default()
         };
-        let (_, jobs) = state
-            .store
-            .read(move |db| db.cloud_jobs(&p, &query))
-            .await?;
+        let jobs = state.storage.cloud_jobs(&p, query).await?;
         chosen.extend(jobs);
         if chosen.len() >= count {
             break;
@@ -195,13 +168,10 @@ pub async fn cancel_newest(
 }
 
 /// Deletes a job: stops it at once (SIGKILL), removes its registry row and its data.
-pub async fn delete(state: &AppState, job: &CloudJob) -> Result<(), StoreError> {
+pub async fn delete(state: &AppState, job: &CloudJob) -> Result<(), StorageError> {
     stop(state, job, Signal::SIGKILL).await?;
     let (project, key) = (job.project.clone(), job.key);
-    state
-        .store
-        .call(move |db| db.purge_cloud_job(&project, key))
-        .await?;
+    state.storage.purge_cloud_job(&project, key).await?;
     let dir = job_dir(&state.config.jobdata_dir, key.project, key.spider, key.n);
     let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
     Ok(())

@@ -3,11 +3,12 @@
 //! also carry `node_name`).
 
 use super::access::Caller;
-use super::submit::{Submission, SubmitError, Uniqueness, submit};
+use super::submit::{Submission, SubmitError, submit};
 use crate::AppState;
 use crate::api::params::Params;
 use crate::config::ProjectRight;
 use crate::error::{ApiError, ApiResult, Reply};
+use crate::storage::model::Uniqueness;
 use axum::Json;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Path, State};
@@ -43,7 +44,7 @@ pub(super) async fn project_param(
     need: ProjectRight,
 ) -> Result<(String, i64), ApiError> {
     let raw = params.required("project")?;
-    let id = super::registry::parse_id(&raw)
+    let id = crate::storage::model::parse_id(&raw)
         .ok_or_else(|| ApiError::new(format!("invalid value for project: {raw}")))?;
     let name = super::project_name(state, &raw).await;
     let right = caller.right(name.as_deref(), Some(id));
@@ -61,19 +62,13 @@ pub(super) async fn project_param(
 /// `scrapyd/listprojects.json`: the numeric ids of the projects the caller belongs to.
 async fn listprojects(State(state): State<AppState>, caller: Caller) -> ApiResult {
     let projects = state.eggs.projects();
-    let ids = state
-        .store
-        .call(move |db| {
-            let mut ids = Vec::new();
-            for p in &projects {
-                let id = db.project_id(p)?;
-                if caller.lists(p, id) {
-                    ids.push(id);
-                }
-            }
-            Ok(ids)
-        })
-        .await?;
+    let ids = state.storage.project_ids(projects.clone()).await?;
+    let ids: Vec<i64> = projects
+        .iter()
+        .zip(ids)
+        .filter(|(p, id)| caller.lists(p, *id))
+        .map(|(_, id)| id)
+        .collect();
     Ok(Reply::empty().with("projects", ids))
 }
 
@@ -85,23 +80,7 @@ async fn spiders_list(State(state): State<AppState>, caller: Caller, params: Par
     let version = state.eggs.versions(&project)?.last().cloned();
     let names: Vec<String> = spiders.to_vec();
     let p = project.clone();
-    let listed = state
-        .store
-        .call(move |db| {
-            let mut listed = Vec::new();
-            for s in &names {
-                db.spider_id(&p, s, true)?;
-                listed.push((s.clone(), true, db.spider_tags(&p, s)?));
-            }
-            for s in db.registry_spiders(&p)? {
-                if !names.contains(&s) {
-                    let tags = db.spider_tags(&p, &s)?;
-                    listed.push((s, false, tags));
-                }
-            }
-            Ok(listed)
-        })
-        .await?;
+    let listed = state.storage.spider_listing(&p, names).await?;
     let list: Vec<Value> = listed
         .into_iter()
         .map(|(s, deployed, tags)| {
@@ -181,7 +160,7 @@ fn run_submission(
     meta.insert("units".into(), units.into());
     meta.insert("tags".into(), params.all("add_tag")?.into());
     meta.insert("scheduled_by".into(), "api".into());
-    let settings = super::registry::string_pairs(&job_settings);
+    let settings = crate::storage::model::string_pairs(&job_settings);
     if !job_settings.is_empty() {
         meta.insert("job_settings".into(), Value::Object(job_settings));
     }
@@ -226,7 +205,7 @@ impl From<SubmitError> for ApiError {
     fn from(e: SubmitError) -> Self {
         match e {
             SubmitError::Api(e) => e,
-            SubmitError::Store(e) => e.into(),
+            SubmitError::Storage(e) => e.into(),
             other => ApiError::new(other.to_string()),
         }
     }
@@ -269,7 +248,7 @@ pub(super) async fn deploy_target(
     params: &Params,
 ) -> Result<String, ApiError> {
     let raw = params.required("project")?;
-    let id = super::registry::parse_id(&raw)
+    let id = crate::storage::model::parse_id(&raw)
         .ok_or_else(|| ApiError::new(format!("invalid value for project: {raw}")))?;
     let name = super::project_name(state, &raw).await;
     if caller
@@ -282,11 +261,11 @@ pub(super) async fn deploy_target(
         );
         return Err(ApiError::refused());
     }
-    if name.is_none() && id >= super::registry::FIRST_ALLOCATED_PROJECT_ID {
+    if name.is_none() && id >= crate::storage::model::FIRST_ALLOCATED_PROJECT_ID {
         return Err(ApiError::new(format!(
             "project '{raw}' not found: ids from {} up are given to projects named by words; \
              a new project's id must be below that (it becomes the project's name)",
-            super::registry::FIRST_ALLOCATED_PROJECT_ID
+            crate::storage::model::FIRST_ALLOCATED_PROJECT_ID
         )));
     }
     Ok(name.unwrap_or(raw))
@@ -306,15 +285,15 @@ async fn v2_spider(
     let not_found =
         || (StatusCode::NOT_FOUND, Json(json!({"detail": "Not found."}))).into_response();
     let project = super::project_name(state, p).await.ok_or_else(not_found)?;
-    let project_id = super::registry::parse_id(p).ok_or_else(not_found)?;
-    let spider_id = super::registry::parse_id(s).ok_or_else(not_found)?;
+    let project_id = crate::storage::model::parse_id(p).ok_or_else(not_found)?;
+    let spider_id = crate::storage::model::parse_id(s).ok_or_else(not_found)?;
     let pn = project.clone();
     let name = state
-        .store
-        .read(move |db| db.spider_name(&pn, spider_id))
+        .storage
+        .spider_name(&pn, spider_id)
         .await
         .ok()
-        .and_then(|(_, n)| n)
+        .flatten()
         .ok_or_else(not_found)?;
     Ok((project, project_id, spider_id, name))
 }
@@ -343,8 +322,8 @@ async fn spider_object(
         Err(r) => return r,
     };
     let (pn, sn) = (project.clone(), name.clone());
-    match state.store.read(move |db| db.spider_tags(&pn, &sn)).await {
-        Ok((_, tags)) => {
+    match state.storage.spider_tags(&pn, &sn).await {
+        Ok(tags) => {
             Json(spider_json(&project, project_id, spider_id, &name, &tags)).into_response()
         }
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
@@ -382,8 +361,8 @@ async fn spider_tags(
     }
     let (pn, sn) = (project.clone(), name.clone());
     match state
-        .store
-        .call(move |db| db.update_spider_tags(&pn, &sn, &add, &remove))
+        .storage
+        .update_spider_tags(&pn, &sn, add, remove)
         .await
     {
         Ok(tags) => {

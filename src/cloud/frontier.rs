@@ -23,20 +23,15 @@
 //! store read each) and are streamed, so a large slot is never held in memory.
 
 use super::collections::{param_count, project_of, query_params};
-use super::wire::{self, ChannelBody, StorageError, StorageResult, decode_body};
+use super::wire::{self, ChannelBody, HubError, HubResult, decode_body};
 use crate::AppState;
-use crate::jobs::JOBS_DB;
-use crate::store::{Db, StoreError};
+use crate::storage::model::{Batch, NewRequest, SlotRef};
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, RawQuery, State};
 use axum::http::HeaderMap;
 use axum::routing::{get, post};
-use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::{Value, json};
-
-/// Most requests in one batch.
-pub const BATCH_SIZE: usize = 100;
 
 /// Highest priority number (`p`).
 pub const MAX_PRIORITY: i64 = 255;
@@ -46,48 +41,6 @@ const PAGE_BATCHES: usize = 20;
 
 /// Fingerprints read from SQLite per store call.
 const PAGE_FINGERPRINTS: usize = 1000;
-
-/// Creates the frontier tables if needed.
-pub fn migrate(conn: &Connection) -> rusqlite::Result<()> {
-    // Three B-trees keyed by what they are read by (the daemon's start-up writes stay small).
-    conn.execute_batch(
-        "CREATE TABLE IF NOT EXISTS cloud_frontier_slot (
-            project TEXT, frontier TEXT, slot TEXT, id INTEGER NOT NULL,
-            next_batch INTEGER NOT NULL DEFAULT 1,
-            PRIMARY KEY (project, frontier, slot)) WITHOUT ROWID;
-        CREATE TABLE IF NOT EXISTS cloud_frontier_fingerprint (
-            slot INTEGER, fp TEXT, fdata TEXT,
-            PRIMARY KEY (slot, fp)) WITHOUT ROWID;
-        CREATE TABLE IF NOT EXISTS cloud_frontier_request (
-            slot INTEGER, priority INTEGER, batch INTEGER, n INTEGER, fp TEXT NOT NULL, qdata TEXT,
-            PRIMARY KEY (slot, priority, batch, n)) WITHOUT ROWID;",
-    )
-}
-
-/// One slot: a Scrapyd project, a frontier and a slot name.
-#[derive(Debug, Clone)]
-pub struct SlotRef {
-    pub project: String,
-    pub frontier: String,
-    pub slot: String,
-}
-
-/// A request to add: its fingerprint, queue data and fingerprint data (JSON texts), priority.
-#[derive(Debug, Clone, PartialEq)]
-pub struct NewRequest {
-    pub fp: String,
-    pub qdata: Option<String>,
-    pub fdata: Option<String>,
-    pub priority: i64,
-}
-
-/// A queued batch: its number in the slot, priority, and requests (`fp`, `qdata` JSON text).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Batch {
-    pub id: i64,
-    pub priority: i64,
-    pub requests: Vec<(String, Option<String>)>,
-}
 
 impl Batch {
     /// The batch id on the wire.
@@ -124,19 +77,19 @@ pub fn parse_batch_id(text: &str) -> Option<(i64, i64)> {
 }
 
 /// The requests of a write body: JSON lines `{"fp":…, "qdata":…, "fdata":…, "p":…}`.
-pub fn parse_requests(body: &[u8]) -> Result<Vec<NewRequest>, StorageError> {
+pub fn parse_requests(body: &[u8]) -> Result<Vec<NewRequest>, HubError> {
     let mut out = Vec::new();
     for (i, v) in wire::json_lines(body)?.into_iter().enumerate() {
         let line = i + 1;
         let Value::Object(mut m) = v else {
-            return Err(StorageError::bad_request(format!(
+            return Err(HubError::bad_request(format!(
                 "Error parsing data, line {line}: expected a JSON object"
             )));
         };
         let fp = match m.remove("fp") {
             Some(Value::String(fp)) if !fp.is_empty() => fp,
             _ => {
-                return Err(StorageError::bad_request(format!(
+                return Err(HubError::bad_request(format!(
                     "Error parsing data, line {line}: missing value for fp field"
                 )));
             }
@@ -149,7 +102,7 @@ pub fn parse_requests(body: &[u8]) -> Result<Vec<NewRequest>, StorageError> {
                 n.as_i64().unwrap_or(0)
             }
             Some(other) => {
-                return Err(StorageError::bad_request(format!(
+                return Err(HubError::bad_request(format!(
                     "Error parsing data, line {line}: p must be an integer from 0 to {MAX_PRIORITY}, not {other}"
                 )));
             }
@@ -168,240 +121,6 @@ pub fn parse_requests(body: &[u8]) -> Result<Vec<NewRequest>, StorageError> {
     Ok(out)
 }
 
-/// Groups requests into batches: by priority (lowest first), in the order given, at most
-/// [`BATCH_SIZE`] each.
-pub fn plan_batches(requests: Vec<NewRequest>) -> Vec<(i64, Vec<NewRequest>)> {
-    let mut by_priority: std::collections::BTreeMap<i64, Vec<NewRequest>> = Default::default();
-    for r in requests {
-        by_priority.entry(r.priority).or_default().push(r);
-    }
-    let mut out = Vec::new();
-    for (priority, requests) in by_priority {
-        let mut rest = requests.into_iter().peekable();
-        while rest.peek().is_some() {
-            out.push((priority, rest.by_ref().take(BATCH_SIZE).collect()));
-        }
-    }
-    out
-}
-
-fn slot_id(conn: &Connection, s: &SlotRef) -> rusqlite::Result<Option<i64>> {
-    conn.prepare_cached(
-        "SELECT id FROM cloud_frontier_slot WHERE project = ?1 AND frontier = ?2 AND slot = ?3",
-    )?
-    .query_row(params![s.project, s.frontier, s.slot], |r| r.get(0))
-    .optional()
-}
-
-impl Db {
-    /// Adds requests to a slot in one transaction: new fingerprints are recorded and their
-    /// requests queued; returns how many fingerprints were new.
-    pub fn frontier_add(
-        &mut self,
-        s: &SlotRef,
-        requests: &[NewRequest],
-    ) -> Result<usize, StoreError> {
-        let conn = self.conn(JOBS_DB)?;
-        let tx = conn.unchecked_transaction()?;
-        let slot = match slot_id(&tx, s)? {
-            Some(id) => id,
-            None => {
-                let id: i64 = tx.query_row(
-                    "SELECT coalesce(max(id), 0) + 1 FROM cloud_frontier_slot",
-                    [],
-                    |r| r.get(0),
-                )?;
-                tx.execute(
-                    "INSERT INTO cloud_frontier_slot (project, frontier, slot, id)
-                     VALUES (?1, ?2, ?3, ?4)",
-                    params![s.project, s.frontier, s.slot, id],
-                )?;
-                id
-            }
-        };
-        let mut new = Vec::new();
-        for r in requests {
-            let inserted = tx
-                .prepare_cached(
-                    "INSERT OR IGNORE INTO cloud_frontier_fingerprint (slot, fp, fdata)
-                     VALUES (?1, ?2, ?3)",
-                )?
-                .execute(params![slot, r.fp, r.fdata])?;
-            if inserted > 0 {
-                new.push(r.clone());
-            }
-        }
-        let newcount = new.len();
-        let planned = plan_batches(new);
-        let first: i64 = tx.query_row(
-            "UPDATE cloud_frontier_slot SET next_batch = next_batch + ?2 WHERE id = ?1
-             RETURNING next_batch - ?2",
-            params![slot, planned.len() as i64],
-            |r| r.get(0),
-        )?;
-        for (i, (priority, batch)) in planned.iter().enumerate() {
-            for (n, r) in batch.iter().enumerate() {
-                tx.prepare_cached(
-                    "INSERT INTO cloud_frontier_request (slot, priority, batch, n, fp, qdata)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                )?
-                .execute(params![
-                    slot,
-                    priority,
-                    first + i as i64,
-                    n as i64,
-                    r.fp,
-                    r.qdata
-                ])?;
-            }
-        }
-        tx.commit()?;
-        Ok(newcount)
-    }
-
-    /// The frontiers of a project that have slots, by name.
-    pub fn frontier_names(&mut self, project: &str) -> Result<Vec<String>, StoreError> {
-        let conn = self.conn(JOBS_DB)?;
-        let mut stmt = conn.prepare_cached(
-            "SELECT DISTINCT frontier FROM cloud_frontier_slot WHERE project = ?1 ORDER BY frontier",
-        )?;
-        let names = stmt
-            .query_map([project], |r| r.get(0))?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(names)
-    }
-
-    /// The slots of a frontier, by name.
-    pub fn frontier_slots(
-        &mut self,
-        project: &str,
-        frontier: &str,
-    ) -> Result<Vec<String>, StoreError> {
-        let conn = self.conn(JOBS_DB)?;
-        let mut stmt = conn.prepare_cached(
-            "SELECT slot FROM cloud_frontier_slot WHERE project = ?1 AND frontier = ?2 ORDER BY slot",
-        )?;
-        let names = stmt
-            .query_map([project, frontier], |r| r.get(0))?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(names)
-    }
-
-    /// The id of a slot, if it exists.
-    pub fn frontier_slot_id(&mut self, s: &SlotRef) -> Result<Option<i64>, StoreError> {
-        Ok(slot_id(self.conn(JOBS_DB)?, s)?)
-    }
-
-    /// Up to `limit` queued batches of a slot after `(priority, id)`, in queue order.
-    pub fn frontier_batches(
-        &mut self,
-        slot: i64,
-        after: Option<(i64, i64)>,
-        limit: usize,
-    ) -> Result<Vec<Batch>, StoreError> {
-        let conn = self.conn(JOBS_DB)?;
-        let (priority, batch) = after.unwrap_or((-1, -1));
-        let heads: Vec<(i64, i64)> = conn
-            .prepare_cached(
-                "SELECT DISTINCT priority, batch FROM cloud_frontier_request
-                 WHERE slot = ?1 AND (priority, batch) > (?2, ?3)
-                 ORDER BY priority, batch LIMIT ?4",
-            )?
-            .query_map(params![slot, priority, batch, limit as i64], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })?
-            .collect::<Result<_, _>>()?;
-        let mut out = Vec::with_capacity(heads.len());
-        let mut stmt = conn.prepare_cached(
-            "SELECT fp, qdata FROM cloud_frontier_request
-             WHERE slot = ?1 AND priority = ?2 AND batch = ?3 ORDER BY n",
-        )?;
-        for (priority, id) in heads {
-            let requests = stmt
-                .query_map(params![slot, priority, id], |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect::<Result<Vec<_>, _>>()?;
-            out.push(Batch {
-                id,
-                priority,
-                requests,
-            });
-        }
-        Ok(out)
-    }
-
-    /// Deletes queued batches of a slot by `(priority, batch)` (unknown ones are ignored), in
-    /// one transaction; returns how many were deleted.
-    pub fn frontier_delete_batches(
-        &mut self,
-        s: &SlotRef,
-        ids: &[(i64, i64)],
-    ) -> Result<usize, StoreError> {
-        let conn = self.conn(JOBS_DB)?;
-        let Some(slot) = slot_id(conn, s)? else {
-            return Ok(0);
-        };
-        let tx = conn.unchecked_transaction()?;
-        let mut deleted = 0;
-        for &(priority, batch) in ids {
-            let n = tx
-                .prepare_cached(
-                    "DELETE FROM cloud_frontier_request
-                     WHERE slot = ?1 AND priority = ?2 AND batch = ?3",
-                )?
-                .execute(params![slot, priority, batch])?;
-            if n > 0 {
-                deleted += 1;
-            }
-        }
-        tx.commit()?;
-        Ok(deleted)
-    }
-
-    /// Up to `limit` fingerprints of a slot after `after`, in order, with their `fdata`.
-    pub fn frontier_fingerprints(
-        &mut self,
-        slot: i64,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<(String, Option<String>)>, StoreError> {
-        let conn = self.conn(JOBS_DB)?;
-        let (from, op) = match after {
-            Some(a) => (a, ">"),
-            None => ("", ">="),
-        };
-        let mut stmt = conn.prepare_cached(&format!(
-            "SELECT fp, fdata FROM cloud_frontier_fingerprint
-             WHERE slot = ?1 AND fp {op} ?2 ORDER BY fp LIMIT ?3"
-        ))?;
-        let rows = stmt
-            .query_map(params![slot, from, limit as i64], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(rows)
-    }
-
-    /// Deletes a slot: its fingerprints, batches and requests (one transaction).
-    pub fn frontier_delete_slot(&mut self, s: &SlotRef) -> Result<(), StoreError> {
-        let conn = self.conn(JOBS_DB)?;
-        let Some(slot) = slot_id(conn, s)? else {
-            return Ok(());
-        };
-        let tx = conn.unchecked_transaction()?;
-        tx.execute("DELETE FROM cloud_frontier_request WHERE slot = ?1", [slot])?;
-        tx.execute(
-            "DELETE FROM cloud_frontier_fingerprint WHERE slot = ?1",
-            [slot],
-        )?;
-        tx.execute(
-            "DELETE FROM cloud_frontier_slot WHERE project = ?1 AND frontier = ?2 AND slot = ?3",
-            params![s.project, s.frontier, s.slot],
-        )?;
-        tx.commit()?;
-        Ok(())
-    }
-}
-
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/storage/hcf/{p}/list", get(frontiers))
@@ -418,9 +137,9 @@ pub fn routes() -> Router<AppState> {
         .route("/storage/hcf/{p}/{f}/s/{slot}/f", get(fingerprints))
 }
 
-async fn slot_of(state: &AppState, p: &str, f: &str, slot: &str) -> Result<SlotRef, StorageError> {
+async fn slot_of(state: &AppState, p: &str, f: &str, slot: &str) -> Result<SlotRef, HubError> {
     if f.is_empty() || slot.is_empty() {
-        return Err(StorageError::bad_request("empty frontier or slot name"));
+        return Err(HubError::bad_request("empty frontier or slot name"));
     }
     Ok(SlotRef {
         project: project_of(state, p).await?,
@@ -430,25 +149,16 @@ async fn slot_of(state: &AppState, p: &str, f: &str, slot: &str) -> Result<SlotR
 }
 
 /// `GET hcf/<p>/list`: the frontier names, as one JSON array on one line.
-async fn frontiers(State(state): State<AppState>, Path(p): Path<String>) -> StorageResult {
+async fn frontiers(State(state): State<AppState>, Path(p): Path<String>) -> HubResult {
     let project = project_of(&state, &p).await?;
-    let (_, names) = state
-        .store
-        .read(move |db| db.frontier_names(&project))
-        .await?;
+    let names = state.storage.frontier_names(&project).await?;
     Ok(wire::one(&json!(names)))
 }
 
 /// `GET hcf/<p>/<f>/list`: the slot names of a frontier, as one JSON array on one line.
-async fn slots(
-    State(state): State<AppState>,
-    Path((p, f)): Path<(String, String)>,
-) -> StorageResult {
+async fn slots(State(state): State<AppState>, Path((p, f)): Path<(String, String)>) -> HubResult {
     let project = project_of(&state, &p).await?;
-    let (_, names) = state
-        .store
-        .read(move |db| db.frontier_slots(&project, &f))
-        .await?;
+    let names = state.storage.frontier_slots(&project, &f).await?;
     Ok(wire::one(&json!(names)))
 }
 
@@ -459,16 +169,13 @@ async fn add(
     Path((p, f, slot)): Path<(String, String, String)>,
     headers: HeaderMap,
     super::wire::RequestBody(body): super::wire::RequestBody,
-) -> StorageResult {
+) -> HubResult {
     let s = slot_of(&state, &p, &f, &slot).await?;
     let requests = parse_requests(&decode_body(&headers, &body)?)?;
     let newcount = if requests.is_empty() {
         0
     } else {
-        state
-            .store
-            .call(move |db| db.frontier_add(&s, &requests))
-            .await?
+        state.storage.frontier_add(s, requests).await?
     };
     Ok(wire::one(&json!({"newcount": newcount})))
 }
@@ -477,12 +184,9 @@ async fn add(
 async fn delete_slot(
     State(state): State<AppState>,
     Path((p, f, slot)): Path<(String, String, String)>,
-) -> StorageResult {
+) -> HubResult {
     let s = slot_of(&state, &p, &f, &slot).await?;
-    state
-        .store
-        .call(move |db| db.frontier_delete_slot(&s))
-        .await?;
+    state.storage.frontier_delete_slot(s).await?;
     Ok(wire::empty())
 }
 
@@ -492,10 +196,10 @@ async fn read_queue(
     State(state): State<AppState>,
     Path((p, f, slot)): Path<(String, String, String)>,
     q: RawQuery,
-) -> StorageResult {
+) -> HubResult {
     let s = slot_of(&state, &p, &f, &slot).await?;
     let mincount = param_count(&query_params(&q.0), "mincount")?;
-    let (_, id) = state.store.read(move |db| db.frontier_slot_id(&s)).await?;
+    let id = state.storage.frontier_slot_id(s).await?;
     let Some(slot_id) = id else {
         return Ok(wire::with_type(Body::empty(), false));
     };
@@ -505,11 +209,11 @@ async fn read_queue(
         let mut sent = 0u64;
         loop {
             let page = state
-                .store
-                .read(move |db| db.frontier_batches(slot_id, after, PAGE_BATCHES))
+                .storage
+                .frontier_batches(slot_id, after, PAGE_BATCHES)
                 .await;
             let batches = match page {
-                Ok((_, b)) => b,
+                Ok(b) => b,
                 Err(e) => {
                     tracing::warn!("storage API: reading a frontier queue failed: {e}");
                     return;
@@ -546,7 +250,7 @@ async fn delete_batches(
     Path((p, f, slot)): Path<(String, String, String)>,
     headers: HeaderMap,
     super::wire::RequestBody(body): super::wire::RequestBody,
-) -> StorageResult {
+) -> HubResult {
     let s = slot_of(&state, &p, &f, &slot).await?;
     let mut texts = Vec::new();
     for v in wire::json_lines(&decode_body(&headers, &body)?)? {
@@ -560,13 +264,10 @@ async fn delete_batches(
         let id = v
             .as_str()
             .and_then(parse_batch_id)
-            .ok_or_else(|| StorageError::bad_request(format!("invalid batch id: {v}")))?;
+            .ok_or_else(|| HubError::bad_request(format!("invalid batch id: {v}")))?;
         ids.push(id);
     }
-    state
-        .store
-        .call(move |db| db.frontier_delete_batches(&s, &ids))
-        .await?;
+    state.storage.frontier_delete_batches(s, ids).await?;
     Ok(wire::empty())
 }
 
@@ -575,9 +276,9 @@ async fn delete_batches(
 async fn fingerprints(
     State(state): State<AppState>,
     Path((p, f, slot)): Path<(String, String, String)>,
-) -> StorageResult {
+) -> HubResult {
     let s = slot_of(&state, &p, &f, &slot).await?;
-    let (_, id) = state.store.read(move |db| db.frontier_slot_id(&s)).await?;
+    let id = state.storage.frontier_slot_id(s).await?;
     let Some(slot_id) = id else {
         return Ok(wire::with_type(Body::empty(), false));
     };
@@ -587,13 +288,11 @@ async fn fingerprints(
         loop {
             let from = after.clone();
             let page = state
-                .store
-                .read(move |db| {
-                    db.frontier_fingerprints(slot_id, from.as_deref(), PAGE_FINGERPRINTS)
-                })
+                .storage
+                .frontier_fingerprints(slot_id, from, PAGE_FINGERPRINTS)
                 .await;
             let rows = match page {
-                Ok((_, rows)) => rows,
+                Ok(rows) => rows,
                 Err(e) => {
                     tracing::warn!("storage API: reading frontier fingerprints failed: {e}");
                     return;
@@ -626,6 +325,8 @@ async fn fingerprints(
 mod tests {
     use super::*;
     use crate::config::DbsDir;
+    use crate::storage::TestDb as Db;
+    use crate::storage::model::plan_batches;
 
     fn slot(name: &str) -> SlotRef {
         SlotRef {

@@ -76,13 +76,15 @@ pub fn jobs_with_data(
     root: &Path,
     project: i64,
     spider: Option<i64>,
-) -> Vec<super::registry::JobKey> {
+) -> Vec<crate::storage::model::JobKey> {
     let numbers = |dir: &Path| -> Vec<i64> {
         let mut n: Vec<i64> = std::fs::read_dir(dir)
             .map(|entries| {
                 entries
                     .flatten()
-                    .filter_map(|e| super::registry::parse_id(&e.file_name().to_string_lossy()))
+                    .filter_map(|e| {
+                        crate::storage::model::parse_id(&e.file_name().to_string_lossy())
+                    })
                     .collect()
             })
             .unwrap_or_default();
@@ -97,7 +99,7 @@ pub fn jobs_with_data(
     let mut keys = Vec::new();
     for s in spiders {
         for n in numbers(&project_dir.join(s.to_string())) {
-            keys.push(super::registry::JobKey {
+            keys.push(crate::storage::model::JobKey {
                 project,
                 spider: s,
                 n,
@@ -311,7 +313,7 @@ impl Stream {
             _ => 0,
         };
         let mut buf = Vec::new();
-        let prefix = format!("@{} ", super::registry::now_ms());
+        let prefix = format!("@{} ", crate::storage::model::now_ms());
         for v in values.iter().skip(skip) {
             buf.extend_from_slice(prefix.as_bytes());
             // Scrapy Cloud drops a request's null `parent` and `fp`.
@@ -566,7 +568,7 @@ pub fn with_meta(out: &mut Vec<u8>, json: &[u8], key: Option<&str>, ts: Option<i
 pub struct ReadOptions {
     pub count: Option<u64>,
     /// Start at this entry (`start`), or after it (`startafter`): a job and an entry number.
-    pub start: Option<(super::registry::JobKey, u64)>,
+    pub start: Option<(crate::storage::model::JobKey, u64)>,
     /// Only these entry numbers (`index`), of a single job.
     pub index: Vec<u64>,
     pub with_keys: bool,
@@ -597,7 +599,7 @@ impl ReadOptions {
 /// to `sink` in chunks of about 64 KiB; stops early when `sink` returns `false` (the client
 /// went away).
 pub fn read_entries(
-    sources: &[(Stream, super::registry::JobKey)],
+    sources: &[(Stream, crate::storage::model::JobKey)],
     opts: &ReadOptions,
     sink: &mut dyn FnMut(Vec<u8>) -> bool,
 ) -> std::io::Result<()> {
@@ -607,42 +609,43 @@ pub fn read_entries(
         return Ok(());
     }
     // Renders one entry; false once the read is over.
-    let mut emit = |key: &super::registry::JobKey, e: &Entry<'_>, out: &mut Vec<u8>| -> bool {
-        if !opts.in_time_range(e.ts) {
-            return true;
-        }
-        if !opts.filters.is_empty() {
-            let v: Value = serde_json::from_slice(e.json).unwrap_or(Value::Null);
-            if !opts.filters.iter().all(|f| f.matches(&v)) {
+    let mut emit =
+        |key: &crate::storage::model::JobKey, e: &Entry<'_>, out: &mut Vec<u8>| -> bool {
+            if !opts.in_time_range(e.ts) {
                 return true;
             }
-        }
-        let entry_key = opts.with_keys.then(|| format!("{key}/{}", e.n));
-        let ts = if opts.with_ts { e.ts } else { None };
-        if opts.msgpack {
-            let mut v: Value = serde_json::from_slice(e.json).unwrap_or(Value::Null);
-            if let Value::Object(m) = &mut v {
-                if opts.nodata {
-                    m.clear();
-                }
-                if let Some(k) = &entry_key {
-                    m.insert("_key".into(), k.clone().into());
-                }
-                if let Some(t) = ts {
-                    m.insert("_ts".into(), t.into());
+            if !opts.filters.is_empty() {
+                let v: Value = serde_json::from_slice(e.json).unwrap_or(Value::Null);
+                if !opts.filters.iter().all(|f| f.matches(&v)) {
+                    return true;
                 }
             }
-            out.extend(super::wire::msgpack(&v));
-        } else {
-            with_meta(out, e.json, entry_key.as_deref(), ts, opts.nodata);
-            out.push(b'\n');
-        }
-        sent += 1;
-        if out.len() >= 1 << 16 && !sink(std::mem::take(out)) {
-            return false;
-        }
-        opts.count.is_none_or(|c| sent < c)
-    };
+            let entry_key = opts.with_keys.then(|| format!("{key}/{}", e.n));
+            let ts = if opts.with_ts { e.ts } else { None };
+            if opts.msgpack {
+                let mut v: Value = serde_json::from_slice(e.json).unwrap_or(Value::Null);
+                if let Value::Object(m) = &mut v {
+                    if opts.nodata {
+                        m.clear();
+                    }
+                    if let Some(k) = &entry_key {
+                        m.insert("_key".into(), k.clone().into());
+                    }
+                    if let Some(t) = ts {
+                        m.insert("_ts".into(), t.into());
+                    }
+                }
+                out.extend(super::wire::msgpack(&v));
+            } else {
+                with_meta(out, e.json, entry_key.as_deref(), ts, opts.nodata);
+                out.push(b'\n');
+            }
+            sent += 1;
+            if out.len() >= 1 << 16 && !sink(std::mem::take(out)) {
+                return false;
+            }
+            opts.count.is_none_or(|c| sent < c)
+        };
     let mut started = opts.start.is_none();
     'sources: for (stream, key) in sources {
         let mut from = 0;
@@ -739,7 +742,7 @@ mod tests {
             "@100 {\"n\":0}\n@200 {\"n\":1}\n{\"n\":2}\n@300 {\"n\":3}\n",
         )
         .unwrap();
-        let key = crate::cloud::registry::JobKey {
+        let key = crate::storage::model::JobKey {
             project: 1,
             spider: 2,
             n: 3,

@@ -20,12 +20,13 @@ use super::dash::{deploy_target, project_param};
 use super::jobdata::{
     DataCounts, ReadOptions, Stream, StreamKind, data_counts, job_dir, read_entries,
 };
-use super::registry::{CloudJob, JobKey, JobQuery, STATES, apply_tags, now_ms, tags_of};
+use super::registry::STATES;
 use super::wire::{self, MAX_VALUE};
 use crate::AppState;
 use crate::api::params::Params;
 use crate::config::ProjectRight;
 use crate::error::{ApiError, ApiResult, Reply};
+use crate::storage::model::{CloudJob, JobKey, JobQuery, apply_tags, now_ms, tags_of};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::State;
@@ -183,17 +184,8 @@ async fn select_jobs(
     let count = int_param(params, "count")?.map(|c| c.unsigned_abs() as usize);
     let offset = offset_param(params)? as usize;
     let spider = params.text("spider")?;
-    let p = project.to_owned();
-    let (_, jobs) = state
-        .store
-        .read(move |db| {
-            if let Some(s) = &spider {
-                // An unknown spider has no jobs.
-                query.spider_id = Some(db.spider_id(&p, s, false)?.unwrap_or(-1));
-            }
-            db.cloud_jobs(&p, &query)
-        })
-        .await?;
+    query.spider = spider;
+    let jobs = state.storage.cloud_jobs(project, query).await?;
     let total = jobs.len();
     if !paged {
         return Ok(Selected { jobs, total });
@@ -335,19 +327,11 @@ async fn jobs_update(State(state): State<AppState>, caller: Caller, params: Para
     let selected = select_jobs(&state, &project, project_id, &params, true).await?;
     let keys: Vec<JobKey> = selected.jobs.iter().map(|j| j.key).collect();
     let count = state
-        .store
-        .call(move |db| {
-            let mut n = 0;
-            for key in keys {
-                if let Some(mut job) = db.cloud_job(&project, key)? {
-                    let mut tags = tags_of(&job.meta);
-                    apply_tags(&mut tags, &add, &remove);
-                    job.meta.insert("tags".into(), tags.into());
-                    db.save_cloud_job(&job)?;
-                    n += 1;
-                }
-            }
-            Ok(n)
+        .storage
+        .edit_cloud_meta(&project, keys, move |meta| {
+            let mut tags = tags_of(meta);
+            apply_tags(&mut tags, &add, &remove);
+            meta.insert("tags".into(), tags.into());
         })
         .await?;
     Ok(Reply::empty().with("count", count))
@@ -437,21 +421,18 @@ async fn data_job(
         _ => return Err(ApiError::missing("job")),
     };
     let name = spider.clone();
-    let (_, last) = state
-        .store
-        .read(move |db| {
-            let Some(id) = db.spider_id(&project, &spider, false)? else {
-                return Ok(None);
-            };
-            let query = JobQuery {
-                states: vec!["finished".into()],
-                spider_id: Some(id),
-                count: Some(1),
-                ..JobQuery::default()
-            };
-            Ok(db.cloud_jobs(&project, &query)?.first().map(|j| j.key))
-        })
-        .await?;
+    let query = JobQuery {
+        states: vec!["finished".into()],
+        spider: Some(spider),
+        count: Some(1),
+        ..JobQuery::default()
+    };
+    let last = state
+        .storage
+        .cloud_jobs(&project, query)
+        .await?
+        .first()
+        .map(|j| j.key);
     last.ok_or_else(|| not_found(format!("spider {name} has no finished job")))
 }
 
@@ -800,25 +781,19 @@ async fn reports_add(State(state): State<AppState>, caller: Caller, params: Para
     }
     let content = String::from_utf8(content.to_vec())
         .map_err(|_| ApiError::invalid("content", "not UTF-8 text"))?;
+    let report = json!({"content_type": content_type, "content": content, "added": now_ms()});
     let found = state
-        .store
-        .call(move |db| {
-            let Some(mut job) = db.cloud_job(&project, key)? else {
-                return Ok(false);
-            };
-            let mut reports = match job.meta.remove("reports") {
+        .storage
+        .edit_cloud_meta(&project, vec![key], move |meta| {
+            let mut reports = match meta.remove("reports") {
                 Some(Value::Object(m)) => m,
                 _ => Map::new(),
             };
-            reports.insert(
-                name,
-                json!({"content_type": content_type, "content": content, "added": now_ms()}),
-            );
-            job.meta.insert("reports".into(), Value::Object(reports));
-            db.save_cloud_job(&job)?;
-            Ok(true)
+            reports.insert(name.clone(), report.clone());
+            meta.insert("reports".into(), Value::Object(reports));
         })
-        .await?;
+        .await?
+        > 0;
     if !found {
         return Err(ApiError::new(format!("job {key} not found")));
     }

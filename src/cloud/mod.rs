@@ -52,22 +52,17 @@ pub fn routes(state: &AppState) -> Router<AppState> {
 
 /// The Scrapyd project that a Scrapy Cloud project id names.
 pub async fn project_name(state: &AppState, id: &str) -> Option<String> {
-    let id = registry::parse_id(id)?;
+    let id = crate::storage::model::parse_id(id)?;
     let known = state.eggs.projects();
-    state
-        .store
-        .call(move |db| db.project_by_id(id, &known))
-        .await
-        .ok()
-        .flatten()
+    state.storage.project_by_id(id, known).await.ok().flatten()
 }
 
 /// The Scrapyd project named by a project id in a storage path, and the id.
-pub async fn project(state: &AppState, p: &str) -> Result<(String, i64), wire::StorageError> {
-    let id = registry::parse_id(p)
-        .ok_or_else(|| wire::StorageError::bad_request(format!("invalid project id: {p}")))?;
+pub async fn project(state: &AppState, p: &str) -> Result<(String, i64), wire::HubError> {
+    let id = crate::storage::model::parse_id(p)
+        .ok_or_else(|| wire::HubError::bad_request(format!("invalid project id: {p}")))?;
     let name = project_name(state, p)
         .await
-        .ok_or_else(|| wire::StorageError::not_found(format!("project {p} not found")))?;
+        .ok_or_else(|| wire::HubError::not_found(format!("project {p} not found")))?;
     Ok((name, id))
 }

@@ -7,15 +7,13 @@ use super::access::Caller;
 use super::control;
 use super::jobdata::{Filter, ReadOptions, Stream, StreamKind, job_dir, read_entries};
 use super::project;
-use super::registry::{
-    CloudJob, JobKey, JobQuery, RESERVED_META, STATES, drop_reserved, now_ms, parse_id, shown_field,
-};
-use super::submit::{Submission, SubmitError, Submitted, Uniqueness, requested_state, submit};
-use super::wire::{
-    self, MAX_VALUE, StorageError, StorageResult, decode_body, json_lines, lines, one,
-};
+use super::registry::{RESERVED_META, STATES, drop_reserved, shown_field};
+use super::submit::{Submission, SubmitError, Submitted, requested_state, submit};
+use super::wire::{self, HubError, HubResult, MAX_VALUE, decode_body, json_lines, lines, one};
 use crate::AppState;
 use crate::api::params::{Params, parse_urlencoded};
+use crate::storage::model::Uniqueness;
+use crate::storage::model::{CloudJob, JobKey, JobQuery, now_ms, parse_id};
 use axum::Router;
 
 use axum::extract::{Path, RawQuery, State};
@@ -86,31 +84,31 @@ fn query(raw: &Option<String>) -> Params {
         .unwrap_or_default()
 }
 
-fn text_list(params: &Params, key: &str) -> Result<Vec<String>, StorageError> {
+fn text_list(params: &Params, key: &str) -> Result<Vec<String>, HubError> {
     params
         .all(key)
-        .map_err(|e| StorageError::bad_request(e.message))
+        .map_err(|e| HubError::bad_request(e.message))
 }
 
-fn text(params: &Params, key: &str) -> Result<Option<String>, StorageError> {
+fn text(params: &Params, key: &str) -> Result<Option<String>, HubError> {
     params
         .text(key)
-        .map_err(|e| StorageError::bad_request(e.message))
+        .map_err(|e| HubError::bad_request(e.message))
 }
 
-fn number(params: &Params, key: &str) -> Result<Option<i64>, StorageError> {
+fn number(params: &Params, key: &str) -> Result<Option<i64>, HubError> {
     text(params, key)?
         .map(|t| {
             t.trim()
                 .parse::<i64>()
-                .map_err(|_| StorageError::bad_request(format!("invalid {key}: {t}")))
+                .map_err(|_| HubError::bad_request(format!("invalid {key}: {t}")))
         })
         .transpose()
 }
 
-fn parse_key(p: &str, s: &str, j: &str) -> Result<JobKey, StorageError> {
+fn parse_key(p: &str, s: &str, j: &str) -> Result<JobKey, HubError> {
     JobKey::parse(&format!("{p}/{s}/{j}"))
-        .ok_or_else(|| StorageError::bad_request(format!("invalid job key: {p}/{s}/{j}")))
+        .ok_or_else(|| HubError::bad_request(format!("invalid job key: {p}/{s}/{j}")))
 }
 
 /// `system/ts`: the server's time (ms).
@@ -123,7 +121,7 @@ async fn spider_id(
     State(state): State<AppState>,
     Path((p, name)): Path<(String, String)>,
     q: RawQuery,
-) -> StorageResult {
+) -> HubResult {
     let (project, _) = project(&state, &p).await?;
     let params = query(&q.0);
     let create = text(&params, "create")?
@@ -135,15 +133,15 @@ async fn spider_id(
         .map(|s| s.contains(&name))
         .unwrap_or(false);
     let id = state
-        .store
-        .call(move |db| db.spider_id(&project, &name, create || known))
+        .storage
+        .spider_id(&project, &name, create || known)
         .await?;
     Ok(one(&id.into()))
 }
 
 /// `startts` and `endts` (ms; from `startts` included to `endts` excluded). An `endts` before
 /// `startts` is ignored, as Scrapy Cloud ignores it.
-fn time_range(params: &Params) -> Result<(Option<i64>, Option<i64>), StorageError> {
+fn time_range(params: &Params) -> Result<(Option<i64>, Option<i64>), HubError> {
     let start = number(params, "startts")?;
     let end = number(params, "endts")?;
     Ok(match (start, end) {
@@ -158,11 +156,11 @@ async fn job_query(
     project: &str,
     params: &Params,
     default_state: Option<&str>,
-) -> Result<JobQuery, StorageError> {
+) -> Result<JobQuery, HubError> {
     let mut q = JobQuery::default();
     for s in text_list(params, "state")? {
         if !STATES.contains(&s.as_str()) {
-            return Err(StorageError::bad_request(format!("invalid state: {s}")));
+            return Err(HubError::bad_request(format!("invalid state: {s}")));
         }
         q.states.push(s);
     }
@@ -173,11 +171,7 @@ async fn job_query(
     }
     if let Some(spider) = text(params, "spider")? {
         // A spider name (the client's form), else a spider id.
-        let (p, s) = (project.to_owned(), spider.clone());
-        let by_name = state
-            .store
-            .call(move |db| db.spider_id(&p, &s, false))
-            .await?;
+        let by_name = state.storage.spider_id(project, &spider, false).await?;
         let id = by_name.or_else(|| parse_id(&spider));
         // An unknown spider has no jobs.
         q.spider_id = Some(id.unwrap_or(-1));
@@ -187,8 +181,7 @@ async fn job_query(
     (q.startts, q.endts) = time_range(params)?;
     for k in text_list(params, "key")? {
         q.keys.push(
-            JobKey::parse(&k)
-                .ok_or_else(|| StorageError::bad_request(format!("invalid key: {k}")))?,
+            JobKey::parse(&k).ok_or_else(|| HubError::bad_request(format!("invalid key: {k}")))?,
         );
     }
     Ok(q)
@@ -251,23 +244,16 @@ async fn jobq_count(
     State(state): State<AppState>,
     Path(p): Path<String>,
     q: RawQuery,
-) -> StorageResult {
+) -> HubResult {
     let (project, _) = project(&state, &p).await?;
     let params = query(&q.0);
     let query = job_query(&state, &project, &params, Some("finished")).await?;
-    let (_, jobs) = state
-        .store
-        .read(move |db| db.cloud_jobs(&project, &query))
-        .await?;
+    let jobs = state.storage.cloud_jobs(&project, query).await?;
     Ok(one(&jobs.len().into()))
 }
 
 /// `jobq/<p>/list`: job summaries, newest first.
-async fn jobq_list(
-    State(state): State<AppState>,
-    Path(p): Path<String>,
-    q: RawQuery,
-) -> StorageResult {
+async fn jobq_list(State(state): State<AppState>, Path(p): Path<String>, q: RawQuery) -> HubResult {
     let (project, _) = project(&state, &p).await?;
     let params = query(&q.0);
     let mut query = job_query(&state, &project, &params, Some("finished")).await?;
@@ -285,12 +271,9 @@ async fn summary_lines(
     project: String,
     query: JobQuery,
     params: &Params,
-) -> StorageResult {
+) -> HubResult {
     let jobmeta = text_list(params, "jobmeta")?;
-    let (_, jobs) = state
-        .store
-        .read(move |db| db.cloud_jobs(&project, &query))
-        .await?;
+    let jobs = state.storage.cloud_jobs(&project, query).await?;
     let out: Vec<Value> = jobs.iter().map(|j| summary(j, &jobmeta)).collect();
     Ok(lines(&out, false))
 }
@@ -300,7 +283,7 @@ async fn jobq_jobsummary(
     State(state): State<AppState>,
     Path(p): Path<String>,
     q: RawQuery,
-) -> StorageResult {
+) -> HubResult {
     let (project, _) = project(&state, &p).await?;
     let params = query(&q.0);
     let query = job_query(&state, &project, &params, None).await?;
@@ -318,7 +301,7 @@ async fn summaries(
     spider: Option<&str>,
     only: Option<&str>,
     q: &Option<String>,
-) -> StorageResult {
+) -> HubResult {
     let (project, _) = project(state, p).await?;
     let params = query(q);
     let count = number(&params, "count")?.unwrap_or(5).clamp(0, 1000) as usize;
@@ -326,33 +309,26 @@ async fn summaries(
     let jobmeta = text_list(&params, "jobmeta")?;
     let spider_id = match spider {
         Some(s) => Some(
-            parse_id(s)
-                .ok_or_else(|| StorageError::bad_request(format!("invalid spider id: {s}")))?,
+            parse_id(s).ok_or_else(|| HubError::bad_request(format!("invalid spider id: {s}")))?,
         ),
         None => None,
     };
     let states: Vec<&str> = match only {
         Some(s) if ["pending", "running", "finished"].contains(&s) => vec![s],
-        Some(s) => return Err(StorageError::bad_request(format!("invalid state: {s}"))),
+        Some(s) => return Err(HubError::bad_request(format!("invalid state: {s}"))),
         None => vec!["pending", "running", "finished"],
     };
     let states: Vec<String> = states.into_iter().map(str::to_owned).collect();
-    let (_, groups) = state
-        .store
-        .read(move |db| {
-            states
-                .into_iter()
-                .map(|s| {
-                    let query = JobQuery {
-                        states: vec![s.clone()],
-                        spider_id,
-                        ..JobQuery::default()
-                    };
-                    db.cloud_jobs(&project, &query).map(|jobs| (s, jobs))
-                })
-                .collect::<Result<Vec<_>, _>>()
+    let queries: Vec<JobQuery> = states
+        .iter()
+        .map(|s| JobQuery {
+            states: vec![s.clone()],
+            spider_id,
+            ..JobQuery::default()
         })
-        .await?;
+        .collect();
+    let found = state.storage.cloud_jobs_each(&project, queries).await?;
+    let groups: Vec<(String, Vec<CloudJob>)> = states.into_iter().zip(found).collect();
     let out: Vec<Value> = groups
         .iter()
         .map(|(name, jobs)| {
@@ -372,7 +348,7 @@ async fn summary_all(
     State(state): State<AppState>,
     Path(p): Path<String>,
     q: RawQuery,
-) -> StorageResult {
+) -> HubResult {
     summaries(&state, &p, None, None, &q.0).await
 }
 
@@ -380,7 +356,7 @@ async fn summary_state(
     State(state): State<AppState>,
     Path((p, s)): Path<(String, String)>,
     q: RawQuery,
-) -> StorageResult {
+) -> HubResult {
     summaries(&state, &p, None, Some(&s), &q.0).await
 }
 
@@ -388,7 +364,7 @@ async fn spider_summary_all(
     State(state): State<AppState>,
     Path((p, s)): Path<(String, String)>,
     q: RawQuery,
-) -> StorageResult {
+) -> HubResult {
     summaries(&state, &p, Some(&s), None, &q.0).await
 }
 
@@ -396,40 +372,40 @@ async fn spider_summary_state(
     State(state): State<AppState>,
     Path((p, s, st)): Path<(String, String, String)>,
     q: RawQuery,
-) -> StorageResult {
+) -> HubResult {
     summaries(&state, &p, Some(&s), Some(&st), &q.0).await
 }
 
 /// The job a `jobq/<p>/push` line asks for: `spider`, optional `state`, `priority` (0–4),
 /// `spider_args` and `job_settings` (objects), `unique`; the other keys are metadata.
-fn push_submission(project: &str, line: Value) -> Result<Submission, StorageError> {
+fn push_submission(project: &str, line: Value) -> Result<Submission, HubError> {
     let Value::Object(mut fields) = line else {
-        return Err(StorageError::bad_request("expected a JSON object per line"));
+        return Err(HubError::bad_request("expected a JSON object per line"));
     };
     let spider = fields
         .remove("spider")
         .and_then(|s| s.as_str().map(str::to_owned))
-        .ok_or_else(|| StorageError::bad_request("missing spider"))?;
-    crate::names::check(&spider).map_err(|e| StorageError::bad_request(e.message))?;
-    let wanted = requested_state(fields.remove("state")).map_err(StorageError::bad_request)?;
+        .ok_or_else(|| HubError::bad_request("missing spider"))?;
+    crate::names::check(&spider).map_err(|e| HubError::bad_request(e.message))?;
+    let wanted = requested_state(fields.remove("state")).map_err(HubError::bad_request)?;
     drop_reserved(&mut fields);
     let priority = match fields.get("priority") {
         None | Some(Value::Null) => 2,
         Some(v) => v.as_i64().filter(|p| (0..=4).contains(p)).ok_or_else(|| {
-            StorageError::bad_request(format!("invalid priority {v}: expected 0 to 4"))
+            HubError::bad_request(format!("invalid priority {v}: expected 0 to 4"))
         })?,
     };
-    let object = |key: &str| -> Result<Map<String, Value>, StorageError> {
+    let object = |key: &str| -> Result<Map<String, Value>, HubError> {
         match fields.get(key) {
             None | Some(Value::Null) => Ok(Map::new()),
             Some(Value::Object(m)) => Ok(m.clone()),
-            Some(other) => Err(StorageError::bad_request(format!(
+            Some(other) => Err(HubError::bad_request(format!(
                 "invalid {key} {other}: expected a JSON object"
             ))),
         }
     };
-    let args = super::registry::string_pairs(&object("spider_args")?);
-    let settings = super::registry::string_pairs(&object("job_settings")?);
+    let args = crate::storage::model::string_pairs(&object("spider_args")?);
+    let settings = crate::storage::model::string_pairs(&object("job_settings")?);
     let unique = match fields.get("unique") {
         Some(v) if !v.is_null() => Uniqueness::Value(v.clone()),
         _ => Uniqueness::None,
@@ -456,7 +432,7 @@ async fn jobq_push(
     Path(p): Path<String>,
     headers: HeaderMap,
     super::wire::RequestBody(body): super::wire::RequestBody,
-) -> StorageResult {
+) -> HubResult {
     let (project, _) = project(&state, &p).await?;
     let submissions = json_lines(&decode_body(&headers, &body)?)?
         .into_iter()
@@ -470,8 +446,8 @@ async fn jobq_push(
                 json!({"key": key.to_string(), "auth": auth})
             }
             Err(e @ SubmitError::SameUnique(_)) => json!({"error": e.to_string()}),
-            Err(SubmitError::Store(e)) => return Err(e.into()),
-            Err(e) => return Err(StorageError::bad_request(e.to_string())),
+            Err(SubmitError::Storage(e)) => return Err(e.into()),
+            Err(e) => return Err(HubError::bad_request(e.to_string())),
         });
     }
     Ok(lines(&out, false))
@@ -484,7 +460,7 @@ async fn jobq_startjob(
     Path(p): Path<String>,
     headers: HeaderMap,
     super::wire::RequestBody(body): super::wire::RequestBody,
-) -> StorageResult {
+) -> HubResult {
     let (project, _) = project(&state, &p).await?;
     let mut params = Map::new();
     for v in json_lines(&decode_body(&headers, &body)?)? {
@@ -493,10 +469,7 @@ async fn jobq_startjob(
         }
     }
     drop_reserved(&mut params);
-    let job = state
-        .store
-        .call(move |db| db.start_external(&project, params))
-        .await?;
+    let job = state.storage.start_external(&project, params).await?;
     let Some(job) = job else {
         return Ok(wire::empty());
     };
@@ -515,26 +488,26 @@ struct JobUpdate {
 }
 
 /// Parses one `jobq/<p>/update` line of project `project_id`.
-fn parse_update(line: Value, project_id: i64) -> Result<JobUpdate, StorageError> {
+fn parse_update(line: Value, project_id: i64) -> Result<JobUpdate, HubError> {
     let Value::Object(mut fields) = line else {
-        return Err(StorageError::bad_request("expected a JSON object per line"));
+        return Err(HubError::bad_request("expected a JSON object per line"));
     };
     let key_text = fields
         .remove("key")
         .and_then(|k| k.as_str().map(str::to_owned))
-        .ok_or_else(|| StorageError::bad_request("missing key"))?;
+        .ok_or_else(|| HubError::bad_request("missing key"))?;
     let state = match fields.remove("state") {
         Some(Value::String(s)) if STATES.contains(&s.as_str()) => Some(s),
         Some(other) => {
-            return Err(StorageError::bad_request(format!("invalid state: {other}")));
+            return Err(HubError::bad_request(format!("invalid state: {other}")));
         }
         None => None,
     };
     drop_reserved(&mut fields);
-    let bad_key = || StorageError::bad_request(format!("invalid key: {key_text}"));
+    let bad_key = || HubError::bad_request(format!("invalid key: {key_text}"));
     let mut parts = key_text.split('/');
     if parts.next().and_then(parse_id) != Some(project_id) {
-        return Err(StorageError::bad_request(format!(
+        return Err(HubError::bad_request(format!(
             "key {key_text} is not of project {project_id}"
         )));
     }
@@ -564,14 +537,14 @@ async fn jobq_update(
     Path(p): Path<String>,
     headers: HeaderMap,
     super::wire::RequestBody(body): super::wire::RequestBody,
-) -> StorageResult {
+) -> HubResult {
     let (project, project_id) = project(&state, &p).await?;
     let mut planned = Vec::new();
     for line in json_lines(&decode_body(&headers, &body)?)? {
         let update = parse_update(line, project_id)?;
         let jobs = control::jobs_matching(&state, &project, update.query.clone()).await?;
         if let Some(s) = update.state.as_deref() {
-            control::check_transition(&jobs, s).map_err(StorageError::bad_request)?;
+            control::check_transition(&jobs, s).map_err(HubError::bad_request)?;
         }
         planned.push((jobs, update));
     }
@@ -594,12 +567,12 @@ async fn jobq_cancel(
     q: RawQuery,
     headers: HeaderMap,
     super::wire::RequestBody(body): super::wire::RequestBody,
-) -> StorageResult {
+) -> HubResult {
     let (project, project_id) = project(&state, &p).await?;
     if let Some(count) = number(&query(&q.0), "count")? {
         // Zyte's bulk cancel by count is for its admins: others get Forbidden, as documented.
         if !caller.is_admin() {
-            return Err(StorageError::new(
+            return Err(HubError::new(
                 axum::http::StatusCode::FORBIDDEN,
                 "cancelling by count needs an admin key",
             ));
@@ -609,13 +582,13 @@ async fn jobq_cancel(
     }
     let body = decode_body(&headers, &body)?;
     let list: Value = serde_json::from_slice(&body)
-        .map_err(|e| StorageError::bad_request(format!("expected a JSON array: {e}")))?;
+        .map_err(|e| HubError::bad_request(format!("expected a JSON array: {e}")))?;
     let mut keys = Vec::new();
     for entry in list.as_array().into_iter().flatten() {
         let text = entry.get("key").and_then(Value::as_str).unwrap_or_default();
         match JobKey::parse(text) {
             Some(k) if k.project == project_id => keys.push(k),
-            _ => return Err(StorageError::bad_request(format!("invalid key: {text}"))),
+            _ => return Err(HubError::bad_request(format!("invalid key: {text}"))),
         }
     }
     let jobs = control::jobs_by_key(&state, &project, keys).await?;
@@ -627,7 +600,7 @@ async fn jobq_cancel(
 async fn job_cancel(
     State(state): State<AppState>,
     Path((p, s, j)): Path<(String, String, String)>,
-) -> StorageResult {
+) -> HubResult {
     let (project, _) = project(&state, &p).await?;
     let key = parse_key(&p, &s, &j)?;
     let jobs = control::jobs_by_key(&state, &project, vec![key]).await?;
@@ -636,23 +609,16 @@ async fn job_cancel(
 }
 
 /// Pending, running and finished counts of a project.
-async fn project_counts(state: &AppState, project: &str) -> Result<Value, StorageError> {
-    let p = project.to_owned();
-    let (_, counts) = state
-        .store
-        .read(move |db| {
-            let id = db.project_id(&p)?;
-            let mut counts = Vec::new();
-            for s in ["pending", "running", "finished"] {
-                let q = JobQuery {
-                    states: vec![s.into()],
-                    ..JobQuery::default()
-                };
-                counts.push(db.cloud_jobs(&p, &q)?.len());
-            }
-            Ok((id, counts))
+async fn project_counts(state: &AppState, project: &str) -> Result<Value, HubError> {
+    let id = state.storage.project_id(project).await?;
+    let queries = ["pending", "running", "finished"]
+        .map(|s| JobQuery {
+            states: vec![s.into()],
+            ..JobQuery::default()
         })
-        .await?;
+        .to_vec();
+    let found = state.storage.cloud_jobs_each(project, queries).await?;
+    let counts = (id, found.iter().map(Vec::len).collect::<Vec<_>>());
     let running = state.launcher_running_hint(counts.1[1]);
     Ok(json!({
         "project": counts.0, "pending": counts.1[0], "running": counts.1[1],
@@ -666,11 +632,11 @@ async fn project_summaries(
     State(state): State<AppState>,
     caller: Caller,
     q: RawQuery,
-) -> StorageResult {
+) -> HubResult {
     let mut states = Vec::new();
     for s in text_list(&query(&q.0), "state")? {
         if !["pending", "running", "finished"].contains(&s.as_str()) {
-            return Err(StorageError::bad_request(format!("invalid state: {s}")));
+            return Err(HubError::bad_request(format!("invalid state: {s}")));
         }
         states.push(s);
     }
@@ -689,7 +655,7 @@ async fn project_summaries(
 }
 
 /// `projects/<p>/jobsummary`.
-async fn project_summary(State(state): State<AppState>, Path(p): Path<String>) -> StorageResult {
+async fn project_summary(State(state): State<AppState>, Path(p): Path<String>) -> HubResult {
     let (project, _) = project(&state, &p).await?;
     let mut c = project_counts(&state, &project).await?;
     c["running_units_count"] = c["running"].clone();
@@ -703,7 +669,7 @@ async fn last_jobs(
     p: &str,
     spider: Option<&str>,
     q: &Option<String>,
-) -> StorageResult {
+) -> HubResult {
     let (project, _) = project(state, p).await?;
     let params = query(q);
     let count = number(&params, "count")?.map(|c| c.max(0) as usize);
@@ -711,8 +677,7 @@ async fn last_jobs(
     let startafter = text(&params, "startafter")?;
     let spider_id = match spider {
         Some(s) => Some(
-            parse_id(s)
-                .ok_or_else(|| StorageError::bad_request(format!("invalid spider id: {s}")))?,
+            parse_id(s).ok_or_else(|| HubError::bad_request(format!("invalid spider id: {s}")))?,
         ),
         None => None,
     };
@@ -721,10 +686,7 @@ async fn last_jobs(
         spider_id,
         ..JobQuery::default()
     };
-    let (_, jobs) = state
-        .store
-        .read(move |db| db.cloud_jobs(&project, &query))
-        .await?;
+    let jobs = state.storage.cloud_jobs(&project, query).await?;
     let mut seen = std::collections::HashSet::new();
     let mut last: Vec<&CloudJob> = jobs.iter().filter(|j| seen.insert(j.key.spider)).collect();
     last.sort_by_key(|j| j.key.spider);
@@ -747,7 +709,7 @@ async fn last_summaries(
     State(state): State<AppState>,
     Path(p): Path<String>,
     q: RawQuery,
-) -> StorageResult {
+) -> HubResult {
     last_jobs(&state, &p, None, &q.0).await
 }
 
@@ -755,7 +717,7 @@ async fn spider_last_summary(
     State(state): State<AppState>,
     Path((p, s)): Path<(String, String)>,
     q: RawQuery,
-) -> StorageResult {
+) -> HubResult {
     last_jobs(&state, &p, Some(&s), &q.0).await
 }
 
@@ -765,12 +727,12 @@ async fn job_at(
     p: &str,
     s: &str,
     j: &str,
-) -> Result<(String, JobKey, CloudJob), StorageError> {
+) -> Result<(String, JobKey, CloudJob), HubError> {
     let (project, _) = project(state, p).await?;
     let key = parse_key(p, s, j)?;
     let pn = project.clone();
-    let (_, job) = state.store.read(move |db| db.cloud_job(&pn, key)).await?;
-    let job = job.ok_or_else(|| StorageError::not_found(format!("job {key} not found")))?;
+    let job = state.storage.cloud_job(&pn, key).await?;
+    let job = job.ok_or_else(|| HubError::not_found(format!("job {key} not found")))?;
     Ok((project, key, job))
 }
 
@@ -792,22 +754,18 @@ async fn jobs_meta(
     p: &str,
     spider: Option<&str>,
     q: &Option<String>,
-) -> StorageResult {
+) -> HubResult {
     let (project, _) = project(state, p).await?;
     let params = query(q);
     let mut query = job_query(state, &project, &params, None).await?;
     if let Some(s) = spider {
         query.spider_id = Some(
-            parse_id(s)
-                .ok_or_else(|| StorageError::bad_request(format!("invalid spider id: {s}")))?,
+            parse_id(s).ok_or_else(|| HubError::bad_request(format!("invalid spider id: {s}")))?,
         );
     }
     query.skip = number(&params, "start")?.unwrap_or(0).max(0) as usize;
     query.count = number(&params, "count")?.map(|c| c.max(0) as usize);
-    let (_, jobs) = state
-        .store
-        .read(move |db| db.cloud_jobs(&project, &query))
-        .await?;
+    let jobs = state.storage.cloud_jobs(&project, query).await?;
     let out: Vec<Value> = jobs
         .iter()
         .map(|j| {
@@ -827,7 +785,7 @@ async fn project_jobs_meta(
     State(state): State<AppState>,
     Path(p): Path<String>,
     q: RawQuery,
-) -> StorageResult {
+) -> HubResult {
     jobs_meta(&state, &p, None, &q.0).await
 }
 
@@ -836,7 +794,7 @@ async fn spider_jobs_meta(
     State(state): State<AppState>,
     Path((p, s)): Path<(String, String)>,
     q: RawQuery,
-) -> StorageResult {
+) -> HubResult {
     jobs_meta(&state, &p, Some(&s), &q.0).await
 }
 
@@ -844,7 +802,7 @@ async fn spider_jobs_meta(
 async fn meta_get(
     State(state): State<AppState>,
     Path((p, s, j)): Path<(String, String, String)>,
-) -> StorageResult {
+) -> HubResult {
     let (_, _, job) = job_at(&state, &p, &s, &j).await?;
     Ok(one(&shown_meta(&job)))
 }
@@ -855,19 +813,19 @@ async fn meta_post(
     Path((p, s, j)): Path<(String, String, String)>,
     headers: HeaderMap,
     super::wire::RequestBody(body): super::wire::RequestBody,
-) -> StorageResult {
+) -> HubResult {
     let (project, key, _) = job_at(&state, &p, &s, &j).await?;
     let mut fields = Map::new();
     for v in json_lines(&decode_body(&headers, &body)?)? {
         match v {
             Value::Object(m) => fields.extend(m),
-            _ => return Err(StorageError::bad_request("expected a JSON object")),
+            _ => return Err(HubError::bad_request("expected a JSON object")),
         }
     }
     drop_reserved(&mut fields);
     state
-        .store
-        .call(move |db| db.edit_cloud_meta(&project, key, |meta| meta.extend(fields)))
+        .storage
+        .edit_cloud_meta(&project, vec![key], move |meta| meta.extend(fields.clone()))
         .await?;
     Ok(wire::empty())
 }
@@ -876,7 +834,7 @@ async fn meta_post(
 async fn meta_delete(
     State(state): State<AppState>,
     Path((p, s, j)): Path<(String, String, String)>,
-) -> StorageResult {
+) -> HubResult {
     let (_, _, job) = job_at(&state, &p, &s, &j).await?;
     control::delete(&state, &job).await?;
     Ok(wire::empty())
@@ -886,7 +844,7 @@ async fn meta_delete(
 async fn field_get(
     State(state): State<AppState>,
     Path((p, s, j, field)): Path<(String, String, String, String)>,
-) -> StorageResult {
+) -> HubResult {
     let (_, _, job) = job_at(&state, &p, &s, &j).await?;
     let meta = shown_meta(&job);
     Ok(one(meta.get(&field).unwrap_or(&Value::Null)))
@@ -898,20 +856,18 @@ async fn field_post(
     Path((p, s, j, field)): Path<(String, String, String, String)>,
     headers: HeaderMap,
     super::wire::RequestBody(body): super::wire::RequestBody,
-) -> StorageResult {
+) -> HubResult {
     let (project, key, _) = job_at(&state, &p, &s, &j).await?;
     if RESERVED_META.contains(&field.as_str()) {
-        return Err(StorageError::bad_request(format!("{field} cannot be set")));
+        return Err(HubError::bad_request(format!("{field} cannot be set")));
     }
     let body = decode_body(&headers, &body)?;
     let value: Value = serde_json::from_slice(body.trim_ascii())
-        .map_err(|e| StorageError::bad_request(format!("Error parsing data: {e}")))?;
+        .map_err(|e| HubError::bad_request(format!("Error parsing data: {e}")))?;
     state
-        .store
-        .call(move |db| {
-            db.edit_cloud_meta(&project, key, |meta| {
-                meta.insert(field, value);
-            })
+        .storage
+        .edit_cloud_meta(&project, vec![key], move |meta| {
+            meta.insert(field.clone(), value.clone());
         })
         .await?;
     Ok(wire::empty())
@@ -921,36 +877,32 @@ async fn field_post(
 async fn field_delete(
     State(state): State<AppState>,
     Path((p, s, j, field)): Path<(String, String, String, String)>,
-) -> StorageResult {
+) -> HubResult {
     let (project, key, _) = job_at(&state, &p, &s, &j).await?;
     if RESERVED_META.contains(&field.as_str()) {
-        return Err(StorageError::bad_request(format!(
-            "{field} cannot be deleted"
-        )));
+        return Err(HubError::bad_request(format!("{field} cannot be deleted")));
     }
     state
-        .store
-        .call(move |db| {
-            db.edit_cloud_meta(&project, key, |meta| {
-                meta.remove(&field);
-            })
+        .storage
+        .edit_cloud_meta(&project, vec![key], move |meta| {
+            meta.remove(&field);
         })
         .await?;
     Ok(wire::empty())
 }
 
 /// The stream kind of a data path (`/storage/<kind>/…`).
-fn kind_of(uri_path: &str) -> Result<StreamKind, StorageError> {
+fn kind_of(uri_path: &str) -> Result<StreamKind, HubError> {
     uri_path
         .trim_start_matches(super::STORAGE_PREFIX)
         .split('/')
         .next()
         .and_then(StreamKind::parse)
-        .ok_or_else(|| StorageError::not_found("unknown resource"))
+        .ok_or_else(|| HubError::not_found("unknown resource"))
 }
 
 /// The stream of a job's data path.
-fn stream_of(state: &AppState, uri_path: &str, key: JobKey) -> Result<Stream, StorageError> {
+fn stream_of(state: &AppState, uri_path: &str, key: JobKey) -> Result<Stream, HubError> {
     Ok(Stream::new(
         job_dir(&state.config.jobdata_dir, key.project, key.spider, key.n),
         kind_of(uri_path)?,
@@ -958,8 +910,8 @@ fn stream_of(state: &AppState, uri_path: &str, key: JobKey) -> Result<Stream, St
 }
 
 /// An entry key `p/s/j/n` (of `start`/`startafter`).
-fn entry_key(text: &str) -> Result<(JobKey, u64), StorageError> {
-    let bad = || StorageError::bad_request(format!("invalid entry key: {text}"));
+fn entry_key(text: &str) -> Result<(JobKey, u64), HubError> {
+    let bad = || HubError::bad_request(format!("invalid entry key: {text}"));
     let (job, n) = text.rsplit_once('/').ok_or_else(bad)?;
     Ok((
         JobKey::parse(job).ok_or_else(bad)?,
@@ -976,7 +928,7 @@ fn read_jobs(
     keys: Vec<JobKey>,
     q: &Option<String>,
     headers: &HeaderMap,
-) -> StorageResult {
+) -> HubResult {
     let params = query(q);
     let mut opts = ReadOptions {
         count: number(&params, "count")?.map(|c| c.max(0) as u64),
@@ -990,13 +942,13 @@ fn read_jobs(
         let (key, n) = entry_key(&after)?;
         let next = n
             .checked_add(1)
-            .ok_or_else(|| StorageError::bad_request(format!("invalid entry key: {after}")))?;
+            .ok_or_else(|| HubError::bad_request(format!("invalid entry key: {after}")))?;
         opts.start = Some((key, next));
     }
     for i in text_list(&params, "index")? {
         opts.index.push(
             i.parse::<u64>()
-                .map_err(|_| StorageError::bad_request(format!("invalid index: {i}")))?,
+                .map_err(|_| HubError::bad_request(format!("invalid index: {i}")))?,
         );
     }
     (opts.startts, opts.endts) = time_range(&params)?;
@@ -1008,7 +960,7 @@ fn read_jobs(
         .iter()
         .map(|f| Filter::parse(f))
         .collect::<Result<Vec<_>, _>>()
-        .map_err(StorageError::bad_request)?;
+        .map_err(HubError::bad_request)?;
     let sources: Vec<(Stream, JobKey)> = keys
         .into_iter()
         .map(|k| {
@@ -1032,7 +984,7 @@ async fn stream_read(
     uri: axum::http::Uri,
     q: RawQuery,
     headers: HeaderMap,
-) -> StorageResult {
+) -> HubResult {
     let key = parse_key(&p, &s, &j)?;
     read_jobs(&state, kind_of(uri.path())?, vec![key], &q.0, &headers)
 }
@@ -1044,10 +996,10 @@ async fn spider_stream_read(
     uri: axum::http::Uri,
     q: RawQuery,
     headers: HeaderMap,
-) -> StorageResult {
+) -> HubResult {
     let (_, project_id) = project(&state, &p).await?;
     let spider =
-        parse_id(&s).ok_or_else(|| StorageError::bad_request(format!("invalid spider id: {s}")))?;
+        parse_id(&s).ok_or_else(|| HubError::bad_request(format!("invalid spider id: {s}")))?;
     let keys = super::jobdata::jobs_with_data(&state.config.jobdata_dir, project_id, Some(spider));
     read_jobs(&state, kind_of(uri.path())?, keys, &q.0, &headers)
 }
@@ -1059,7 +1011,7 @@ async fn project_stream_read(
     uri: axum::http::Uri,
     q: RawQuery,
     headers: HeaderMap,
-) -> StorageResult {
+) -> HubResult {
     let (_, project_id) = project(&state, &p).await?;
     let keys = super::jobdata::jobs_with_data(&state.config.jobdata_dir, project_id, None);
     read_jobs(&state, kind_of(uri.path())?, keys, &q.0, &headers)
@@ -1071,26 +1023,26 @@ async fn stream_entry(
     Path((p, s, j, n)): Path<(String, String, String, String)>,
     uri: axum::http::Uri,
     headers: HeaderMap,
-) -> StorageResult {
+) -> HubResult {
     let key = parse_key(&p, &s, &j)?;
     let stream = stream_of(&state, uri.path(), key)?;
     if n == "stats" {
         let indexed = tokio::task::spawn_blocking(move || stream.catch_up())
             .await
-            .map_err(StorageError::internal)?
-            .map_err(StorageError::internal)?;
+            .map_err(HubError::internal)?
+            .map_err(HubError::internal)?;
         return Ok(one(&indexed.stats()));
     }
     let number: u64 = n
         .parse()
-        .map_err(|_| StorageError::bad_request(format!("invalid entry number: {n}")))?;
+        .map_err(|_| HubError::bad_request(format!("invalid entry number: {n}")))?;
     let msgpack = stream.kind().allows_msgpack() && wire::wants_msgpack(&headers);
     let (_, line) = tokio::task::spawn_blocking(move || stream.get(number))
         .await
-        .map_err(StorageError::internal)?
-        .map_err(StorageError::internal)?
-        .ok_or_else(|| StorageError::not_found(format!("entry {key}/{number} not found")))?;
-    let value: Value = serde_json::from_slice(&line).map_err(StorageError::internal)?;
+        .map_err(HubError::internal)?
+        .map_err(HubError::internal)?
+        .ok_or_else(|| HubError::not_found(format!("entry {key}/{number} not found")))?;
+    let value: Value = serde_json::from_slice(&line).map_err(HubError::internal)?;
     Ok(lines(&[value], msgpack))
 }
 
@@ -1103,7 +1055,7 @@ async fn stream_write(
     q: RawQuery,
     headers: HeaderMap,
     super::wire::RequestBody(body): super::wire::RequestBody,
-) -> StorageResult {
+) -> HubResult {
     let (_, key, _) = job_at(&state, &p, &s, &j).await?;
     let stream = stream_of(&state, uri.path(), key)?;
     let params = query(&q.0);
@@ -1111,7 +1063,7 @@ async fn stream_write(
     let body = decode_body(&headers, &body)?;
     for line in body.split(|b| *b == b'\n') {
         if line.len() > MAX_VALUE {
-            return Err(StorageError::too_large(format!(
+            return Err(HubError::too_large(format!(
                 "Error parsing data, Serialized value too large - max {MAX_VALUE} bytes"
             )));
         }
@@ -1119,8 +1071,8 @@ async fn stream_write(
     let values = json_lines(&body)?;
     tokio::task::spawn_blocking(move || stream.append(start, &values))
         .await
-        .map_err(StorageError::internal)?
-        .map_err(StorageError::internal)?;
+        .map_err(HubError::internal)?
+        .map_err(HubError::internal)?;
     Ok(wire::empty())
 }
 

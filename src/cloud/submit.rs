@@ -5,23 +5,12 @@
 //! deployed egg has, or a job asked for in a given state — is only registered, for a runner
 //! outside scrapyd-rs (`jobq/<p>/startjob`).
 
-use super::registry::{CloudJob, JobKey, JobQuery, STATES};
+use super::registry::STATES;
 use crate::AppState;
 use crate::error::ApiError;
-use crate::queue::{PendingJob, pairs_to_map};
-use crate::store::{Db, StoreError};
-use serde_json::{Map, Value, json};
-
-/// What makes a new job the duplicate of an active (pending or running) one.
-#[derive(Debug, Clone)]
-pub enum Uniqueness {
-    /// The same spider with the same arguments (`run.json`, as Scrapy Cloud's dash).
-    SameArguments,
-    /// The same `unique` metadata value (`jobq/<p>/push`).
-    Value(Value),
-    /// Nothing.
-    None,
-}
+use crate::storage::StorageError;
+use crate::storage::model::{Admission, JobKey, PendingJob, Uniqueness, pairs_to_map};
+use serde_json::{Map, Value};
 
 /// A job to make.
 #[derive(Debug, Clone)]
@@ -74,7 +63,7 @@ pub enum SubmitError {
     #[error(transparent)]
     Api(#[from] ApiError),
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Storage(#[from] StorageError),
 }
 
 /// A state value asked for, checked.
@@ -120,57 +109,20 @@ pub async fn submit(state: &AppState, mut s: Submission) -> Result<Submitted, Su
     if !state.eggs.is_known(&s.project) {
         return Err(ApiError::project_not_found(&s.project).into());
     }
-    let (unique, meta) = (s.unique.clone(), s.meta);
     let queued = state
-        .store
-        .call(move |db| {
-            if let Some(existing) = duplicate(db, &job.project, &job.spider, &unique, &meta)? {
-                return Ok(Err(existing));
-            }
-            db.enqueue(&job)?;
-            db.registry_transaction(|db| db.register_job(&job, &meta))
-                .map(Ok)
-        })
+        .storage
+        .enqueue_unique(job, s.meta, s.unique.clone())
         .await?;
     drop(held);
-    let key = queued.map_err(|existing| duplicate_error(&s.unique, &s.spider, existing))?;
+    let key = match queued {
+        Admission::Admitted(key) => key,
+        Admission::Duplicate(existing) => {
+            return Err(duplicate_error(&s.unique, &s.spider, existing));
+        }
+        Admission::UnknownSpider => return Err(ApiError::spider_not_found(&s.spider).into()),
+    };
     state.launcher.wake();
     Ok(Submitted::Queued(key))
-}
-
-/// The key of an active (pending or running) job that a job of `spider` with this metadata
-/// would duplicate.
-fn duplicate(
-    db: &mut Db,
-    project: &str,
-    spider: &str,
-    unique: &Uniqueness,
-    meta: &Map<String, Value>,
-) -> Result<Option<JobKey>, StoreError> {
-    let mut query = JobQuery {
-        states: vec!["pending".into(), "running".into()],
-        ..JobQuery::default()
-    };
-    let no_args = json!({});
-    let args = meta.get("spider_args").unwrap_or(&no_args);
-    let same = |j: &CloudJob| match unique {
-        Uniqueness::None => false,
-        Uniqueness::Value(v) => j.meta.get("unique") == Some(v),
-        Uniqueness::SameArguments => j.meta.get("spider_args").unwrap_or(&no_args) == args,
-    };
-    match unique {
-        Uniqueness::None => return Ok(None),
-        Uniqueness::Value(_) => {}
-        Uniqueness::SameArguments => match db.spider_id(project, spider, false)? {
-            Some(id) => query.spider_id = Some(id),
-            None => return Ok(None),
-        },
-    }
-    Ok(db
-        .cloud_jobs(project, &query)?
-        .into_iter()
-        .find(|j| same(j))
-        .map(|j| j.key))
 }
 
 /// How a duplicate of `existing` is refused.
@@ -199,28 +151,13 @@ async fn register(
     meta.remove("state");
     let name = spider.clone();
     let may_add = new_spiders || deployed;
-    let checked = unique.clone();
     let made = state
-        .store
-        .call(move |db| {
-            db.registry_transaction(|db| {
-                if !may_add && db.spider_id(&project, &spider, false)?.is_none() {
-                    return Ok(None);
-                }
-                if let Some(existing) = duplicate(db, &project, &spider, &checked, &meta)? {
-                    return Ok(Some(Err(existing)));
-                }
-                let key = db.register_external(&project, &spider, &meta, wanted.as_deref())?;
-                let auth = db
-                    .cloud_job(&project, key)?
-                    .and_then(|j| j.meta.get("auth").cloned());
-                Ok(Some(Ok((key, auth))))
-            })
-        })
+        .storage
+        .register_external(&project, &spider, meta, wanted, may_add, unique.clone())
         .await?;
     match made {
-        Some(Ok((key, auth))) => Ok(Submitted::Registered { key, auth }),
-        Some(Err(existing)) => Err(duplicate_error(&unique, &name, existing)),
-        None => Err(ApiError::spider_not_found(&name).into()),
+        Admission::Admitted((key, auth)) => Ok(Submitted::Registered { key, auth }),
+        Admission::Duplicate(existing) => Err(duplicate_error(&unique, &name, existing)),
+        Admission::UnknownSpider => Err(ApiError::spider_not_found(&name).into()),
     }
 }

@@ -16,14 +16,14 @@ pub const MAX_VALUE: usize = 1024 * 1024;
 
 /// An error of the storage API.
 #[derive(Debug)]
-pub struct StorageError {
+pub struct HubError {
     pub status: StatusCode,
     pub message: String,
 }
 
-impl StorageError {
+impl HubError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        StorageError {
+        HubError {
             status,
             message: message.into(),
         }
@@ -51,13 +51,23 @@ impl StorageError {
     }
 }
 
-impl From<crate::store::StoreError> for StorageError {
-    fn from(e: crate::store::StoreError) -> Self {
-        StorageError::internal(e)
+/// A storage failure as the storage API answers it: 404, 409, 503, or 500.
+impl From<crate::storage::StorageError> for HubError {
+    fn from(e: crate::storage::StorageError) -> Self {
+        use crate::storage::StorageError::*;
+        match &e {
+            NotFound(_) => HubError::new(StatusCode::NOT_FOUND, e.to_string()),
+            Conflict(_) => HubError::new(StatusCode::CONFLICT, e.to_string()),
+            Unavailable(_) => {
+                tracing::error!("storage API: {e}");
+                HubError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+            }
+            Internal(_) => HubError::internal(e),
+        }
     }
 }
 
-impl IntoResponse for StorageError {
+impl IntoResponse for HubError {
     fn into_response(self) -> Response {
         let reason = self.status.canonical_reason().unwrap_or("Error");
         let body = json!({"error": reason, "message": self.message}).to_string() + "\n";
@@ -71,23 +81,23 @@ impl IntoResponse for StorageError {
 }
 
 /// The result of a storage handler.
-pub type StorageResult = Result<Response, StorageError>;
+pub type HubResult = Result<Response, HubError>;
 
 /// A storage API request body, at most [`MAX_BODY`] bytes as sent; a longer one is refused
 /// with the 413 of the storage API (`ValueTooLarge` in the client), after it was read.
 pub struct RequestBody(pub Bytes);
 
 impl<S: Send + Sync> axum::extract::FromRequest<S> for RequestBody {
-    type Rejection = StorageError;
+    type Rejection = HubError;
 
-    async fn from_request(req: axum::extract::Request, _: &S) -> Result<Self, StorageError> {
+    async fn from_request(req: axum::extract::Request, _: &S) -> Result<Self, HubError> {
         use crate::api::params::{BodyError, read_body};
         match read_body(req, MAX_BODY).await {
             Ok(body) => Ok(RequestBody(Bytes::from(body))),
-            Err(BodyError::TooLarge) => Err(StorageError::too_large(format!(
+            Err(BodyError::TooLarge) => Err(HubError::too_large(format!(
                 "request body too large: at most {MAX_BODY} bytes"
             ))),
-            Err(BodyError::Broken(e)) => Err(StorageError::bad_request(format!(
+            Err(BodyError::Broken(e)) => Err(HubError::bad_request(format!(
                 "cannot read the request body: {e}"
             ))),
         }
@@ -95,7 +105,7 @@ impl<S: Send + Sync> axum::extract::FromRequest<S> for RequestBody {
 }
 
 /// The request body, decoded (`Content-Encoding: gzip` is undone), at most [`MAX_BODY`].
-pub fn decode_body(headers: &HeaderMap, body: &Bytes) -> Result<Vec<u8>, StorageError> {
+pub fn decode_body(headers: &HeaderMap, body: &Bytes) -> Result<Vec<u8>, HubError> {
     let encoding = headers
         .get(header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
@@ -109,27 +119,27 @@ pub fn decode_body(headers: &HeaderMap, body: &Bytes) -> Result<Vec<u8>, Storage
             flate2::read::GzDecoder::new(&body[..])
                 .take(MAX_BODY as u64 + 1)
                 .read_to_end(&mut out)
-                .map_err(|e| StorageError::bad_request(format!("invalid gzip body: {e}")))?;
+                .map_err(|e| HubError::bad_request(format!("invalid gzip body: {e}")))?;
             if out.len() > MAX_BODY {
-                return Err(StorageError::too_large("request body too large"));
+                return Err(HubError::too_large("request body too large"));
             }
             Ok(out)
         }
-        other => Err(StorageError::bad_request(format!(
+        other => Err(HubError::bad_request(format!(
             "unsupported Content-Encoding: {other}"
         ))),
     }
 }
 
 /// The JSON values of a JSON-lines body (blank lines skipped).
-pub fn json_lines(body: &[u8]) -> Result<Vec<Value>, StorageError> {
+pub fn json_lines(body: &[u8]) -> Result<Vec<Value>, HubError> {
     body.split(|b| *b == b'\n')
         .map(|l| l.trim_ascii())
         .filter(|l| !l.is_empty())
         .enumerate()
         .map(|(i, l)| {
             serde_json::from_slice(l).map_err(|e| {
-                StorageError::bad_request(format!("Error parsing data, line {}: {e}", i + 1))
+                HubError::bad_request(format!("Error parsing data, line {}: {e}", i + 1))
             })
         })
         .collect()

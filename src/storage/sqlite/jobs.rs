@@ -4,138 +4,16 @@
 //! are kept. Times are microseconds since the epoch, shown as Python's `str(datetime)` in local
 //! time, as Scrapyd shows them.
 
-use crate::queue::PendingJob;
-use crate::store::{Db, StoreError};
-use chrono::{DateTime, Local, NaiveDateTime};
-use rusqlite::{Connection, OptionalExtension, params};
+use super::{Db, JobEvent};
+use crate::storage::StorageError;
+use crate::storage::model::{
+    Ended, Ending, FinishedChange, FinishedJob, FinishedUpdate, JobRecord, JobState, Orphan,
+    PendingJob,
+};
+use rusqlite::{OptionalExtension, params};
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-
-/// Name of the job store's database (`{dbs_dir}/jobs.db`).
-pub const JOBS_DB: &str = "jobs";
-
-/// Where a job is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum JobState {
-    Pending,
-    Running,
-    Finished,
-}
-
-impl JobState {
-    /// The word Scrapyd uses.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JobState::Pending => "pending",
-            JobState::Running => "running",
-            JobState::Finished => "finished",
-        }
-    }
-}
-
-/// How a finished job ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// Exit code 0.
-    Finished,
-    /// Non-zero exit code.
-    Failed,
-    /// Stopped by a cancel.
-    Cancelled,
-    /// Ended by a signal nobody sent through the API.
-    Killed,
-    /// The daemon stopped while it ran, or lost track of it.
-    Lost,
-    /// Its process could not be started.
-    LaunchFailed,
-}
-
-impl Outcome {
-    /// The stored word.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Finished => "finished",
-            Outcome::Failed => "failed",
-            Outcome::Cancelled => "cancelled",
-            Outcome::Killed => "killed",
-            Outcome::Lost => "lost",
-            Outcome::LaunchFailed => "launch-failed",
-        }
-    }
-}
-
-/// The crawl of a job recorded as running without a pid, found after a restart.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Orphan {
-    /// Its process runs on: `pid`, and its identity (see [`crate::process::identity`]).
-    Running { pid: u32, identity: String },
-    /// It ran and ended: its runner left its result file.
-    Ended,
-}
-
-/// A running or finished job.
-#[derive(Debug, Clone, PartialEq)]
-pub struct JobRecord {
-    /// Row id (unique, unlike job ids which Scrapyd lets clients reuse).
-    pub id: i64,
-    pub project: String,
-    pub spider: String,
-    pub job: String,
-    pub version: Option<String>,
-    pub settings: Vec<(String, String)>,
-    pub args: Vec<(String, String)>,
-    pub priority: f64,
-    pub state: JobState,
-    pub pid: Option<u32>,
-    pub start_time: i64,
-    pub end_time: Option<i64>,
-    pub exit_code: Option<i32>,
-    pub signal: Option<i32>,
-    pub outcome: Option<String>,
-    pub reason: Option<String>,
-    /// Scrapy's finish reason (`finished`, `shutdown`, `closespider_timeout`, …).
-    pub finish_reason: Option<String>,
-    /// Identity of the crawl process (boot id and start time), to re-adopt it after a restart.
-    pub proc_start: Option<String>,
-}
-
-/// Microseconds since the epoch, now.
-pub fn now_micros() -> i64 {
-    chrono::Utc::now().timestamp_micros()
-}
-
-fn local(micros: i64) -> NaiveDateTime {
-    DateTime::from_timestamp_micros(micros)
-        .unwrap_or_default()
-        .with_timezone(&Local)
-        .naive_local()
-}
-
-/// Local wall-clock time of a timestamp.
-pub fn local_time(micros: i64) -> NaiveDateTime {
-    local(micros)
-}
-
-/// Python's `str(datetime)` of the local time: `2026-11-22 06:01:25.758439`, without the
-/// fraction when it is zero.
-pub fn format_time(micros: i64) -> String {
-    let t = local(micros);
-    if t.and_utc().timestamp_subsec_micros() == 0 {
-        t.format("%Y-%m-%d %H:%M:%S").to_string()
-    } else {
-        t.format("%Y-%m-%d %H:%M:%S%.6f").to_string()
-    }
-}
-
-/// One change to the set of finished jobs, by row id.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FinishedChange {
-    /// A job finished.
-    Added(i64),
-    /// A finished job was removed (beyond `finished_to_keep`).
-    Removed(i64),
-}
 
 /// How many changes [`FinishedLog`] keeps; a reader further behind reads everything again.
 const FINISHED_LOG_CAPACITY: usize = 4096;
@@ -176,7 +54,7 @@ impl FinishedLog {
         self.version.clone()
     }
 
-    fn record(&mut self, change: FinishedChange) {
+    pub(super) fn record(&mut self, change: FinishedChange) {
         self.changes.push_back(change);
         if self.changes.len() > FINISHED_LOG_CAPACITY {
             self.changes.pop_front();
@@ -186,7 +64,7 @@ impl FinishedLog {
     }
 
     /// The finished rows changed in a way not recorded: every reader reads everything again.
-    fn reset(&mut self) {
+    pub(super) fn reset(&mut self) {
         self.changes.clear();
         self.first = self.version.fetch_add(1, Ordering::Release) + 1;
     }
@@ -205,45 +83,6 @@ impl FinishedLog {
                 .collect(),
         )
     }
-}
-
-/// Creates the jobs table if needed.
-pub fn migrate(conn: &Connection) -> rusqlite::Result<()> {
-    conn.execute_batch(
-        "CREATE TABLE IF NOT EXISTS jobs (
-            id INTEGER PRIMARY KEY,
-            project TEXT NOT NULL,
-            spider TEXT NOT NULL,
-            job TEXT NOT NULL,
-            version TEXT,
-            settings TEXT NOT NULL DEFAULT '{}',
-            args TEXT NOT NULL DEFAULT '{}',
-            priority REAL NOT NULL DEFAULT 0,
-            state TEXT NOT NULL,
-            pid INTEGER,
-            start_time INTEGER NOT NULL,
-            end_time INTEGER,
-            exit_code INTEGER,
-            signal INTEGER,
-            outcome TEXT,
-            reason TEXT
-        );
-        CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, end_time);
-        CREATE INDEX IF NOT EXISTS jobs_by_job ON jobs (job);",
-    )?;
-    for (column, decl) in [
-        ("finish_reason", "TEXT"),
-        ("stats", "TEXT"),
-        ("proc_start", "TEXT"),
-    ] {
-        let exists: bool = conn
-            .prepare("SELECT 1 FROM pragma_table_info('jobs') WHERE name = ?1")?
-            .exists([column])?;
-        if !exists {
-            conn.execute_batch(&format!("ALTER TABLE jobs ADD COLUMN {column} {decl};"))?;
-        }
-    }
-    Ok(())
 }
 
 fn pairs_json(pairs: &[(String, String)]) -> String {
@@ -291,40 +130,6 @@ fn row_to_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRecord> {
     })
 }
 
-/// How a finished job ended, as listed.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Ended {
-    pub outcome: Option<String>,
-    pub exit_code: Option<i32>,
-    pub signal: Option<i32>,
-    pub finish_reason: Option<String>,
-}
-
-impl JobRecord {
-    /// How the job ended (all `None` while it runs).
-    pub fn ended(&self) -> Ended {
-        Ended {
-            outcome: self.outcome.clone(),
-            exit_code: self.exit_code,
-            signal: self.signal,
-            finish_reason: self.finish_reason.clone(),
-        }
-    }
-}
-
-/// A finished job as the listing shows it.
-#[derive(Debug, Clone)]
-pub struct FinishedJob {
-    /// The row id (the listing follows rows by it, see [`FinishedLog`]).
-    pub id: i64,
-    pub project: String,
-    pub spider: String,
-    pub job: String,
-    pub start_time: i64,
-    pub end_time: i64,
-    pub ending: Ended,
-}
-
 /// The columns [`finished_job`] reads.
 const BRIEF_COLUMNS: &str =
     "id, project, spider, job, start_time, end_time, outcome, exit_code, signal, finish_reason";
@@ -347,49 +152,27 @@ fn finished_job(r: &rusqlite::Row<'_>) -> rusqlite::Result<FinishedJob> {
     })
 }
 
-/// How a job ended, as recorded.
-#[derive(Debug, Clone)]
-pub struct Ending {
-    pub end_time: i64,
-    pub exit_code: Option<i32>,
-    pub signal: Option<i32>,
-    pub outcome: Outcome,
-    pub reason: Option<String>,
-    /// Scrapy's finish reason, from the runner's result file.
-    pub finish_reason: Option<String>,
-    /// Scrapy's final stats (JSON), from the runner's result file.
-    pub stats: Option<String>,
-}
-
 impl Db {
-    fn jobs(&mut self) -> Result<&Connection, StoreError> {
-        self.conn(JOBS_DB)
-    }
-
     /// Takes the next pending job off the queues and records it as running, in one step, so no
     /// reader ever sees it in neither state.
     pub fn start_next(
         &mut self,
         projects: &[String],
         now: i64,
-    ) -> Result<Option<JobRecord>, StoreError> {
+    ) -> Result<Option<JobRecord>, StorageError> {
         let Some((p, queue_id)) = self.peek_next(projects)? else {
             return Ok(None);
         };
-        // Running row first, queue row second: if anything fails between, the job is in both
-        // places (and recovery keeps one), never in neither.
+        // Committed running row first, queue row second (`CommitOrder::JobsFirst`): after a
+        // crash between the two commits the job is in both places (and recovery keeps one),
+        // never in neither.
         let record = self.insert_running(&p, now)?;
-        if let Err(e) = self.delete_queued(&p.project, queue_id) {
-            let _ = self
-                .jobs()?
-                .execute("DELETE FROM jobs WHERE id = ?1", [record.id]);
-            return Err(e);
-        }
-        self.follow_started(&p);
+        self.delete_queued(&p.project, queue_id)?;
+        self.emit(JobEvent::Started(&p));
         Ok(Some(record))
     }
 
-    fn insert_running(&mut self, p: &PendingJob, now: i64) -> Result<JobRecord, StoreError> {
+    fn insert_running(&mut self, p: &PendingJob, now: i64) -> Result<JobRecord, StorageError> {
         let conn = self.jobs()?;
         conn.execute(
             "INSERT INTO jobs (project, spider, job, version, settings, args, priority, state, start_time)
@@ -419,13 +202,45 @@ impl Db {
         })
     }
 
+    /// The current version of the finished jobs.
+    pub fn finished_version_now(&self) -> u64 {
+        self.finished_log.version()
+    }
+
+    /// The changes to the finished jobs since version `since` with the rows they added, or
+    /// (when they are not all kept) every finished job of `project` (or all).
+    pub fn finished_update(
+        &mut self,
+        since: Option<u64>,
+        project: Option<&str>,
+    ) -> Result<FinishedUpdate, StorageError> {
+        let version = self.finished_log.version();
+        match since.and_then(|v| self.finished_log.since(v)) {
+            Some(changes) => {
+                let added: Vec<i64> = changes
+                    .iter()
+                    .filter_map(|c| match c {
+                        FinishedChange::Added(id) => Some(*id),
+                        FinishedChange::Removed(_) => None,
+                    })
+                    .collect();
+                let rows = self.finished_by_ids(&added)?;
+                Ok(FinishedUpdate::Changes(version, changes, rows))
+            }
+            None => Ok(FinishedUpdate::All(
+                version,
+                self.finished_newest(project, None)?,
+            )),
+        }
+    }
+
     /// Records the pid and process identity of a running job.
     pub fn set_pid(
         &mut self,
         id: i64,
         pid: u32,
         proc_start: Option<&str>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), StorageError> {
         self.jobs()?.execute(
             "UPDATE jobs SET pid = ?2, proc_start = ?3 WHERE id = ?1",
             params![id, pid, proc_start],
@@ -435,7 +250,7 @@ impl Db {
 
     /// Records a job's end, then keeps only the newest `keep` finished jobs: one transaction,
     /// and the pruning touches only the rows it removes (a long history costs no more).
-    pub fn finish(&mut self, id: i64, ending: &Ending, keep: usize) -> Result<(), StoreError> {
+    pub fn finish(&mut self, id: i64, ending: &Ending, keep: usize) -> Result<(), StorageError> {
         let before = self.finished_count()?;
         let who: Option<(String, String)> = self
             .jobs()?
@@ -444,8 +259,7 @@ impl Db {
             })
             .optional()?;
         let conn = self.jobs()?;
-        let tx = conn.unchecked_transaction()?;
-        let changed = tx.execute(
+        let changed = conn.execute(
             "UPDATE jobs SET state = 'finished', end_time = ?2, exit_code = ?3, signal = ?4, outcome = ?5, reason = ?6,
              finish_reason = ?7, stats = ?8 WHERE id = ?1 AND state = 'running'",
             params![
@@ -463,7 +277,7 @@ impl Db {
         let excess = count.saturating_sub(keep);
         let mut pruned = Vec::new();
         if excess > 0 {
-            let mut stmt = tx.prepare(
+            let mut stmt = conn.prepare(
                 "DELETE FROM jobs WHERE id IN
                    (SELECT id FROM jobs WHERE state = 'finished' ORDER BY end_time, id LIMIT ?1)
                  RETURNING id",
@@ -472,30 +286,28 @@ impl Db {
                 .query_map([excess as i64], |r| r.get::<_, i64>(0))?
                 .collect::<Result<Vec<_>, _>>()?;
         }
-        let committed = tx.commit();
-        if committed.is_ok() {
-            if changed > 0 {
-                self.finished_log.record(FinishedChange::Added(id));
-            }
-            for row in pruned {
-                self.finished_log.record(FinishedChange::Removed(row));
-            }
-        } else {
-            self.finished_log.reset();
+        // Recorded in the finished log when the write scope commits (forgotten, and the
+        // count read again, when it does not).
+        if changed > 0 {
+            self.finished_pending.push(FinishedChange::Added(id));
         }
-        // After a failed commit the count is not known: count again next time.
-        self.finished_count = committed.is_ok().then_some(count - excess);
-        committed?;
+        self.finished_pending
+            .extend(pruned.into_iter().map(FinishedChange::Removed));
+        self.finished_count = Some(count - excess);
         if changed > 0
             && let Some((project, job)) = who
         {
-            self.follow_finished(&project, &job, ending);
+            self.emit(JobEvent::Finished {
+                project: &project,
+                job: &job,
+                ending,
+            });
         }
         Ok(())
     }
 
     /// Jobs recorded as running (in start order).
-    pub fn running(&mut self) -> Result<Vec<JobRecord>, StoreError> {
+    pub fn running(&mut self) -> Result<Vec<JobRecord>, StorageError> {
         let conn = self.jobs()?;
         let mut stmt = conn.prepare_cached(&format!(
             "SELECT {COLUMNS} FROM jobs WHERE state = 'running' ORDER BY id"
@@ -507,7 +319,7 @@ impl Db {
     }
 
     /// The project and spider of a job row.
-    pub fn job_spider(&mut self, id: i64) -> Result<Option<(String, String)>, StoreError> {
+    pub fn job_spider(&mut self, id: i64) -> Result<Option<(String, String)>, StorageError> {
         Ok(self
             .jobs()?
             .query_row(
@@ -519,7 +331,7 @@ impl Db {
     }
 
     /// Number of jobs recorded as running.
-    pub fn running_count(&mut self) -> Result<usize, StoreError> {
+    pub fn running_count(&mut self) -> Result<usize, StorageError> {
         let n: i64 = self.jobs()?.query_row(
             "SELECT count(*) FROM jobs WHERE state = 'running'",
             [],
@@ -529,7 +341,7 @@ impl Db {
     }
 
     /// Finished jobs, newest first.
-    pub fn finished(&mut self, project: Option<&str>) -> Result<Vec<JobRecord>, StoreError> {
+    pub fn finished(&mut self, project: Option<&str>) -> Result<Vec<JobRecord>, StorageError> {
         let conn = self.jobs()?;
         let mut stmt = conn.prepare_cached(&format!(
             "SELECT {COLUMNS} FROM jobs WHERE state = 'finished' AND (?1 IS NULL OR project = ?1)
@@ -547,7 +359,7 @@ impl Db {
         &mut self,
         project: Option<&str>,
         limit: Option<usize>,
-    ) -> Result<Vec<FinishedJob>, StoreError> {
+    ) -> Result<Vec<FinishedJob>, StorageError> {
         let conn = self.jobs()?;
         let mut stmt = conn.prepare_cached(&format!(
             "SELECT {BRIEF_COLUMNS} FROM jobs WHERE state = 'finished' AND (?1 IS NULL OR project = ?1)
@@ -561,7 +373,7 @@ impl Db {
     }
 
     /// The finished jobs among these row ids (those still kept), in no particular order.
-    pub fn finished_by_ids(&mut self, ids: &[i64]) -> Result<Vec<FinishedJob>, StoreError> {
+    pub fn finished_by_ids(&mut self, ids: &[i64]) -> Result<Vec<FinishedJob>, StorageError> {
         let conn = self.jobs()?;
         let mut stmt = conn.prepare_cached(&format!(
             "SELECT {BRIEF_COLUMNS} FROM jobs WHERE state = 'finished' AND id = ?1"
@@ -580,7 +392,7 @@ impl Db {
         &mut self,
         project: Option<&str>,
         job: &str,
-    ) -> Result<Option<JobRecord>, StoreError> {
+    ) -> Result<Option<JobRecord>, StorageError> {
         let conn = self.jobs()?;
         let mut stmt = conn.prepare_cached(&format!(
             "SELECT {COLUMNS} FROM jobs WHERE state = 'finished' AND job = ?1 AND (?2 IS NULL OR project = ?2)
@@ -592,7 +404,7 @@ impl Db {
     }
 
     /// Number of finished jobs kept (counted once, then kept up to date by [`Db::finish`]).
-    pub fn finished_count(&mut self) -> Result<usize, StoreError> {
+    pub fn finished_count(&mut self) -> Result<usize, StorageError> {
         if let Some(n) = self.finished_count {
             return Ok(n);
         }
@@ -611,7 +423,7 @@ impl Db {
         project: Option<&str>,
         job: &str,
         projects: &[String],
-    ) -> Result<Option<JobState>, StoreError> {
+    ) -> Result<Option<JobState>, StorageError> {
         let state: Option<String> = self
             .jobs()?
             .query_row(
@@ -647,7 +459,7 @@ impl Db {
     pub fn recover(
         &mut self,
         find_orphan: impl Fn(&JobRecord) -> Option<Orphan>,
-    ) -> Result<Vec<JobRecord>, StoreError> {
+    ) -> Result<Vec<JobRecord>, StorageError> {
         let mut started = Vec::new();
         for mut r in self.running()? {
             if r.pid.is_some() {
@@ -681,10 +493,12 @@ impl Db {
                 args: r.args.clone(),
                 created: r.start_time,
             };
-            if !self.is_pending(&r.project, &r.job)? {
-                self.enqueue(&pending)?;
+            if self.is_pending(&r.project, &r.job)? {
+                // Still queued too (a crash between the two commits of its start).
+                self.emit(JobEvent::Requeued(&pending));
+            } else {
+                self.requeue(&pending)?;
             }
-            self.follow_requeued(&pending);
             self.jobs()?
                 .execute("DELETE FROM jobs WHERE id = ?1", [r.id])?;
         }
@@ -692,7 +506,7 @@ impl Db {
     }
 
     /// Scrapy's final stats of a finished job (JSON), if the crawl reported them.
-    pub fn stats(&mut self, id: i64) -> Result<Option<String>, StoreError> {
+    pub fn stats(&mut self, id: i64) -> Result<Option<String>, StorageError> {
         Ok(self
             .jobs()?
             .query_row("SELECT stats FROM jobs WHERE id = ?1", [id], |r| r.get(0))
@@ -705,6 +519,8 @@ impl Db {
 mod tests {
     use super::*;
     use crate::config::DbsDir;
+    use crate::storage::model::*;
+    use serde_json::Map;
 
     fn pending(id: &str) -> PendingJob {
         PendingJob {
@@ -736,7 +552,7 @@ mod tests {
         let mut db = Db::new_for_tests(DbsDir::Memory);
         let projects = vec!["p".to_string()];
         for (i, id) in ["j1", "j2", "j3"].iter().enumerate() {
-            db.enqueue(&pending(id)).unwrap();
+            db.enqueue(&pending(id), &Map::new()).unwrap();
             let r = db.start_next(&projects, 10).unwrap().unwrap();
             assert_eq!(r.args, [("a".to_string(), "1".to_string())]);
             db.finish(r.id, &ending(100 + i as i64), 2).unwrap();
@@ -755,7 +571,7 @@ mod tests {
     fn state_precedence_is_finished_running_pending() {
         let mut db = Db::new_for_tests(DbsDir::Memory);
         let projects = vec!["p".to_string()];
-        db.enqueue(&pending("j")).unwrap();
+        db.enqueue(&pending("j"), &Map::new()).unwrap();
         assert_eq!(
             db.job_state(None, "j", &projects).unwrap(),
             Some(JobState::Pending)
@@ -765,7 +581,7 @@ mod tests {
             db.job_state(None, "j", &projects).unwrap(),
             Some(JobState::Running)
         );
-        db.enqueue(&pending("j")).unwrap();
+        db.enqueue(&pending("j"), &Map::new()).unwrap();
         assert_eq!(
             db.job_state(Some("p"), "j", &projects).unwrap(),
             Some(JobState::Running)
@@ -782,8 +598,8 @@ mod tests {
     fn recovery_requeues_unstarted_and_returns_started_jobs() {
         let mut db = Db::new_for_tests(DbsDir::Memory);
         let projects = vec!["p".to_string()];
-        db.enqueue(&pending("a")).unwrap();
-        db.enqueue(&pending("b")).unwrap();
+        db.enqueue(&pending("a"), &Map::new()).unwrap();
+        db.enqueue(&pending("b"), &Map::new()).unwrap();
         let a = db.start_next(&projects, 1).unwrap().unwrap();
         db.set_pid(a.id, 4242, Some("boot/1")).unwrap();
         let _b = db.start_next(&projects, 1).unwrap().unwrap();
@@ -804,7 +620,7 @@ mod tests {
         let mut db = Db::new_for_tests(DbsDir::Memory);
         let projects = vec!["p".to_string()];
         for job in ["a", "b", "c"] {
-            db.enqueue(&pending(job)).unwrap();
+            db.enqueue(&pending(job), &Map::new()).unwrap();
         }
         // All taken off the queue, none with its pid recorded: `a`'s process is found, `c`
         // left its result file, `b` never started.
@@ -847,7 +663,10 @@ mod tests {
             .unwrap()
             .and_hms_micro_opt(4, 5, 6, 9)
             .unwrap();
-        let micros = t.and_local_timezone(Local).unwrap().timestamp_micros();
+        let micros = t
+            .and_local_timezone(chrono::Local)
+            .unwrap()
+            .timestamp_micros();
         assert_eq!(format_time(micros), "2001-02-03 04:05:06.000009");
         assert_eq!(format_time(micros - 9), "2001-02-03 04:05:06");
     }
