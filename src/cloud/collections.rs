@@ -26,7 +26,7 @@
 //! scan is therefore not a snapshot: records written while it runs may or may not be seen.
 
 use super::jobdata::Filter;
-use super::wire::{self, ChannelBody, HubError, HubResult, MAX_VALUE, decode_body, json_lines};
+use super::wire::{self, HubError, HubResult, MAX_VALUE, decode_body, json_lines};
 use crate::AppState;
 use crate::api::params::{Params, parse_urlencoded};
 use crate::storage::model::now_ms;
@@ -34,7 +34,7 @@ use crate::storage::model::{
     CollectionRef, CollectionType, NewRecord, PageRequest, RenameOutcome, StoredRecord,
 };
 use axum::Router;
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
@@ -697,36 +697,50 @@ async fn scan(
     let with_ts = meta.iter().any(|m| m == "_ts");
     let nodata = param_flag(&params, "nodata")?;
     let msgpack = wire::wants_msgpack(&headers);
-    let Some(mut scanner) = scanner_of(&state, &c, query).await? else {
+    let Some(scanner) = scanner_of(&state, &c, query).await? else {
         return Ok(wire::with_type(Body::empty(), msgpack));
     };
-    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
-    tokio::spawn(async move {
-        loop {
-            let records = match next_selected(&state, &mut scanner).await {
-                Ok(Some(records)) => records,
-                Ok(None) => return,
-                Err(e) => {
-                    tracing::warn!("storage API: a collection scan failed: {}", e.message);
-                    return;
-                }
-            };
-            let mut out = Vec::new();
-            for r in &records {
-                if msgpack {
-                    out.extend(wire::msgpack(&record_value(r, with_key, with_ts, nodata)));
-                } else {
-                    render_record(&mut out, r, with_key, with_ts, nodata);
-                    out.push(b'\n');
-                }
-            }
-            if tx.send(Bytes::from(out)).await.is_err() {
-                // The client went away: stop reading.
-                return;
+    let pages = ScanPages {
+        state,
+        scanner,
+        with_key,
+        with_ts,
+        nodata,
+        msgpack,
+    };
+    Ok(wire::with_type(
+        wire::paged_body(pages, "a collection scan"),
+        msgpack,
+    ))
+}
+
+/// A scan's selected records, page by page, rendered as JSON lines or msgpack.
+struct ScanPages {
+    state: AppState,
+    scanner: Scanner,
+    with_key: bool,
+    with_ts: bool,
+    nodata: bool,
+    msgpack: bool,
+}
+
+impl wire::Pages for ScanPages {
+    async fn next_page(&mut self) -> Result<Option<Vec<u8>>, HubError> {
+        let Some(records) = next_selected(&self.state, &mut self.scanner).await? else {
+            return Ok(None);
+        };
+        let mut out = Vec::new();
+        for r in &records {
+            if self.msgpack {
+                let value = record_value(r, self.with_key, self.with_ts, self.nodata);
+                out.extend(wire::msgpack(&value));
+            } else {
+                render_record(&mut out, r, self.with_key, self.with_ts, self.nodata);
+                out.push(b'\n');
             }
         }
-    });
-    Ok(wire::with_type(Body::new(ChannelBody(rx)), msgpack))
+        Ok(Some(out))
+    }
 }
 
 /// `POST collections/<p>/delete?name=<n>`: deletes the collections of that name, all types;

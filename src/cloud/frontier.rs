@@ -23,11 +23,11 @@
 //! store read each) and are streamed, so a large slot is never held in memory.
 
 use super::collections::{param_count, project_of, query_params};
-use super::wire::{self, ChannelBody, HubError, HubResult, decode_body};
+use super::wire::{self, HubError, HubResult, decode_body};
 use crate::AppState;
 use crate::storage::model::{Batch, NewRequest, SlotRef};
 use axum::Router;
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::HeaderMap;
 use axum::routing::{get, post};
@@ -203,44 +203,54 @@ async fn read_queue(
     let Some(slot_id) = id else {
         return Ok(wire::with_type(Body::empty(), false));
     };
-    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
-    tokio::spawn(async move {
-        let mut after = None;
-        let mut sent = 0u64;
-        loop {
-            let page = state
-                .storage
-                .frontier_batches(slot_id, after, PAGE_BATCHES)
-                .await;
-            let batches = match page {
-                Ok(b) => b,
-                Err(e) => {
-                    tracing::warn!("storage API: reading a frontier queue failed: {e}");
-                    return;
-                }
-            };
-            let last_page = batches.len() < PAGE_BATCHES;
-            let mut out = Vec::new();
-            let mut enough = false;
-            for b in &batches {
-                b.render(&mut out);
-                out.push(b'\n');
-                sent += b.requests.len() as u64;
-                after = Some((b.priority, b.id));
-                if mincount.is_some_and(|m| sent >= m) {
-                    enough = true;
-                    break;
-                }
-            }
-            if !out.is_empty() && tx.send(Bytes::from(out)).await.is_err() {
-                return;
-            }
-            if enough || last_page {
-                return;
+    let pages = QueuePages {
+        state,
+        slot: slot_id,
+        after: None,
+        sent: 0,
+        mincount,
+        done: false,
+    };
+    Ok(wire::with_type(
+        wire::paged_body(pages, "reading a frontier queue"),
+        false,
+    ))
+}
+
+/// A slot's queue, page by page: whole batches, until `mincount` requests were sent.
+struct QueuePages {
+    state: AppState,
+    slot: i64,
+    after: Option<(i64, i64)>,
+    sent: u64,
+    mincount: Option<u64>,
+    done: bool,
+}
+
+impl wire::Pages for QueuePages {
+    async fn next_page(&mut self) -> Result<Option<Vec<u8>>, HubError> {
+        if self.done {
+            return Ok(None);
+        }
+        let batches = self
+            .state
+            .storage
+            .frontier_batches(self.slot, self.after, PAGE_BATCHES)
+            .await?;
+        self.done = batches.len() < PAGE_BATCHES;
+        let mut out = Vec::new();
+        for b in &batches {
+            b.render(&mut out);
+            out.push(b'\n');
+            self.sent += b.requests.len() as u64;
+            self.after = Some((b.priority, b.id));
+            if self.mincount.is_some_and(|m| self.sent >= m) {
+                self.done = true;
+                break;
             }
         }
-    });
-    Ok(wire::with_type(Body::new(ChannelBody(rx)), false))
+        Ok(Some(out))
+    }
 }
 
 /// `POST hcf/<p>/<f>/s/<slot>/q/deleted`: deletes batches by id (JSON lines of ids, or of
@@ -282,43 +292,50 @@ async fn fingerprints(
     let Some(slot_id) = id else {
         return Ok(wire::with_type(Body::empty(), false));
     };
-    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
-    tokio::spawn(async move {
-        let mut after: Option<String> = None;
-        loop {
-            let from = after.clone();
-            let page = state
-                .storage
-                .frontier_fingerprints(slot_id, from, PAGE_FINGERPRINTS)
-                .await;
-            let rows = match page {
-                Ok(rows) => rows,
-                Err(e) => {
-                    tracing::warn!("storage API: reading frontier fingerprints failed: {e}");
-                    return;
-                }
-            };
-            let last_page = rows.len() < PAGE_FINGERPRINTS;
-            let mut out = Vec::new();
-            for (fp, fdata) in &rows {
-                out.extend_from_slice(b"{\"fp\":");
-                out.extend(serde_json::to_vec(fp).unwrap_or_default());
-                if let Some(fdata) = fdata {
-                    out.extend_from_slice(b",\"fdata\":");
-                    out.extend_from_slice(fdata.as_bytes());
-                }
-                out.extend_from_slice(b"}\n");
-            }
-            after = rows.last().map(|(fp, _)| fp.clone());
-            if !out.is_empty() && tx.send(Bytes::from(out)).await.is_err() {
-                return;
-            }
-            if last_page {
-                return;
-            }
+    let pages = FingerprintPages {
+        state,
+        slot: slot_id,
+        after: None,
+        done: false,
+    };
+    Ok(wire::with_type(
+        wire::paged_body(pages, "reading frontier fingerprints"),
+        false,
+    ))
+}
+
+/// A slot's fingerprints, page by page, in order.
+struct FingerprintPages {
+    state: AppState,
+    slot: i64,
+    after: Option<String>,
+    done: bool,
+}
+
+impl wire::Pages for FingerprintPages {
+    async fn next_page(&mut self) -> Result<Option<Vec<u8>>, HubError> {
+        if self.done {
+            return Ok(None);
         }
-    });
-    Ok(wire::with_type(Body::new(ChannelBody(rx)), false))
+        let rows = self
+            .state
+            .storage
+            .frontier_fingerprints(self.slot, self.after.take(), PAGE_FINGERPRINTS)
+            .await?;
+        self.done = rows.len() < PAGE_FINGERPRINTS;
+        let mut out = Vec::new();
+        for (fp, fdata) in &rows {
+            out.extend_from_slice(b"{\"fp\":");
+            out.extend(serde_json::to_vec(fp).unwrap_or_default());
+            if let Some(fdata) = fdata {
+                out.extend_from_slice(b",\"fdata\":");
+                out.extend_from_slice(fdata.as_bytes());
+            }
+            out.extend_from_slice(b"}\n");
+        }
+        self.after = rows.last().map(|(fp, _)| fp.clone());
+        Ok(Some(out))
+    }
 }
 
 #[cfg(test)]

@@ -216,6 +216,38 @@ where
     Body::new(ChannelBody(rx))
 }
 
+/// An answer read from the storage page by page (a collection scan, a frontier queue, its
+/// fingerprints): each page is one storage read, so a large answer is never held in memory
+/// and the storage serves other work between pages.
+pub trait Pages: Send + 'static {
+    /// The next chunk of the answer, `None` once it is complete.
+    fn next_page(&mut self) -> impl Future<Output = Result<Option<Vec<u8>>, HubError>> + Send;
+}
+
+/// A body streamed from `pages`; reading stops when the client goes away. A page that fails
+/// ends the body where it is (the status is sent already) and is logged as a failure of
+/// `what`.
+pub fn paged_body(mut pages: impl Pages, what: &'static str) -> Body {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+    tokio::spawn(async move {
+        loop {
+            match pages.next_page().await {
+                Ok(Some(chunk)) => {
+                    if !chunk.is_empty() && tx.send(Bytes::from(chunk)).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::warn!("storage API: {what} failed: {}", e.message);
+                    return;
+                }
+            }
+        }
+    });
+    Body::new(ChannelBody(rx))
+}
+
 /// A body fed chunk by chunk from a channel (a stream read produced on a blocking thread).
 pub struct ChannelBody(pub tokio::sync::mpsc::Receiver<Bytes>);
 
