@@ -15,13 +15,13 @@
 //!   all its versions;
 //! - `vcs` (versioned cached store): both.
 //!
-//! Tables in `jobs.db` (the store owns SQLite): `cloud_collection` (one row per project, type
+//! Kept by [`crate::storage`] (tables in `jobs.db`): `cloud_collection` (one row per project, type
 //! and name, with its id and last purge time: created by the first write, removed by
 //! `delete?name=`) and `cloud_collection_record` (by collection id and key: the current value,
 //! its write time `ts` in ms, and the older versions).
 //!
 //! Scans are sorted by key (byte order of the UTF-8 text) and read in pages of [`PAGE_ROWS`]
-//! rows, one store read per page, streamed to the client as they come: a scan of a large
+//! rows, one storage read per page, streamed to the client as they come: a scan of a large
 //! collection holds one page in memory and does not keep the store thread from other work. A
 //! scan is therefore not a snapshot: records written while it runs may or may not be seen.
 
@@ -42,7 +42,7 @@ use axum::routing::{get, post};
 use serde_json::{Map, Value, json};
 use std::collections::VecDeque;
 
-/// Rows read from SQLite per store call during a scan, a count or a filtered delete.
+/// Rows read per storage call during a scan, a count or a filtered delete.
 pub const PAGE_ROWS: usize = 500;
 
 /// The message of a record over [`MAX_VALUE`] (Scrapy Cloud's wording).
@@ -161,7 +161,7 @@ fn passes_bound(key: &str, bound: &Option<(String, bool)>) -> bool {
 
 /// A scan in progress: it asks for pages ([`Scanner::request`]), and keeps from each page
 /// ([`Scanner::accept`]) the records the query selects, in key order. It holds no data beyond
-/// the page at hand, so its caller decides where the pages are read (one store call each).
+/// the page at hand, so its caller decides where the pages are read (one storage call each).
 #[derive(Debug)]
 pub struct Scanner {
     collection: i64,
@@ -484,7 +484,7 @@ fn scan_query(params: &Params) -> Result<ScanQuery, HubError> {
     })
 }
 
-/// The next records a scan selects, reading pages (one store read each) until one selects
+/// The next records a scan selects, reading pages (one storage read each) until one selects
 /// something; `None` when the scan is over.
 async fn next_selected(
     state: &AppState,

@@ -16,11 +16,11 @@
 //! the slot's counter, never reused while the slot exists), like Scrapy Cloud's
 //! `0015f77dd5c7800001`.
 //!
-//! Tables in `jobs.db`: `cloud_frontier_slot` (one row per project, frontier and slot, with its
+//! Kept by [`crate::storage`] (tables in `jobs.db`): `cloud_frontier_slot` (one row per project, frontier and slot, with its
 //! id and batch counter: created by its first write and removed by a slot delete),
 //! `cloud_frontier_fingerprint` (by slot and `fp`) and `cloud_frontier_request` (by slot,
 //! priority, batch and position: the queue order). Reads go through the tables in pages (one
-//! store read each) and are streamed, so a large slot is never held in memory.
+//! storage read each) and are streamed, so a large slot is never held in memory.
 
 use super::collections::{param_count, project_of, query_params};
 use super::wire::{self, HubError, HubResult, decode_body};
@@ -36,10 +36,10 @@ use serde_json::{Value, json};
 /// Highest priority number (`p`).
 pub const MAX_PRIORITY: i64 = 255;
 
-/// Batches read from SQLite per store call.
+/// Batches read per storage call.
 const PAGE_BATCHES: usize = 20;
 
-/// Fingerprints read from SQLite per store call.
+/// Fingerprints read per storage call.
 const PAGE_FINGERPRINTS: usize = 1000;
 
 impl Batch {
