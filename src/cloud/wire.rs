@@ -264,3 +264,37 @@ impl axum::body::HttpBody for ChannelBody {
             .map(|chunk| chunk.map(|b| Ok(http_body::Frame::data(b))))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::StorageError;
+
+    #[test]
+    fn storage_failures_answer_the_status_a_client_can_act_on() {
+        let status = |e: StorageError| HubError::from(e).status;
+        assert_eq!(
+            status(StorageError::closed()),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(
+            status(StorageError::NotFound("job 1/2/3".into())),
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            status(StorageError::Conflict("key".into())),
+            StatusCode::CONFLICT
+        );
+        assert_eq!(
+            status(StorageError::Internal("x".into())),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+        // Scrapyd's envelope names the kind, as for every database failure.
+        let api = crate::error::ApiError::from(StorageError::closed());
+        assert!(
+            api.message.starts_with("DatabaseError: "),
+            "{}",
+            api.message
+        );
+    }
+}

@@ -505,6 +505,29 @@ mod tests {
     }
 
     #[test]
+    fn sqlite_errors_become_what_a_caller_can_act_on() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE t (k INTEGER PRIMARY KEY); INSERT INTO t VALUES (1);")
+            .unwrap();
+        let duplicate = conn.execute("INSERT INTO t VALUES (1)", []).unwrap_err();
+        assert!(matches!(
+            StorageError::from(duplicate),
+            StorageError::Conflict(_)
+        ));
+        let missing = conn.execute("SELECT * FROM nowhere", []).unwrap_err();
+        assert!(matches!(
+            StorageError::from(missing),
+            StorageError::Internal(_)
+        ));
+        let dir = tempfile::tempdir().unwrap();
+        let unopenable = Connection::open(dir.path().join("no/such/folder/x.db")).unwrap_err();
+        assert!(matches!(
+            StorageError::from(unopenable),
+            StorageError::Unavailable(_)
+        ));
+    }
+
+    #[test]
     fn a_failed_write_changes_nothing_in_any_file() {
         let mut db = Db::new_for_tests(DbsDir::Memory);
         let failed: Result<(), StorageError> = db.write(CommitOrder::QueuesFirst, |db| {
