@@ -32,7 +32,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 created: start,
                 ..PendingJob::new(project, spider, &format!("{i:032x}"))
             };
-            storage.enqueue(job, Default::default()).await?;
+            storage.enqueue(job.into()).await?;
             let claim = storage
                 .claim_next(vec![project.clone()], start)
                 .await?

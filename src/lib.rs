@@ -9,6 +9,7 @@
 //! - [`eggs`]: the filesystem egg store and version order.
 //! - [`storage`]: every database state behind typed methods (SQLite now); [`listing`] is the
 //!   cached jobs listing read from it.
+//! - [`scheduler`]: the one path that makes jobs (`schedule.json`, the Scrapy Cloud API).
 //! - [`launcher`]: the task that starts, signals and reaps crawls; [`runner`]: the embedded
 //!   Python runner.
 //! - [`cloud`]: the Scrapy Cloud API (`/api/`, `/storage/`) for `scrapinghub` and `shub`.
@@ -27,6 +28,7 @@ pub mod process;
 pub mod pyjson;
 
 pub mod runner;
+pub mod scheduler;
 pub mod storage;
 pub mod web;
 
@@ -46,6 +48,8 @@ pub struct AppState {
     pub eggs: Arc<eggs::EggStore>,
     /// The launcher task.
     pub launcher: launcher::LauncherHandle,
+    /// The one path that makes jobs.
+    pub scheduler: scheduler::Scheduler,
     /// The jobs listing, cached between store writes.
     pub listing: Arc<listing::Listing>,
 }
@@ -185,6 +189,7 @@ async fn serve_with_runner(
     let launcher_task = tokio::spawn(launcher.run(token.clone()));
     let state = AppState {
         config: config.clone(),
+        scheduler: scheduler::Scheduler::new(eggs.clone(), store.clone(), handle.clone()),
         storage: store,
         eggs,
         launcher: handle,

@@ -913,7 +913,7 @@ mod tests {
     ) {
         let job = PendingJob::new(project, spider, job);
         let scope = vec![job.project.clone()];
-        store.enqueue(job, Default::default()).await.unwrap();
+        store.enqueue(job.into()).await.unwrap();
         let claim = store.claim_next(scope, 1).await.unwrap().unwrap();
         let ending = Ending {
             end_time: 1_700_000_000_000_000 + end * 1_000_000,
@@ -1165,7 +1165,7 @@ mod tests {
         let listing = Listing::default();
         let projects = vec!["p0".to_string()];
         store
-            .enqueue(PendingJob::new("p0", "s0", "j"), Default::default())
+            .enqueue(PendingJob::new("p0", "s0", "j").into())
             .await
             .unwrap();
         let id = store

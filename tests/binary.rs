@@ -584,7 +584,7 @@ fn a_crawl_spawned_before_its_pid_was_recorded_is_adopted_not_run_twice() {
         let mut ids = [0; 2];
         for (i, job) in ["orphan", "ended"].into_iter().enumerate() {
             let pending = PendingJob::new("p", "slow", job);
-            storage.enqueue(pending, Default::default()).await.unwrap();
+            storage.enqueue(pending.into()).await.unwrap();
             let claim = storage.claim_next(vec!["p".to_string()], 1).await.unwrap();
             ids[i] = claim.expect("the job starts").record.id;
         }

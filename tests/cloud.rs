@@ -327,6 +327,7 @@ async fn bad_inputs_get_clear_errors_and_change_nothing() {
         .unwrap();
     assert_eq!(state.trim(), "\"running\"");
     // Dash errors are Scrapyd-style envelopes the client turns into BadRequest.
+    let long_arg = "x".repeat(70_000);
     for (path, form, needle) in [
         (
             "api/run.json",
@@ -351,6 +352,17 @@ async fn bad_inputs_get_clear_errors_and_change_nothing() {
             "api/run.json",
             vec![("project", "x"), ("spider", "echo")],
             "invalid value for project: x",
+        ),
+        // The one scheduling path checks arguments for every API alike.
+        (
+            "api/run.json",
+            vec![("project", "5"), ("spider", "echo"), ("_job", "j")],
+            "'_job' is reserved and cannot be a spider argument",
+        ),
+        (
+            "api/run.json",
+            vec![("project", "5"), ("spider", "echo"), ("arg", &long_arg)],
+            "spider argument 'arg' is too long",
         ),
         (
             "api/jobs/update.json",

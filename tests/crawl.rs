@@ -624,7 +624,7 @@ async fn a_stop_during_start_up_starts_no_crawl() {
         scrapyd_rs::storage::Storage::open(scrapyd_rs::config::DbsDir::Dir(dir.path().join("dbs")))
             .unwrap();
     let waiting = scrapyd_rs::storage::model::PendingJob::new("st", "echo", "waiting");
-    storage.enqueue(waiting, Default::default()).await.unwrap();
+    storage.enqueue(waiting.into()).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let config = support::server::test_config(dir.path());
     scrapyd_rs::serve(config, listener, std::future::ready(()))

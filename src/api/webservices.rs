@@ -6,8 +6,8 @@ use crate::AppState;
 use crate::error::{ApiError, ApiResult, Reply};
 use crate::launcher::parse_signal;
 use crate::listing::ending_keys;
-use crate::names;
-use crate::storage::model::{JobState, JobsSnapshot, PendingJob, now_micros};
+use crate::scheduler::JobRequest;
+use crate::storage::model::{JobState, JobsSnapshot};
 use axum::extract::State;
 use serde_json::Value;
 
@@ -15,9 +15,6 @@ use serde_json::Value;
 const SCHEDULE_PARAMS: [&str; 6] = [
     "project", "spider", "_version", "jobid", "priority", "setting",
 ];
-/// Spider-argument names that would collide with the queued message's own keys.
-const RESERVED_ARGS: [&str; 3] = ["_job", "settings", "name"];
-
 fn known_project(state: &AppState, project: &str) -> Result<(), ApiError> {
     if state.eggs.is_known(project) {
         Ok(())
@@ -72,37 +69,6 @@ fn parse_priority(raw: &[u8]) -> Result<f64, ApiError> {
     Ok(value)
 }
 
-/// Longest spider argument or setting value accepted (Linux limits one argument to 128 KiB).
-pub const MAX_ARG_LEN: usize = 64 * 1024;
-/// Largest total of spider arguments and settings (the whole command line is limited too).
-pub const MAX_ARGS_TOTAL: usize = 1024 * 1024;
-
-/// Refuses arguments the crawl's command line could not carry (Scrapyd accepted them and the
-/// launch failed later with "Argument list too long").
-fn check_argument_sizes(
-    settings: &[(String, String)],
-    args: &[(String, String)],
-) -> Result<(), ApiError> {
-    let mut total = 0;
-    for (kind, pairs) in [("setting", settings), ("spider argument", args)] {
-        for (k, v) in pairs {
-            let len = k.len() + v.len() + 1;
-            if len > MAX_ARG_LEN {
-                return Err(ApiError::new(format!(
-                    "{kind} '{k}' is too long: {len} bytes (at most {MAX_ARG_LEN})"
-                )));
-            }
-            total += len;
-        }
-    }
-    if total > MAX_ARGS_TOTAL {
-        return Err(ApiError::new(format!(
-            "spider arguments and settings are too long: {total} bytes (at most {MAX_ARGS_TOTAL})"
-        )));
-    }
-    Ok(())
-}
-
 /// `daemonstatus.json`.
 pub async fn daemonstatus(State(state): State<AppState>) -> ApiResult {
     let counts = state
@@ -147,7 +113,7 @@ pub async fn schedule(State(state): State<AppState>, params: Params) -> ApiResul
     let project = params.required("project")?;
     let spider = params.required("spider")?;
     let version = params.text("_version")?;
-    let jobid = params.text("jobid")?;
+    let job = params.text("jobid")?;
     let priority = params
         .bytes("priority")
         .map(parse_priority)
@@ -167,60 +133,20 @@ pub async fn schedule(State(state): State<AppState>, params: Params) -> ApiResul
     }
     let mut args = Vec::new();
     for key in params.keys().filter(|k| !SCHEDULE_PARAMS.contains(k)) {
-        if RESERVED_ARGS.contains(&key) {
-            return Err(ApiError::new(format!(
-                "'{key}' is reserved and cannot be a spider argument"
-            )));
-        }
         args.push((key.to_owned(), params.required(key)?));
     }
-    check_argument_sizes(&settings, &args)?;
-    known_project(&state, &project)?;
-    if let Some(v) = &version {
-        names::check(v)?;
-        if state.eggs.resolve(&project, Some(v))?.is_none() {
-            return Err(ApiError::version_not_found(v));
-        }
-    }
-    let spiders = state.eggs.spiders(&project, version.as_deref()).await?;
-    if !spiders.contains(&spider) {
-        return Err(ApiError::spider_not_found(&spider));
-    }
-    names::check(&spider)?;
-    let job = match jobid {
-        Some(j) => {
-            names::check(&j)?;
-            j
-        }
-        None => crate::new_job_id(),
-    };
-    let pending = PendingJob {
+    let request = JobRequest {
         project,
         spider,
-        job: job.clone(),
-        priority,
         version,
+        job,
+        priority,
         settings,
         args,
-        created: now_micros(),
+        ..JobRequest::default()
     };
-    tracing::debug!(project = %pending.project, spider = %pending.spider, job = %job, "scheduled");
-    // While the projects are held: a deletion of the project cannot slip between the check and
-    // the enqueue (its pending jobs would outlive it). Schedules share the hold, so their
-    // enqueues reach the store together and are committed as a group.
-    let held = state.eggs.hold_projects().await;
-    known_project(&state, &pending.project)?;
-    // The Scrapy Cloud metadata names the version that will run (the newest, unless pinned).
-    let mut extra = serde_json::Map::new();
-    if pending.version.is_none()
-        && let Ok(Some(v)) = state.eggs.resolve(&pending.project, None)
-    {
-        extra.insert("version".into(), v.into());
-    }
-    state.storage.enqueue(pending, extra).await?;
-    drop(held);
-    state.launcher.wake();
-    Ok(Reply::empty().with("jobid", job))
+    let scheduled = state.scheduler.schedule(request).await?;
+    Ok(Reply::empty().with("jobid", scheduled.job))
 }
 
 /// `cancel.json`.

@@ -8,8 +8,9 @@
 use super::registry::STATES;
 use crate::AppState;
 use crate::error::ApiError;
+use crate::scheduler::{JobRequest, ScheduleError};
 use crate::storage::StorageError;
-use crate::storage::model::{Admission, JobKey, PendingJob, Uniqueness, pairs_to_map};
+use crate::storage::model::{Admission, JobKey, Uniqueness, pairs_to_map};
 use serde_json::{Map, Value};
 
 /// A job to make.
@@ -75,8 +76,9 @@ pub fn requested_state(value: Option<Value>) -> Result<Option<String>, String> {
     }
 }
 
-/// Makes the job (see the module docs). The duplicate check and the job's insertion are one
-/// call on the store's thread, so two identical requests at once make one job.
+/// Makes the job (see the module docs): a job that runs here takes the one scheduling path,
+/// whose duplicate check and insertion are one transaction, so two identical requests at once
+/// make one job.
 pub async fn submit(state: &AppState, mut s: Submission) -> Result<Submitted, SubmitError> {
     crate::names::check(&s.spider)?;
     let deployed = state
@@ -94,35 +96,24 @@ pub async fn submit(state: &AppState, mut s: Submission) -> Result<Submitted, Su
     if !runs_here {
         return register(state, s, deployed).await;
     }
-    if !s.meta.contains_key("version")
-        && let Ok(Some(v)) = state.eggs.resolve(&s.project, None)
-    {
-        s.meta.insert("version".into(), v.into());
-    }
-    let job = PendingJob {
+    let request = JobRequest {
+        project: s.project,
+        spider: s.spider.clone(),
         priority: s.priority as f64,
         settings: s.settings,
         args: s.args,
-        ..PendingJob::new(&s.project, &s.spider, &crate::new_job_id())
+        meta: s.meta,
+        unique: s.unique.clone(),
+        ..JobRequest::default()
     };
-    let held = state.eggs.hold_projects().await;
-    if !state.eggs.is_known(&s.project) {
-        return Err(ApiError::project_not_found(&s.project).into());
-    }
-    let queued = state
-        .storage
-        .enqueue_unique(job, s.meta, s.unique.clone())
-        .await?;
-    drop(held);
-    let key = match queued {
-        Admission::Admitted(key) => key,
-        Admission::Duplicate(existing) => {
-            return Err(duplicate_error(&s.unique, &s.spider, existing));
+    match state.scheduler.schedule(request).await {
+        Ok(scheduled) => Ok(Submitted::Queued(scheduled.key)),
+        Err(ScheduleError::Duplicate(existing)) => {
+            Err(duplicate_error(&s.unique, &s.spider, existing))
         }
-        Admission::UnknownSpider => return Err(ApiError::spider_not_found(&s.spider).into()),
-    };
-    state.launcher.wake();
-    Ok(Submitted::Queued(key))
+        Err(ScheduleError::Refused(e)) => Err(e.into()),
+        Err(ScheduleError::Storage(e)) => Err(e.into()),
+    }
 }
 
 /// How a duplicate of `existing` is refused.

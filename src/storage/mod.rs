@@ -67,43 +67,13 @@ impl Storage {
 
     // ---- Scrapyd's queues and jobs
 
-    /// Queues a job (with `extra`, metadata for the Scrapy Cloud registry); answered once it is
-    /// committed, with its Scrapy Cloud key (`None` if the registry could not take it: it
-    /// catches up when the job starts). Enqueues arriving together share one commit.
-    pub async fn enqueue(
-        &self,
-        job: PendingJob,
-        extra: Map<String, Value>,
-    ) -> Result<Option<JobKey>> {
+    /// Queues a job unless an active job of its project is one it must not duplicate (then
+    /// nothing is stored): the check, the queue entry and the registry entry are one
+    /// transaction, so the job has its key from the moment it is queued. Answered once it is
+    /// committed; concurrent enqueues are committed together.
+    pub async fn enqueue(&self, job: NewJob) -> Result<Admission<JobKey>> {
         match self {
-            Storage::Sqlite(db) => db.enqueue(job, extra).await,
-        }
-    }
-
-    /// Queues and registers a job unless an active job of its project has the same `unique`
-    /// (then nothing is stored): the check, the enqueue and the registration are one
-    /// transaction, so the job has its key from the moment it is queued.
-    pub async fn enqueue_unique(
-        &self,
-        job: PendingJob,
-        extra: Map<String, Value>,
-        unique: Uniqueness,
-    ) -> Result<Admission<JobKey>> {
-        match self {
-            Storage::Sqlite(db) => {
-                db.write(CommitOrder::QueuesFirst, move |db| {
-                    if let Some(existing) =
-                        db.find_duplicate(&job.project, &job.spider, &unique, &extra)?
-                    {
-                        return Ok(Admission::Duplicate(existing));
-                    }
-                    let key = db.enqueue(&job, &extra)?.ok_or_else(|| {
-                        StorageError::Internal("the job registry could not take the job".into())
-                    })?;
-                    Ok(Admission::Admitted(key))
-                })
-                .await
-            }
+            Storage::Sqlite(db) => db.enqueue(job).await,
         }
     }
 

@@ -462,14 +462,34 @@ pub fn apply_tags(tags: &mut Vec<String>, add: &[String], remove: &[String]) {
 }
 
 /// What makes a new job the duplicate of an active (pending or running) one.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub enum Uniqueness {
     /// The same spider with the same arguments (`run.json`, as Scrapy Cloud's dash).
     SameArguments,
     /// The same `unique` metadata value (`jobq/<p>/push`).
     Value(Value),
     /// Nothing.
+    #[default]
     None,
+}
+
+/// A job to queue: its queue entry, the metadata its registry entry starts with (tags, the
+/// version that will run, a client's own keys), and the active jobs it must not duplicate.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub job: PendingJob,
+    pub meta: Map<String, Value>,
+    pub unique: Uniqueness,
+}
+
+impl From<PendingJob> for NewJob {
+    fn from(job: PendingJob) -> NewJob {
+        NewJob {
+            job,
+            meta: Map::new(),
+            unique: Uniqueness::None,
+        }
+    }
 }
 
 /// What a job that must not duplicate an active one got.

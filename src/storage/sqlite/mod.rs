@@ -30,7 +30,7 @@ mod queue;
 mod registry;
 
 use super::StorageError;
-use super::model::{Ending, FinishedChange, JobKey, PendingJob};
+use super::model::{Admission, Ending, FinishedChange, JobKey, NewJob, PendingJob};
 use crate::config::DbsDir;
 use jobs::FinishedLog;
 use rusqlite::Connection;
@@ -49,8 +49,9 @@ type Reply<T> = tokio::sync::oneshot::Sender<Result<T, StorageError>>;
 enum Task {
     /// Any method (it answers its caller itself).
     Run(Box<dyn FnOnce(&mut Db) + Send>),
-    /// A job to queue (with its `run.json` metadata): consecutive ones are committed together.
-    Enqueue(Box<PendingJob>, Map<String, Value>, Reply<Option<JobKey>>),
+    /// A job to queue (with its registry metadata and what it must not duplicate): consecutive
+    /// ones are committed together.
+    Enqueue(Box<NewJob>, Reply<Admission<JobKey>>),
 }
 
 /// Most enqueues committed in one transaction (bounds the wait of the first one).
@@ -299,11 +300,11 @@ fn run_owner(mut db: Db, rx: mpsc::Receiver<Task>, generation: Arc<AtomicU64>) {
         };
         match task {
             Task::Run(f) => f(&mut db),
-            Task::Enqueue(job, extra, reply) => {
-                let mut group = vec![((job, extra), reply)];
+            Task::Enqueue(job, reply) => {
+                let mut group = vec![(job, reply)];
                 while group.len() < MAX_GROUP {
                     match rx.try_recv() {
-                        Ok(Task::Enqueue(job, extra, reply)) => group.push(((job, extra), reply)),
+                        Ok(Task::Enqueue(job, reply)) => group.push((job, reply)),
                         Ok(other) => {
                             next = Some(other);
                             break;
@@ -401,16 +402,13 @@ impl Sqlite {
         rx.await.map_err(|_| StorageError::closed())?
     }
 
-    /// Queues a job; answered once it is committed (together with the enqueues around it),
-    /// with its Scrapy Cloud key (see [`Db::enqueue_group`]).
-    pub async fn enqueue(
-        &self,
-        job: PendingJob,
-        extra: Map<String, Value>,
-    ) -> Result<Option<JobKey>, StorageError> {
+    /// Queues a job unless it duplicates an active one; answered once it is committed
+    /// (together with the enqueues around it), with its registry key (see
+    /// [`Db::enqueue_group`]).
+    pub async fn enqueue(&self, job: NewJob) -> Result<Admission<JobKey>, StorageError> {
         let (reply, rx) = tokio::sync::oneshot::channel();
         self.tx
-            .send(Task::Enqueue(Box::new(job), extra, reply))
+            .send(Task::Enqueue(Box::new(job), reply))
             .map_err(|_| StorageError::closed())?;
         rx.await.map_err(|_| StorageError::closed())?
     }
@@ -452,9 +450,7 @@ mod tests {
             let store = store.clone();
             let project = if i % 3 == 0 { "a" } else { "b" };
             calls.push(tokio::spawn(async move {
-                store
-                    .enqueue(job(project, &format!("{i:03}")), Map::new())
-                    .await
+                store.enqueue(job(project, &format!("{i:03}")).into()).await
             }));
         }
         for c in calls {
@@ -547,15 +543,53 @@ mod tests {
     }
 
     #[test]
+    fn a_duplicate_in_the_same_group_is_refused_and_stores_nothing() {
+        let mut db = Db::new_for_tests(DbsDir::Memory);
+        let same = |id: &str| {
+            let mut meta = Map::new();
+            meta.insert("unique".into(), "u".into());
+            Box::new(NewJob {
+                job: job("a", id),
+                meta,
+                unique: Uniqueness::Value("u".into()),
+            })
+        };
+        let jobs = vec![same("j1"), Box::new(job("a", "j2").into()), same("j3")];
+        let results = db.enqueue_group(&jobs);
+        let first = match &results[0] {
+            Ok(Admission::Admitted(key)) => *key,
+            other => panic!("the first job is admitted: {other:?}"),
+        };
+        assert!(matches!(results[1], Ok(Admission::Admitted(_))));
+        assert!(
+            matches!(results[2], Ok(Admission::Duplicate(k)) if k == first),
+            "{:?}",
+            results[2]
+        );
+        let ids: Vec<String> = db
+            .pending(&["a".into()])
+            .unwrap()
+            .into_iter()
+            .map(|p| p.job)
+            .collect();
+        assert_eq!(ids, ["j1", "j2"]);
+        assert!(db.cloud_job_of("a", "j3").unwrap().is_none());
+    }
+
+    #[test]
     fn a_group_spanning_projects_stores_each_job_once() {
         let mut db = Db::new_for_tests(DbsDir::Memory);
-        let jobs: Vec<(Box<PendingJob>, Map<String, Value>)> = ["a", "b", "a", "c", "b"]
+        let jobs: Vec<Box<NewJob>> = ["a", "b", "a", "c", "b"]
             .iter()
             .enumerate()
-            .map(|(i, p)| (Box::new(job(p, &format!("j{i}"))), Map::new()))
+            .map(|(i, p)| Box::new(job(p, &format!("j{i}")).into()))
             .collect();
         let results = db.enqueue_group(&jobs);
-        assert!(results.iter().all(Result::is_ok));
+        assert!(
+            results
+                .iter()
+                .all(|r| matches!(r, Ok(Admission::Admitted(_))))
+        );
         let a: Vec<String> = db
             .pending(&["a".into()])
             .unwrap()

@@ -5,7 +5,7 @@
 
 use super::{CommitOrder, Db, JobEvent};
 use crate::storage::StorageError;
-use crate::storage::model::{JobKey, PendingJob};
+use crate::storage::model::{Admission, JobKey, NewJob, PendingJob};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::{Map, Value};
 
@@ -49,25 +49,38 @@ impl Db {
         Ok(())
     }
 
-    /// Queues several jobs in one write scope (one commit per file); one result per job, in
-    /// order, and a job is stored exactly when its result is `Ok`. When the group's commit
-    /// fails, each job is tried alone, so one bad file fails only its own jobs.
+    /// Queues a job unless an active job of its project is one it must not duplicate (then
+    /// nothing is written); the job has its registry key from the moment it is queued.
+    pub fn admit(&mut self, new: &NewJob) -> Result<Admission<JobKey>, StorageError> {
+        let NewJob { job, meta, unique } = new;
+        if let Some(existing) = self.find_duplicate(&job.project, &job.spider, unique, meta)? {
+            return Ok(Admission::Duplicate(existing));
+        }
+        let key = self.enqueue(job, meta)?.ok_or_else(|| {
+            StorageError::Internal("the job registry could not take the job".into())
+        })?;
+        Ok(Admission::Admitted(key))
+    }
+
+    /// Admits several jobs in one write scope (one commit per file); one result per job, in
+    /// order, and a job is stored exactly when its result is `Ok(Admitted)`. A job sees the
+    /// jobs admitted before it in the group, so two duplicates in one group make one job.
+    /// When the group's commit fails, each job is tried alone, so one bad file fails only its
+    /// own jobs.
     pub fn enqueue_group(
         &mut self,
-        jobs: &[(Box<PendingJob>, Map<String, Value>)],
-    ) -> Vec<Result<Option<JobKey>, StorageError>> {
+        jobs: &[Box<NewJob>],
+    ) -> Vec<Result<Admission<JobKey>, StorageError>> {
         let together = self.write(CommitOrder::QueuesFirst, |db| {
             jobs.iter()
-                .map(|(job, extra)| db.enqueue(job, extra))
+                .map(|job| db.admit(job))
                 .collect::<Result<Vec<_>, _>>()
         });
         match together {
-            Ok(keys) => keys.into_iter().map(Ok).collect(),
+            Ok(admitted) => admitted.into_iter().map(Ok).collect(),
             Err(_) if jobs.len() > 1 => jobs
                 .iter()
-                .map(|(job, extra)| {
-                    self.write(CommitOrder::QueuesFirst, |db| db.enqueue(job, extra))
-                })
+                .map(|job| self.write(CommitOrder::QueuesFirst, |db| db.admit(job)))
                 .collect(),
             Err(e) => vec![Err(e)],
         }
