@@ -7,6 +7,8 @@
 //! - [`StorageError`]: why a method failed; a failed method changed nothing.
 //! - `sqlite`: the embedded backend (one thread owning `{dbs_dir}/jobs.db` and Scrapyd's
 //!   per-project queue files, versioned migrations).
+//! - [`postgres`]: the backend for several nodes on one database (being built: its pool and
+//!   migrations; not selectable yet).
 //!
 //! The Scrapyd side (queues and jobs) knows nothing of the Scrapy Cloud registry: it reports
 //! job events (queued, started, removed, finished), and the registry follows them in the same
@@ -14,6 +16,7 @@
 
 mod error;
 pub mod model;
+pub mod postgres;
 mod sqlite;
 
 pub use error::StorageError;

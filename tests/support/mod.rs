@@ -8,8 +8,10 @@
 //! * [`Site`]: a tiny local website for the `site` spider.
 //! * [`wait_until()`] / [`wait_until_async()`]: deadline-bounded polling instead of sleeps.
 //! * [`server`]: an in-process scrapyd-rs (`TestServer`).
+//! * [`postgres`]: a real PostgreSQL server for the test binary, a database per test.
 #![allow(dead_code)]
 
+pub mod postgres;
 pub mod server;
 
 use std::collections::HashMap;

@@ -1,0 +1,225 @@
+//! The PostgreSQL backend, for several nodes sharing one database (issue 11, being built: the
+//! connection pool and the versioned migrations are here; the typed methods come next, and
+//! until they do `database_url` is not an option and no daemon opens this backend).
+//!
+//! - [`Postgres::connect`]: a pool of connections (`deadpool-postgres` over `tokio-postgres`,
+//!   prepared statements cached per connection) to the URL, checked by one round trip, then
+//!   migrated. Errors name the URL without its password.
+//! - [`migrate`]: numbered SQL files (`storage/postgres/migrations/NNNN_*.sql`, embedded), all
+//!   applied in one transaction that first takes a transaction-level advisory lock, so nodes
+//!   starting at once against an empty database apply each migration once and wait for each
+//!   other; a database written by a newer scrapyd-rs is refused with its version.
+
+use super::StorageError;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use std::time::Duration;
+use tokio_postgres::NoTls;
+
+/// One migration: its number and its SQL.
+pub struct Migration {
+    pub version: i32,
+    pub sql: &'static str,
+}
+
+/// The migrations, in order.
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    sql: include_str!("migrations/0001_jobs.sql"),
+}];
+
+/// The advisory lock key that serializes migrations (any fixed number no other program of the
+/// database is likely to take: "scrapyd" in ASCII).
+const MIGRATION_LOCK: i64 = i64::from_be_bytes(*b"\0scrapyd");
+
+/// Connections kept per node: the launcher, the listing and a burst of requests.
+const POOL_SIZE: usize = 16;
+
+/// How long a request waits for a connection (or for a new one to be made) before it is
+/// answered `DatabaseError: … unavailable` instead of hanging.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A cheap, clonable handle to the pool.
+#[derive(Clone)]
+pub struct Postgres {
+    pool: Pool,
+    /// The URL without its password, for messages.
+    shown: String,
+}
+
+impl Postgres {
+    /// Connects to `url` (`postgresql://user:password@host:port/db`), checks that the server
+    /// answers, and brings the database's schema up to date.
+    pub async fn connect(url: &str) -> Result<Postgres, StorageError> {
+        let shown = without_password(url);
+        let mut config: tokio_postgres::Config = url.parse().map_err(|e| {
+            StorageError::Internal(format!("database_url {shown} is not a PostgreSQL URL: {e}"))
+        })?;
+        config.connect_timeout(CONNECT_TIMEOUT);
+        config.application_name("scrapyd-rs");
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(POOL_SIZE)
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .wait_timeout(Some(CONNECT_TIMEOUT))
+            .create_timeout(Some(CONNECT_TIMEOUT))
+            .build()
+            .map_err(|e| StorageError::Internal(format!("database_url {shown}: {e}")))?;
+        let db = Postgres { pool, shown };
+        let mut client = db.client().await?;
+        migrate(&mut client)
+            .await
+            .map_err(|e| db.error("cannot migrate the database", e))?;
+        Ok(db)
+    }
+
+    /// A connection from the pool.
+    async fn client(&self) -> Result<deadpool_postgres::Object, StorageError> {
+        self.pool.get().await.map_err(|e| {
+            StorageError::Unavailable(format!("cannot reach PostgreSQL at {}: {e}", self.shown))
+        })
+    }
+
+    /// A database error, in the storage layer's terms.
+    fn error(&self, doing: &str, e: MigrateError) -> StorageError {
+        match e {
+            MigrateError::TooNew { .. } => StorageError::Internal(format!("{}: {e}", self.shown)),
+            MigrateError::Postgres(e) => from_postgres(&self.shown, doing, &e),
+        }
+    }
+
+    /// The schema version the database is at.
+    pub async fn schema_version(&self) -> Result<i32, StorageError> {
+        let client = self.client().await?;
+        let row = client
+            .query_one(
+                "SELECT coalesce(max(version), 0) FROM schema_migrations",
+                &[],
+            )
+            .await
+            .map_err(|e| from_postgres(&self.shown, "cannot read the schema version", &e))?;
+        Ok(row.get(0))
+    }
+}
+
+/// Maps a PostgreSQL error: a lost or refused connection is `Unavailable` (the same call may
+/// succeed later), a unique or serialization violation a `Conflict`, anything else `Internal`.
+fn from_postgres(shown: &str, doing: &str, e: &tokio_postgres::Error) -> StorageError {
+    use tokio_postgres::error::SqlState;
+    let message = format!("{doing} ({shown}): {e}");
+    match e.code() {
+        None => StorageError::Unavailable(message),
+        Some(c)
+            if *c == SqlState::UNIQUE_VIOLATION || *c == SqlState::T_R_SERIALIZATION_FAILURE =>
+        {
+            StorageError::Conflict(message)
+        }
+        Some(c)
+            if c.code().starts_with("08")
+                || c.code().starts_with("57P")
+                || *c == SqlState::TOO_MANY_CONNECTIONS =>
+        {
+            StorageError::Unavailable(message)
+        }
+        Some(_) => StorageError::Internal(message),
+    }
+}
+
+/// `url` with its password replaced by `***` (a URL that cannot be read is shown as its scheme
+/// and host part only, never whole).
+pub fn without_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "(not a URL)".into();
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    let path = path.split('?').next().unwrap_or("");
+    match authority.rsplit_once('@') {
+        Some((user, host)) => {
+            let password = if user.contains(':') { ":***" } else { "" };
+            let user = user.split(':').next().unwrap_or("");
+            format!("{scheme}://{user}{password}@{host}{path}")
+        }
+        None => format!("{scheme}://{authority}{path}"),
+    }
+}
+
+/// Why the schema cannot be brought up to date.
+#[derive(Debug, thiserror::Error)]
+pub enum MigrateError {
+    #[error(transparent)]
+    Postgres(#[from] tokio_postgres::Error),
+    /// A newer scrapyd-rs wrote it: this one does not know its tables.
+    #[error("its schema version {found} is newer than this scrapyd-rs knows ({known})")]
+    TooNew { found: i32, known: i32 },
+}
+
+/// Applies the migrations the database lacks, in one transaction under the migration lock.
+pub async fn migrate(client: &mut tokio_postgres::Client) -> Result<(), MigrateError> {
+    let tx = client.transaction().await?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+             version integer PRIMARY KEY,
+             applied timestamptz NOT NULL DEFAULT now()
+         )",
+    )
+    .await?;
+    let found: i32 = tx
+        .query_one(
+            "SELECT coalesce(max(version), 0) FROM schema_migrations",
+            &[],
+        )
+        .await?
+        .get(0);
+    let known = MIGRATIONS.last().map_or(0, |m| m.version);
+    if found > known {
+        return Err(MigrateError::TooNew { found, known });
+    }
+    for m in MIGRATIONS.iter().filter(|m| m.version > found) {
+        tx.batch_execute(m.sql).await?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version) VALUES ($1)",
+            &[&m.version],
+        )
+        .await?;
+        tracing::info!(version = m.version, "migrated the PostgreSQL database");
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_shown_without_their_password() {
+        assert_eq!(
+            without_password("postgresql://u:secret@db:5432/scrapyd"),
+            "postgresql://u:***@db:5432/scrapyd"
+        );
+        assert_eq!(
+            without_password("postgresql://u:p@ss@db/x?password=y"),
+            "postgresql://u:***@db/x"
+        );
+        assert_eq!(without_password("postgres://u@db/x"), "postgres://u@db/x");
+        assert_eq!(without_password("postgresql://db"), "postgresql://db");
+        assert_eq!(without_password("host=db password=x"), "(not a URL)");
+    }
+
+    #[test]
+    fn migrations_are_numbered_from_one_without_gaps() {
+        for (i, m) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(m.version, i as i32 + 1);
+        }
+    }
+}
