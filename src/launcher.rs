@@ -9,7 +9,9 @@ use crate::eggs::EggStore;
 use crate::names;
 use crate::runner::{self, ProjectSource};
 use crate::storage::Storage;
-use crate::storage::model::{Ending, JobRecord, Orphan, Outcome, Retention, now_micros};
+use crate::storage::model::{
+    Ending, JobKey, JobRecord, Orphan, Outcome, RegistryLaunch, Retention, now_micros,
+};
 use nix::sys::signal::Signal;
 use std::collections::HashMap;
 use std::os::unix::process::ExitStatusExt;
@@ -21,24 +23,15 @@ use tokio::io::AsyncBufReadExt;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-/// Removes the data folders of jobs the retention dropped (in the background).
-pub fn remove_job_data(root: &Path, keys: Vec<crate::storage::model::JobKey>) {
-    if keys.is_empty() {
-        return;
-    }
-    let root = root.to_path_buf();
-    tokio::task::spawn_blocking(move || {
-        for k in keys {
-            let dir = crate::cloud::jobdata::job_dir(&root, k.project, k.spider, k.n);
-            let _ = std::fs::remove_dir_all(dir);
-        }
-    });
-}
-
-/// What the Scrapy Cloud registry adds to a launch.
-struct CloudLaunch {
-    key: crate::storage::model::JobKey,
-    environment: Vec<(String, String)>,
+/// What a part built on the core adds to the crawls (the Scrapy Cloud API gives a job with a
+/// registry entry its data folder and environment). The launcher calls it and knows nothing
+/// else of it.
+pub trait LaunchExtension: Send + Sync + 'static {
+    /// Environment variables for a crawl whose registry entry has this key and stored
+    /// environment. An error fails the launch with that message.
+    fn environment(&self, registry: &RegistryLaunch) -> Result<Vec<(String, String)>, String>;
+    /// The retention dropped these jobs' registry entries.
+    fn pruned(&self, keys: Vec<JobKey>);
 }
 
 /// How often a re-adopted crawl (not our child: no exit notification) is checked.
@@ -150,6 +143,7 @@ pub struct Launcher {
     unrecorded: Vec<(i64, Ending)>,
     /// Where crawls leave their result files (`{id}.json`).
     results: PathBuf,
+    extension: Arc<dyn LaunchExtension>,
 }
 
 /// The variable that tells a crawl's runner where to write its result file.
@@ -193,6 +187,7 @@ impl Launcher {
         storage: Storage,
         eggs: Arc<EggStore>,
         results: PathBuf,
+        extension: Arc<dyn LaunchExtension>,
     ) -> (Launcher, LauncherHandle) {
         let (tx, rx) = mpsc::unbounded_channel();
         let capacity = config.capacity();
@@ -208,6 +203,7 @@ impl Launcher {
                 unrecorded: Vec::new(),
                 capacity,
                 results,
+                extension,
             },
             handle,
         )
@@ -308,7 +304,7 @@ impl Launcher {
         };
         let recorded = self.storage.finish(id, ending.clone(), retention).await;
         match recorded {
-            Ok(pruned) => remove_job_data(&self.config.jobdata_dir, pruned),
+            Ok(pruned) => self.extension.pruned(pruned),
             Err(e) => {
                 tracing::error!("cannot record the end of job row {id} yet: {e}");
                 self.unrecorded.push((id, ending));
@@ -328,13 +324,7 @@ impl Launcher {
             let projects = self.eggs.projects();
             let next = self.storage.claim_next(projects, now_micros()).await;
             match next {
-                Ok(Some(claim)) => {
-                    // Its Scrapy Cloud key and `run.json` environment, if the registry has them.
-                    let cloud = claim
-                        .cloud
-                        .map(|(key, environment)| CloudLaunch { key, environment });
-                    self.launch(claim.record, cloud).await
-                }
+                Ok(Some(claim)) => self.launch(claim.record, claim.registry).await,
                 Ok(None) => break,
                 Err(e) => {
                     tracing::error!("cannot read the spider queues: {e}");
@@ -344,8 +334,8 @@ impl Launcher {
         }
     }
 
-    async fn launch(&mut self, record: JobRecord, cloud: Option<CloudLaunch>) {
-        match self.spawn(&record, cloud.as_ref()).await {
+    async fn launch(&mut self, record: JobRecord, registry: Option<RegistryLaunch>) {
+        match self.spawn(&record, registry.as_ref()).await {
             Ok((pid, log)) => {
                 tracing::info!(
                     log = %log.as_deref().map(|p| p.display().to_string()).unwrap_or_default(),
@@ -389,7 +379,7 @@ impl Launcher {
     async fn spawn(
         &self,
         r: &JobRecord,
-        cloud: Option<&CloudLaunch>,
+        registry: Option<&RegistryLaunch>,
     ) -> Result<(u32, Option<PathBuf>), String> {
         for name in [&r.project, &r.spider, &r.job] {
             if !names::is_safe(name) {
@@ -445,22 +435,8 @@ impl Launcher {
         let result = self.result_path(r.id);
         let _ = std::fs::remove_file(&result);
         let mut cmd = self.eggs.runner().command(&r.project, &source);
-        if let Some(c) = cloud {
-            for (k, v) in &c.environment {
-                if !k.is_empty() && !k.contains(['=', '\0']) && !v.contains('\0') {
-                    cmd.env(k, v);
-                }
-            }
-            let dir = crate::cloud::jobdata::job_dir(
-                &self.config.jobdata_dir,
-                c.key.project,
-                c.key.spider,
-                c.key.n,
-            );
-            std::fs::create_dir_all(&dir)
-                .map_err(|e| format!("cannot use {}: {e}", dir.display()))?;
-            cmd.env("SCRAPYD_RS_JOBDATA", &dir)
-                .env("SHUB_JOBKEY", c.key.to_string());
+        if let Some(entry) = registry {
+            cmd.envs(self.extension.environment(entry)?);
         }
         // Also what tells this crawl's process from any other after a restart (`orphan_of`).
         cmd.env(RESULT_ENV, &result);

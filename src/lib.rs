@@ -177,8 +177,16 @@ async fn serve_with_runner(
             trigger.cancel();
         });
     }
-    let (mut launcher, handle) =
-        launcher::Launcher::new(config.clone(), store.clone(), eggs.clone(), results);
+    let jobdata = cloud::jobdata::JobDataLaunch {
+        root: config.jobdata_dir.clone(),
+    };
+    let (mut launcher, handle) = launcher::Launcher::new(
+        config.clone(),
+        store.clone(),
+        eggs.clone(),
+        results,
+        Arc::new(jobdata),
+    );
     // With no crawl left running, no crawl can still import from a replaced extra egg.
     if left_running.is_empty() {
         eggs.remove_unused_extra_eggs();

@@ -135,7 +135,7 @@ pub async fn update(
             state.config.jobdata_to_keep,
         );
         let pruned = state.storage.prune_cloud_jobs(&p, &spider, keep).await?;
-        crate::launcher::remove_job_data(&state.config.jobdata_dir, pruned);
+        super::jobdata::remove_job_data(&state.config.jobdata_dir, pruned);
     }
     Ok(())
 }

@@ -16,6 +16,8 @@
 //! writing while the daemon restarts (re-adoption); plain appends need no shared database
 //! handle, and reading a million entries is a sequential file read.
 
+use crate::launcher::LaunchExtension;
+use crate::storage::model::{JobKey, RegistryLaunch};
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -114,6 +116,48 @@ pub fn job_dir(root: &Path, project: i64, spider: i64, n: i64) -> PathBuf {
     root.join(project.to_string())
         .join(spider.to_string())
         .join(n.to_string())
+}
+
+/// Removes the data folders of jobs the retention dropped (in the background).
+pub fn remove_job_data(root: &Path, keys: Vec<JobKey>) {
+    if keys.is_empty() {
+        return;
+    }
+    let root = root.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        for k in keys {
+            let _ = std::fs::remove_dir_all(job_dir(&root, k.project, k.spider, k.n));
+        }
+    });
+}
+
+/// The Scrapy Cloud side of a crawl's launch: a job with a registry entry gets its data folder
+/// (`SCRAPYD_RS_JOBDATA`, where the runner writes its streams), its key (`SHUB_JOBKEY`, as on
+/// Scrapy Cloud) and the environment `run.json` asked for; the data of pruned jobs is removed.
+pub struct JobDataLaunch {
+    pub root: PathBuf,
+}
+
+impl LaunchExtension for JobDataLaunch {
+    fn environment(&self, entry: &RegistryLaunch) -> Result<Vec<(String, String)>, String> {
+        // A name or value the process environment cannot carry is left out.
+        let mut env: Vec<(String, String)> = entry
+            .environment
+            .iter()
+            .filter(|(k, v)| !k.is_empty() && !k.contains(['=', '\0']) && !v.contains('\0'))
+            .cloned()
+            .collect();
+        let key = entry.key;
+        let dir = job_dir(&self.root, key.project, key.spider, key.n);
+        std::fs::create_dir_all(&dir).map_err(|e| format!("cannot use {}: {e}", dir.display()))?;
+        env.push(("SCRAPYD_RS_JOBDATA".into(), dir.display().to_string()));
+        env.push(("SHUB_JOBKEY".into(), key.to_string()));
+        Ok(env)
+    }
+
+    fn pruned(&self, keys: Vec<JobKey>) {
+        remove_job_data(&self.root, keys);
+    }
 }
 
 /// What the index covers, and the stats of those entries.
@@ -689,6 +733,41 @@ pub fn read_entries(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_registered_job_gets_its_folder_key_and_the_environment_a_process_can_carry() {
+        let dir = tempfile::tempdir().unwrap();
+        let launch = JobDataLaunch {
+            root: dir.path().to_path_buf(),
+        };
+        let entry = RegistryLaunch {
+            key: JobKey {
+                project: 3,
+                spider: 2,
+                n: 7,
+            },
+            environment: vec![
+                ("GOOD".into(), "1".into()),
+                ("".into(), "x".into()),
+                ("A=B".into(), "x".into()),
+                ("NUL".into(), "a\0b".into()),
+            ],
+        };
+        let env = launch.environment(&entry).unwrap();
+        let folder = dir.path().join("3/2/7");
+        assert_eq!(
+            env,
+            vec![
+                ("GOOD".to_owned(), "1".to_owned()),
+                (
+                    "SCRAPYD_RS_JOBDATA".to_owned(),
+                    folder.display().to_string()
+                ),
+                ("SHUB_JOBKEY".to_owned(), "3/2/7".to_owned()),
+            ]
+        );
+        assert!(folder.is_dir());
+    }
 
     #[test]
     fn appends_index_and_reads_back_from_any_entry() {

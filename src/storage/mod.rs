@@ -114,8 +114,8 @@ impl Storage {
                     let Some(record) = db.start_next(&projects, now)? else {
                         return Ok(None);
                     };
-                    let cloud = db.launch_environment(&record.project, &record.job);
-                    Ok(Some(Claim { record, cloud }))
+                    let registry = db.launch_environment(&record.project, &record.job);
+                    Ok(Some(Claim { record, registry }))
                 })
                 .await
             }

@@ -326,8 +326,16 @@ pub enum FinishedUpdate {
 #[derive(Debug, Clone)]
 pub struct Claim {
     pub record: JobRecord,
-    /// Its Scrapy Cloud key and the environment `run.json` gave it, if registered.
-    pub cloud: Option<(JobKey, Vec<(String, String)>)>,
+    /// What its registry entry adds to its launch, if it has one.
+    pub registry: Option<RegistryLaunch>,
+}
+
+/// What a job's registry entry adds to its launch: its key, and the environment variables the
+/// client that made it asked for (`run.json`'s `environment`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RegistryLaunch {
+    pub key: JobKey,
+    pub environment: Vec<(String, String)>,
 }
 
 /// How many finished jobs are kept: Scrapyd's rows (`finished_to_keep`), and per spider the

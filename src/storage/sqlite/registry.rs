@@ -12,8 +12,9 @@
 use super::{Db, JOBS_DB, JobEvent};
 use crate::storage::StorageError;
 use crate::storage::model::{
-    CloudJob, Ending, FIRST_ALLOCATED_PROJECT_ID, JobKey, JobQuery, PendingJob, Uniqueness,
-    apply_tags, close_reason, now_micros, now_ms, pairs_to_map, parse_id, string_pairs, tags_of,
+    CloudJob, Ending, FIRST_ALLOCATED_PROJECT_ID, JobKey, JobQuery, PendingJob, RegistryLaunch,
+    Uniqueness, apply_tags, close_reason, now_micros, now_ms, pairs_to_map, parse_id, string_pairs,
+    tags_of,
 };
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::{Map, Value, json};
@@ -440,16 +441,12 @@ impl Db {
 
     /// What the registry adds to the launch of a Scrapyd job: its key and the environment
     /// `run.json` gave it (`None` when it has no row).
-    pub fn launch_environment(
-        &mut self,
-        project: &str,
-        job: &str,
-    ) -> Option<(JobKey, Vec<(String, String)>)> {
+    pub fn launch_environment(&mut self, project: &str, job: &str) -> Option<RegistryLaunch> {
         let j = self.cloud_job_of(project, job).ok()??;
-        Some((
-            j.key,
-            self.job_environment(project, job).unwrap_or_default(),
-        ))
+        Some(RegistryLaunch {
+            key: j.key,
+            environment: self.job_environment(project, job).unwrap_or_default(),
+        })
     }
 
     /// The key of an active (pending or running) job of `project` that a job of `spider` with
