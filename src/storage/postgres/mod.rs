@@ -22,10 +22,28 @@ pub struct Migration {
 }
 
 /// The migrations, in order.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    sql: include_str!("migrations/0001_jobs.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        sql: include_str!("migrations/0001_jobs.sql"),
+    },
+    Migration {
+        version: 2,
+        sql: include_str!("migrations/0002_registry.sql"),
+    },
+    Migration {
+        version: 3,
+        sql: include_str!("migrations/0003_activity.sql"),
+    },
+    Migration {
+        version: 4,
+        sql: include_str!("migrations/0004_collections.sql"),
+    },
+    Migration {
+        version: 5,
+        sql: include_str!("migrations/0005_frontier.sql"),
+    },
+];
 
 /// The advisory lock key that serializes migrations (any fixed number no other program of the
 /// database is likely to take: "scrapyd" in ASCII).
