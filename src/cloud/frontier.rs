@@ -22,7 +22,8 @@
 //! priority, batch and position: the queue order). Reads go through the tables in pages (one
 //! storage read each) and are streamed, so a large slot is never held in memory.
 
-use super::collections::{param_count, project_of, query_params};
+use super::collections::{param_count, project_of};
+use super::wire::query_params;
 use super::wire::{self, HubError, HubResult, decode_body};
 use crate::AppState;
 use crate::storage::model::{Batch, NewRequest, SlotRef};

@@ -2,11 +2,33 @@
 //! (JSON lines, or a concatenation of msgpack objects when the client asks for it), and errors
 //! with the HTTP status codes the `scrapinghub` client maps to its exceptions.
 
+use crate::api::params::{Params, parse_urlencoded};
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use std::io::Read;
+
+/// The parameters of a request's query string (none when it has none).
+pub fn query_params(raw: &Option<String>) -> Params {
+    raw.as_deref()
+        .map(|q| parse_urlencoded(q.as_bytes()))
+        .unwrap_or_default()
+}
+
+/// A text parameter; a value that is not text is a 400.
+pub fn param_text(params: &Params, key: &str) -> Result<Option<String>, HubError> {
+    params
+        .text(key)
+        .map_err(|e| HubError::bad_request(e.message))
+}
+
+/// Every value of a repeated parameter; a value that is not text is a 400.
+pub fn param_list(params: &Params, key: &str) -> Result<Vec<String>, HubError> {
+    params
+        .all(key)
+        .map_err(|e| HubError::bad_request(e.message))
+}
 
 /// Largest request body accepted by the storage API once decoded.
 pub const MAX_BODY: usize = 64 * 1024 * 1024;

@@ -34,9 +34,12 @@ mod scan;
 pub use render::render_record;
 pub use scan::{PAGE_ROWS, ScanQuery, Scanner};
 
-use super::wire::{self, HubError, HubResult, MAX_VALUE, decode_body, json_lines};
+use super::wire::{
+    self, HubError, HubResult, MAX_VALUE, decode_body, json_lines, param_list, param_text,
+    query_params,
+};
 use crate::AppState;
-use crate::api::params::{Params, parse_urlencoded};
+use crate::api::params::Params;
 use crate::storage::model::now_ms;
 use crate::storage::model::{CollectionRef, CollectionType, NewRecord, RenameOutcome};
 use axum::Router;
@@ -101,24 +104,6 @@ pub fn parse_records(body: &[u8]) -> Result<Vec<NewRecord>, HubError> {
 // HTTP: request parsing shared with the frontier endpoints.
 
 /// The query parameters of a request.
-pub(super) fn query_params(raw: &Option<String>) -> Params {
-    raw.as_deref()
-        .map(|q| parse_urlencoded(q.as_bytes()))
-        .unwrap_or_default()
-}
-
-pub(super) fn param_text(params: &Params, key: &str) -> Result<Option<String>, HubError> {
-    params
-        .text(key)
-        .map_err(|e| HubError::bad_request(e.message))
-}
-
-pub(super) fn param_list(params: &Params, key: &str) -> Result<Vec<String>, HubError> {
-    params
-        .all(key)
-        .map_err(|e| HubError::bad_request(e.message))
-}
-
 /// A non-negative integer parameter.
 pub(super) fn param_count(params: &Params, key: &str) -> Result<Option<u64>, HubError> {
     param_text(params, key)?

@@ -2,11 +2,12 @@
 //! `start`, `startafter`, `startts`, `endts`, `count`, `filter`) become a [`ScanQuery`], which a
 //! [`Scanner`] turns into key ranges read page by page, keeping the records the query selects.
 
-use super::{param_count, param_list, param_ms, param_text};
+use super::{param_count, param_ms};
 use crate::AppState;
 use crate::api::params::Params;
 use crate::cloud::jobdata::Filter;
 use crate::cloud::wire::HubError;
+use crate::cloud::wire::{param_list, param_text};
 use crate::storage::model::now_ms;
 use crate::storage::model::{CollectionRef, CollectionType, PageRequest, StoredRecord};
 use serde_json::Value;

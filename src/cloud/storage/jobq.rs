@@ -2,7 +2,7 @@
 //! writes that make, start, update and cancel them (`push`, `startjob`, `update`, `cancel`).
 
 use super::summaries::summary;
-use super::{number, parse_key, query, text, text_list, time_range};
+use super::{number, parse_key, time_range};
 use crate::AppState;
 use crate::api::params::Params;
 use crate::cloud::access::Caller;
@@ -13,6 +13,7 @@ use crate::cloud::submit::{Submission, SubmitError, Submitted, requested_state, 
 use crate::cloud::wire::{
     self, HubError, HubResult, RequestBody, decode_body, json_lines, lines, one,
 };
+use crate::cloud::wire::{param_list, param_text, query_params};
 use crate::storage::model::Uniqueness;
 use crate::storage::model::{JobKey, JobQuery, parse_id};
 use axum::extract::{Path, RawQuery, State};
@@ -27,7 +28,7 @@ pub(super) async fn job_query(
     default_state: Option<&str>,
 ) -> Result<JobQuery, HubError> {
     let mut q = JobQuery::default();
-    for s in text_list(params, "state")? {
+    for s in param_list(params, "state")? {
         if !STATES.contains(&s.as_str()) {
             return Err(HubError::bad_request(format!("invalid state: {s}")));
         }
@@ -38,17 +39,17 @@ pub(super) async fn job_query(
     {
         q.states.push(s.to_owned());
     }
-    if let Some(spider) = text(params, "spider")? {
+    if let Some(spider) = param_text(params, "spider")? {
         // A spider name (the client's form), else a spider id.
         let by_name = state.storage.spider_id(project, &spider, false).await?;
         let id = by_name.or_else(|| parse_id(&spider));
         // An unknown spider has no jobs.
         q.spider_id = Some(id.unwrap_or(-1));
     }
-    q.has_tag = text_list(params, "has_tag")?;
-    q.lacks_tag = text_list(params, "lacks_tag")?;
+    q.has_tag = param_list(params, "has_tag")?;
+    q.lacks_tag = param_list(params, "lacks_tag")?;
     (q.startts, q.endts) = time_range(params)?;
-    for k in text_list(params, "key")? {
+    for k in param_list(params, "key")? {
         q.keys.push(
             JobKey::parse(&k).ok_or_else(|| HubError::bad_request(format!("invalid key: {k}")))?,
         );
@@ -63,7 +64,7 @@ pub(super) async fn jobq_count(
     q: RawQuery,
 ) -> HubResult {
     let (project, _) = project(&state, &p).await?;
-    let params = query(&q.0);
+    let params = query_params(&q.0);
     let query = job_query(&state, &project, &params, Some("finished")).await?;
     let jobs = state.storage.cloud_jobs(&project, query).await?;
     Ok(one(&jobs.len().into()))
@@ -76,11 +77,11 @@ pub(super) async fn jobq_list(
     q: RawQuery,
 ) -> HubResult {
     let (project, _) = project(&state, &p).await?;
-    let params = query(&q.0);
+    let params = query_params(&q.0);
     let mut query = job_query(&state, &project, &params, Some("finished")).await?;
     query.skip = number(&params, "start")?.unwrap_or(0).max(0) as usize;
     query.count = Some(number(&params, "count")?.unwrap_or(1000).clamp(0, 100_000) as usize);
-    if let Some(stop) = text(&params, "stop")? {
+    if let Some(stop) = param_text(&params, "stop")? {
         query.stop = JobKey::parse(&stop);
     }
     summary_lines(&state, project, query, &params).await
@@ -93,7 +94,7 @@ async fn summary_lines(
     query: JobQuery,
     params: &Params,
 ) -> HubResult {
-    let jobmeta = text_list(params, "jobmeta")?;
+    let jobmeta = param_list(params, "jobmeta")?;
     let jobs = state.storage.cloud_jobs(&project, query).await?;
     let out: Vec<Value> = jobs.iter().map(|j| summary(j, &jobmeta)).collect();
     Ok(lines(&out, false))
@@ -106,7 +107,7 @@ pub(super) async fn jobq_jobsummary(
     q: RawQuery,
 ) -> HubResult {
     let (project, _) = project(&state, &p).await?;
-    let params = query(&q.0);
+    let params = query_params(&q.0);
     let query = job_query(&state, &project, &params, None).await?;
     if query.keys.is_empty() {
         return Ok(lines(&[], false));
@@ -307,7 +308,7 @@ pub(super) async fn jobq_cancel(
     RequestBody(body): RequestBody,
 ) -> HubResult {
     let (project, project_id) = project(&state, &p).await?;
-    if let Some(count) = number(&query(&q.0), "count")? {
+    if let Some(count) = number(&query_params(&q.0), "count")? {
         // Zyte's bulk cancel by count is for its admins: others get Forbidden, as documented.
         if !caller.is_admin() {
             return Err(HubError::new(

@@ -2,15 +2,16 @@
 //! spider's jobs, and one job's whole metadata or one field of it, read, set and deleted.
 
 use super::jobq::job_query;
-use super::{number, parse_key, query};
+use super::{number, parse_key, spider_param};
 use crate::AppState;
 use crate::cloud::control;
 use crate::cloud::project;
 use crate::cloud::registry::{RESERVED_META, drop_reserved};
+use crate::cloud::wire::query_params;
 use crate::cloud::wire::{
     self, HubError, HubResult, RequestBody, decode_body, json_lines, lines, one,
 };
-use crate::storage::model::{CloudJob, JobKey, parse_id};
+use crate::storage::model::{CloudJob, JobKey};
 use axum::extract::{Path, RawQuery, State};
 use axum::http::HeaderMap;
 use serde_json::{Map, Value};
@@ -50,12 +51,10 @@ async fn jobs_meta(
     q: &Option<String>,
 ) -> HubResult {
     let (project, _) = project(state, p).await?;
-    let params = query(q);
+    let params = query_params(q);
     let mut query = job_query(state, &project, &params, None).await?;
     if let Some(s) = spider {
-        query.spider_id = Some(
-            parse_id(s).ok_or_else(|| HubError::bad_request(format!("invalid spider id: {s}")))?,
-        );
+        query.spider_id = Some(spider_param(s)?);
     }
     query.skip = number(&params, "start")?.unwrap_or(0).max(0) as usize;
     query.count = number(&params, "count")?.map(|c| c.max(0) as usize);

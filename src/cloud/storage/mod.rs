@@ -13,9 +13,9 @@ mod streams;
 mod summaries;
 
 use super::project;
-use super::wire::{HubError, HubResult, one};
+use super::wire::{HubError, HubResult, one, param_text, query_params};
 use crate::AppState;
-use crate::api::params::{Params, parse_urlencoded};
+use crate::api::params::Params;
 use crate::storage::model::{JobKey, now_ms};
 use axum::Router;
 use axum::extract::{Path, RawQuery, State};
@@ -90,33 +90,20 @@ pub fn routes() -> Router<AppState> {
     r
 }
 
-/// The query parameters.
-fn query(raw: &Option<String>) -> Params {
-    raw.as_deref()
-        .map(|q| parse_urlencoded(q.as_bytes()))
-        .unwrap_or_default()
-}
-
-fn text_list(params: &Params, key: &str) -> Result<Vec<String>, HubError> {
-    params
-        .all(key)
-        .map_err(|e| HubError::bad_request(e.message))
-}
-
-fn text(params: &Params, key: &str) -> Result<Option<String>, HubError> {
-    params
-        .text(key)
-        .map_err(|e| HubError::bad_request(e.message))
-}
-
 fn number(params: &Params, key: &str) -> Result<Option<i64>, HubError> {
-    text(params, key)?
+    param_text(params, key)?
         .map(|t| {
             t.trim()
                 .parse::<i64>()
                 .map_err(|_| HubError::bad_request(format!("invalid {key}: {t}")))
         })
         .transpose()
+}
+
+/// A spider id of a path.
+fn spider_param(s: &str) -> Result<i64, HubError> {
+    crate::storage::model::parse_id(s)
+        .ok_or_else(|| HubError::bad_request(format!("invalid spider id: {s}")))
 }
 
 fn parse_key(p: &str, s: &str, j: &str) -> Result<JobKey, HubError> {
@@ -136,8 +123,8 @@ async fn spider_id(
     q: RawQuery,
 ) -> HubResult {
     let (project, _) = project(&state, &p).await?;
-    let params = query(&q.0);
-    let create = text(&params, "create")?
+    let params = query_params(&q.0);
+    let create = param_text(&params, "create")?
         .is_some_and(|c| !matches!(c.as_str(), "" | "0" | "false" | "False"));
     let known = state
         .eggs

@@ -3,7 +3,7 @@
 //! streams themselves are [`crate::cloud::jobdata`]'s.
 
 use super::meta::job_at;
-use super::{number, parse_key, query, text, text_list, time_range};
+use super::{number, parse_key, spider_param, time_range};
 use crate::AppState;
 use crate::cloud::jobdata::{
     Filter, ReadOptions, Stream, StreamKind, job_dir, jobs_with_data, read_entries,
@@ -11,8 +11,9 @@ use crate::cloud::jobdata::{
 use crate::cloud::wire::{
     self, HubError, HubResult, MAX_VALUE, RequestBody, decode_body, json_lines, lines, one,
 };
+use crate::cloud::wire::{param_list, param_text, query_params};
 use crate::cloud::{STORAGE_PREFIX, project};
-use crate::storage::model::{JobKey, parse_id};
+use crate::storage::model::JobKey;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::HeaderMap;
 use serde_json::Value;
@@ -55,34 +56,34 @@ fn read_jobs(
     q: &Option<String>,
     headers: &HeaderMap,
 ) -> HubResult {
-    let params = query(q);
+    let params = query_params(q);
     let mut opts = ReadOptions {
         count: number(&params, "count")?.map(|c| c.max(0) as u64),
         msgpack: kind.allows_msgpack() && wire::wants_msgpack(headers),
         ..ReadOptions::default()
     };
-    if let Some(start) = text(&params, "start")? {
+    if let Some(start) = param_text(&params, "start")? {
         opts.start = Some(entry_key(&start)?);
     }
-    if let Some(after) = text(&params, "startafter")? {
+    if let Some(after) = param_text(&params, "startafter")? {
         let (key, n) = entry_key(&after)?;
         let next = n
             .checked_add(1)
             .ok_or_else(|| HubError::bad_request(format!("invalid entry key: {after}")))?;
         opts.start = Some((key, next));
     }
-    for i in text_list(&params, "index")? {
+    for i in param_list(&params, "index")? {
         opts.index.push(
             i.parse::<u64>()
                 .map_err(|_| HubError::bad_request(format!("invalid index: {i}")))?,
         );
     }
     (opts.startts, opts.endts) = time_range(&params)?;
-    let meta = text_list(&params, "meta")?;
+    let meta = param_list(&params, "meta")?;
     opts.with_keys = meta.iter().any(|m| m == "_key");
     opts.with_ts = meta.iter().any(|m| m == "_ts");
-    opts.nodata = text(&params, "nodata")?.is_some_and(|v| v == "1" || v == "true");
-    opts.filters = text_list(&params, "filter")?
+    opts.nodata = param_text(&params, "nodata")?.is_some_and(|v| v == "1" || v == "true");
+    opts.filters = param_list(&params, "filter")?
         .iter()
         .map(|f| Filter::parse(f))
         .collect::<Result<Vec<_>, _>>()
@@ -124,8 +125,7 @@ pub(super) async fn spider_stream_read(
     headers: HeaderMap,
 ) -> HubResult {
     let (_, project_id) = project(&state, &p).await?;
-    let spider =
-        parse_id(&s).ok_or_else(|| HubError::bad_request(format!("invalid spider id: {s}")))?;
+    let spider = spider_param(&s)?;
     let keys = jobs_with_data(&state.config.jobdata_dir, project_id, Some(spider));
     read_jobs(&state, kind_of(uri.path())?, keys, &q.0, &headers)
 }
@@ -184,7 +184,7 @@ pub(super) async fn stream_write(
 ) -> HubResult {
     let (_, key, _) = job_at(&state, &p, &s, &j).await?;
     let stream = stream_of(&state, uri.path(), key)?;
-    let params = query(&q.0);
+    let params = query_params(&q.0);
     let start = number(&params, "start")?.map(|s| s.max(0) as u64);
     let body = decode_body(&headers, &body)?;
     for line in body.split(|b| *b == b'\n') {

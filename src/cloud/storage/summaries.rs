@@ -2,13 +2,14 @@
 //! project (`projects/jobsummaries`, `projects/<p>/jobsummary`) and each spider's last job
 //! (`spiders/<p>/lastjobsummary`), with the summary line they share with `jobq` lists.
 
-use super::{number, query, text, text_list};
+use super::{number, spider_param};
 use crate::AppState;
 use crate::cloud::access::Caller;
 use crate::cloud::project;
 use crate::cloud::registry::{RESERVED_META, shown_field};
 use crate::cloud::wire::{HubError, HubResult, lines, one};
-use crate::storage::model::{CloudJob, JobQuery, now_ms, parse_id};
+use crate::cloud::wire::{param_list, param_text, query_params};
+use crate::storage::model::{CloudJob, JobQuery, now_ms};
 use axum::extract::{Path, RawQuery, State};
 use serde_json::{Map, Value, json};
 
@@ -74,14 +75,12 @@ async fn summaries(
     q: &Option<String>,
 ) -> HubResult {
     let (project, _) = project(state, p).await?;
-    let params = query(q);
+    let params = query_params(q);
     let count = number(&params, "count")?.unwrap_or(5).clamp(0, 1000) as usize;
     let skip = number(&params, "start")?.unwrap_or(0).max(0) as usize;
-    let jobmeta = text_list(&params, "jobmeta")?;
+    let jobmeta = param_list(&params, "jobmeta")?;
     let spider_id = match spider {
-        Some(s) => Some(
-            parse_id(s).ok_or_else(|| HubError::bad_request(format!("invalid spider id: {s}")))?,
-        ),
+        Some(s) => Some(spider_param(s)?),
         None => None,
     };
     let states: Vec<&str> = match only {
@@ -173,7 +172,7 @@ pub(super) async fn project_summaries(
     q: RawQuery,
 ) -> HubResult {
     let mut states = Vec::new();
-    for s in text_list(&query(&q.0), "state")? {
+    for s in param_list(&query_params(&q.0), "state")? {
         if !["pending", "running", "finished"].contains(&s.as_str()) {
             return Err(HubError::bad_request(format!("invalid state: {s}")));
         }
@@ -213,14 +212,12 @@ async fn last_jobs(
     q: &Option<String>,
 ) -> HubResult {
     let (project, _) = project(state, p).await?;
-    let params = query(q);
+    let params = query_params(q);
     let count = number(&params, "count")?.map(|c| c.max(0) as usize);
-    let start = text(&params, "start")?;
-    let startafter = text(&params, "startafter")?;
+    let start = param_text(&params, "start")?;
+    let startafter = param_text(&params, "startafter")?;
     let spider_id = match spider {
-        Some(s) => Some(
-            parse_id(s).ok_or_else(|| HubError::bad_request(format!("invalid spider id: {s}")))?,
-        ),
+        Some(s) => Some(spider_param(s)?),
         None => None,
     };
     let query = JobQuery {
