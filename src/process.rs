@@ -161,6 +161,20 @@ mod tests {
             cmd.spawn().unwrap()
         };
         let mut children = [spawn(true, true), spawn(true, false), spawn(false, true)];
+        // `spawn` returns once the child exists, maybe before it has exec'd the interpreter:
+        // wait (with a deadline) until each one's arguments are its own.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let execd = |pid: u32| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.split(|&b| b == 0).any(|arg| arg == tag.as_bytes()))
+        };
+        while !children.iter().all(|c| execd(c.id())) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the test processes did not start within 30 s"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
         let found = leaders_with_argument(&tag, &entry);
         for child in &mut children {
             let _ = child.kill();

@@ -15,6 +15,7 @@
 //! transaction.
 
 mod error;
+pub mod migration;
 pub mod model;
 pub mod postgres;
 mod sqlite;

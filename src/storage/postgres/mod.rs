@@ -11,15 +11,10 @@
 //!   other; a database written by a newer scrapyd-rs is refused with its version.
 
 use super::StorageError;
+use super::migration::{Migration, TooNew, missing};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use std::time::Duration;
 use tokio_postgres::NoTls;
-
-/// One migration: its number and its SQL.
-pub struct Migration {
-    pub version: i32,
-    pub sql: &'static str,
-}
 
 /// The migrations, in order.
 pub const MIGRATIONS: &[Migration] = &[
@@ -106,13 +101,13 @@ impl Postgres {
     /// A database error, in the storage layer's terms.
     fn error(&self, doing: &str, e: MigrateError) -> StorageError {
         match e {
-            MigrateError::TooNew { .. } => StorageError::Internal(format!("{}: {e}", self.shown)),
+            MigrateError::TooNew(_) => StorageError::Internal(format!("{}: {e}", self.shown)),
             MigrateError::Postgres(e) => from_postgres(&self.shown, doing, &e),
         }
     }
 
     /// The schema version the database is at.
-    pub async fn schema_version(&self) -> Result<i32, StorageError> {
+    pub async fn schema_version(&self) -> Result<u32, StorageError> {
         let client = self.client().await?;
         let row = client
             .query_one(
@@ -121,7 +116,7 @@ impl Postgres {
             )
             .await
             .map_err(|e| from_postgres(&self.shown, "cannot read the schema version", &e))?;
-        Ok(row.get(0))
+        Ok(row.get::<_, i32>(0).max(0) as u32)
     }
 }
 
@@ -174,9 +169,8 @@ pub fn without_password(url: &str) -> String {
 pub enum MigrateError {
     #[error(transparent)]
     Postgres(#[from] tokio_postgres::Error),
-    /// A newer scrapyd-rs wrote it: this one does not know its tables.
-    #[error("its schema version {found} is newer than this scrapyd-rs knows ({known})")]
-    TooNew { found: i32, known: i32 },
+    #[error(transparent)]
+    TooNew(#[from] TooNew),
 }
 
 /// Applies the migrations the database lacks, in one transaction under the migration lock.
@@ -198,15 +192,11 @@ pub async fn migrate(client: &mut tokio_postgres::Client) -> Result<(), MigrateE
         )
         .await?
         .get(0);
-    let known = MIGRATIONS.last().map_or(0, |m| m.version);
-    if found > known {
-        return Err(MigrateError::TooNew { found, known });
-    }
-    for m in MIGRATIONS.iter().filter(|m| m.version > found) {
+    for m in missing(MIGRATIONS, found.max(0) as u32)? {
         tx.batch_execute(m.sql).await?;
         tx.execute(
             "INSERT INTO schema_migrations (version) VALUES ($1)",
-            &[&m.version],
+            &[&(m.version as i32)],
         )
         .await?;
         tracing::info!(version = m.version, "migrated the PostgreSQL database");
@@ -237,7 +227,7 @@ mod tests {
     #[test]
     fn migrations_are_numbered_from_one_without_gaps() {
         for (i, m) in MIGRATIONS.iter().enumerate() {
-            assert_eq!(m.version, i as i32 + 1);
+            assert_eq!(m.version as usize, i + 1);
         }
     }
 }

@@ -8,13 +8,8 @@
 //! scrapyd-rs added to those tables over time are added when they are missing, so that the
 //! first migration finds what it creates.
 
+use crate::storage::migration::{Migration, TooNew, missing};
 use rusqlite::Connection;
-
-/// One migration: its number and its SQL.
-pub struct Migration {
-    pub version: u32,
-    pub sql: &'static str,
-}
 
 /// The migrations of `jobs.db`.
 pub const JOBS: &[Migration] = &[
@@ -60,22 +55,18 @@ const UNVERSIONED_COLUMNS: &[(&str, &str, &str)] = &[
 pub enum MigrateError {
     #[error("{0}")]
     Sqlite(#[from] rusqlite::Error),
-    /// A newer scrapyd-rs wrote it: this one does not know its tables.
-    #[error("its schema version {found} is newer than this scrapyd-rs knows ({known})")]
-    TooNew { found: u32, known: u32 },
+    #[error(transparent)]
+    TooNew(#[from] TooNew),
 }
 
 /// Brings a file up to date with `migrations`; the caller holds the transaction.
 pub fn migrate(conn: &Connection, migrations: &[Migration]) -> Result<(), MigrateError> {
     let found: u32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    let known = migrations.last().map_or(0, |m| m.version);
-    if found > known {
-        return Err(MigrateError::TooNew { found, known });
-    }
+    let missing = missing(migrations, found)?;
     if found == 0 {
         adopt_unversioned(conn)?;
     }
-    for m in migrations.iter().filter(|m| m.version > found) {
+    for m in missing {
         conn.execute_batch(m.sql)?;
         conn.pragma_update(None, "user_version", m.version)?;
     }
