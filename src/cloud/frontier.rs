@@ -345,6 +345,8 @@ mod tests {
     use crate::config::DbsDir;
     use crate::storage::TestDb as Db;
     use crate::storage::model::plan_batches;
+    #[allow(unused_imports)]
+    use crate::storage::test_prelude::*;
 
     fn slot(name: &str) -> SlotRef {
         SlotRef {

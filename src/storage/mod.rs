@@ -15,9 +15,12 @@
 //! transaction.
 
 mod error;
+mod lifecycle;
 pub mod migration;
 pub mod model;
 pub mod postgres;
+mod registry;
+mod rows;
 mod sqlite;
 
 pub use error::StorageError;
@@ -27,8 +30,20 @@ pub use error::StorageError;
 #[cfg(test)]
 pub(crate) use sqlite::Db as TestDb;
 
+/// What unit tests call on a [`TestDb`]: the row operations and what is built on them.
+#[cfg(test)]
+#[allow(unused_imports)]
+pub(crate) mod test_prelude {
+    pub(crate) use super::lifecycle::Lifecycle;
+    pub(crate) use super::registry::Registry;
+    pub(crate) use super::rows::*;
+}
+
 use crate::config::DbsDir;
+use lifecycle::Lifecycle;
 use model::*;
+use registry::Registry;
+use rows::Rows;
 use serde_json::{Map, Value};
 use sqlite::CommitOrder;
 
@@ -69,6 +84,30 @@ impl Storage {
         }
     }
 
+    /// Runs a method that writes, as one transaction of the backend (`order`: which of
+    /// SQLite's files commits first when it writes to a queue file and to `jobs.db`).
+    async fn write<R, F>(&self, order: CommitOrder, f: F) -> Result<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut dyn Rows) -> Result<R> + Send + 'static,
+    {
+        match self {
+            Storage::Sqlite(db) => db.write(order, move |db| f(db)).await,
+        }
+    }
+
+    /// Runs a method that only reads, as of one moment; returns its result with the write
+    /// generation it saw.
+    async fn read<R, F>(&self, f: F) -> Result<(u64, R)>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut dyn Rows) -> Result<R> + Send + 'static,
+    {
+        match self {
+            Storage::Sqlite(db) => db.read(move |db| f(db)).await,
+        }
+    }
+
     // ---- Scrapyd's queues and jobs
 
     /// Queues a job unless an active job of its project is one it must not duplicate (then
@@ -84,55 +123,39 @@ impl Storage {
     /// Removes every pending entry of `project` with this job id; returns how many.
     pub async fn cancel_pending(&self, project: &str, job: &str) -> Result<usize> {
         let (p, j) = (project.to_owned(), job.to_owned());
-        match self {
-            Storage::Sqlite(db) => {
-                db.write(CommitOrder::QueuesFirst, move |db| {
-                    db.remove_pending(&p, &j)
-                })
-                .await
-            }
-        }
+        self.write(CommitOrder::QueuesFirst, move |db| {
+            db.remove_pending(&p, &j)
+        })
+        .await
     }
 
     /// Removes every pending job of `project`; returns how many.
     pub async fn clear_pending(&self, project: &str) -> Result<usize> {
         let p = project.to_owned();
-        match self {
-            Storage::Sqlite(db) => {
-                db.write(CommitOrder::QueuesFirst, move |db| db.clear_pending(&p))
-                    .await
-            }
-        }
+        self.write(CommitOrder::QueuesFirst, move |db| db.clear_pending(&p))
+            .await
     }
 
     /// Takes the job that should start next among `projects` (highest priority, then oldest)
     /// off its queue and records it running, with its Scrapy Cloud key and environment: one
     /// unit, so no reader ever sees the job in neither place.
     pub async fn claim_next(&self, projects: Vec<String>, now: i64) -> Result<Option<Claim>> {
-        match self {
-            Storage::Sqlite(db) => {
-                db.write(CommitOrder::JobsFirst, move |db| {
-                    let Some(record) = db.start_next(&projects, now)? else {
-                        return Ok(None);
-                    };
-                    let registry = db.launch_environment(&record.project, &record.job);
-                    Ok(Some(Claim { record, registry }))
-                })
-                .await
-            }
-        }
+        self.write(CommitOrder::JobsFirst, move |db| {
+            let Some(record) = db.start_next(&projects, now)? else {
+                return Ok(None);
+            };
+            let registry = db.launch_environment(&record.project, &record.job);
+            Ok(Some(Claim { record, registry }))
+        })
+        .await
     }
 
     /// Records the pid and process identity of a running job.
     pub async fn set_pid(&self, id: i64, pid: u32, identity: Option<String>) -> Result<()> {
-        match self {
-            Storage::Sqlite(db) => {
-                db.write(CommitOrder::JobsFirst, move |db| {
-                    db.set_pid(id, pid, identity.as_deref())
-                })
-                .await
-            }
-        }
+        self.write(CommitOrder::JobsFirst, move |db| {
+            db.set_pid(id, pid, identity.as_deref())
+        })
+        .await
     }
 
     /// Records a job's end and applies the retention; returns the Scrapy Cloud jobs removed by
@@ -143,21 +166,17 @@ impl Storage {
         ending: Ending,
         retention: Retention,
     ) -> Result<Vec<JobKey>> {
-        match self {
-            Storage::Sqlite(db) => {
-                db.write(CommitOrder::JobsFirst, move |db| {
-                    let spider = db.job_spider(id)?;
-                    db.finish(id, &ending, retention.finished_to_keep)?;
-                    Ok(match spider {
-                        Some((p, s)) => db
-                            .prune_cloud_jobs(&p, &s, retention.jobdata_to_keep)
-                            .unwrap_or_default(),
-                        None => Vec::new(),
-                    })
-                })
-                .await
-            }
-        }
+        self.write(CommitOrder::JobsFirst, move |db| {
+            let spider = db.job_spider(id)?;
+            db.finish(id, &ending, retention.finished_to_keep)?;
+            Ok(match spider {
+                Some((p, s)) => db
+                    .prune_cloud_jobs(&p, &s, retention.jobdata_to_keep)
+                    .unwrap_or_default(),
+                None => Vec::new(),
+            })
+        })
+        .await
     }
 
     /// After a restart: the jobs the previous daemon left running (see the backend's
@@ -166,12 +185,8 @@ impl Storage {
         &self,
         find_orphan: impl Fn(&JobRecord) -> Option<Orphan> + Send + 'static,
     ) -> Result<Vec<JobRecord>> {
-        match self {
-            Storage::Sqlite(db) => {
-                db.write(CommitOrder::QueuesFirst, move |db| db.recover(find_orphan))
-                    .await
-            }
-        }
+        self.write(CommitOrder::QueuesFirst, move |db| db.recover(&find_orphan))
+            .await
     }
 
     /// Where `job` is (of `project`, or of any of `projects`), and its newest finished record
@@ -182,19 +197,16 @@ impl Storage {
         job: String,
         projects: Vec<String>,
     ) -> Result<(Option<JobState>, Option<JobRecord>)> {
-        match self {
-            Storage::Sqlite(db) => db
-                .read(move |db| {
-                    let current = db.job_state(project.as_deref(), &job, &projects)?;
-                    let finished = match current {
-                        Some(JobState::Finished) => db.finished_record(project.as_deref(), &job)?,
-                        _ => None,
-                    };
-                    Ok((current, finished))
-                })
-                .await
-                .map(|(_, v)| v),
-        }
+        self.read(move |db| {
+            let current = db.job_state(project.as_deref(), &job, &projects)?;
+            let finished = match current {
+                Some(JobState::Finished) => db.finished_record(project.as_deref(), &job)?,
+                _ => None,
+            };
+            Ok((current, finished))
+        })
+        .await
+        .map(|(_, v)| v)
     }
 
     /// Pending (of `projects`), running and finished jobs, as of one moment; `only` keeps one
@@ -204,40 +216,33 @@ impl Storage {
         projects: Vec<String>,
         only: Option<String>,
     ) -> Result<JobsSnapshot> {
-        match self {
-            Storage::Sqlite(db) => db
-                .read(move |db| {
-                    let pending = db.pending(&projects)?;
-                    let mut running = db.running()?;
-                    let finished = db.finished(only.as_deref())?;
-                    if let Some(p) = &only {
-                        running.retain(|r| r.project == *p);
-                    }
-                    Ok(JobsSnapshot {
-                        pending,
-                        running,
-                        finished,
-                    })
-                })
-                .await
-                .map(|(_, v)| v),
-        }
+        self.read(move |db| {
+            let pending = db.pending(&projects)?;
+            let mut running = db.running()?;
+            let finished = db.finished(only.as_deref())?;
+            if let Some(p) = &only {
+                running.retain(|r| r.project == *p);
+            }
+            Ok(JobsSnapshot {
+                pending,
+                running,
+                finished,
+            })
+        })
+        .await
+        .map(|(_, v)| v)
     }
 
     /// Pending (of `projects`), running and finished counts, with the generation they are of.
     pub async fn counts(&self, projects: Vec<String>) -> Result<(u64, Counts)> {
-        match self {
-            Storage::Sqlite(db) => {
-                db.read(move |db| {
-                    Ok(Counts {
-                        pending: db.pending_count(&projects)?,
-                        running: db.running_count()?,
-                        finished: db.finished_count()?,
-                    })
-                })
-                .await
-            }
-        }
+        self.read(move |db| {
+            Ok(Counts {
+                pending: db.pending_count(&projects)?,
+                running: db.running_count()?,
+                finished: db.finished_count()?,
+            })
+        })
+        .await
     }
 
     /// Pending (of `projects`) and running jobs (of `only`, if given) with the generation and
@@ -247,23 +252,19 @@ impl Storage {
         projects: Vec<String>,
         only: Option<String>,
     ) -> Result<(u64, QueueSnapshot)> {
-        match self {
-            Storage::Sqlite(db) => {
-                db.read(move |db| {
-                    let pending = db.pending(&projects)?;
-                    let mut running = db.running()?;
-                    if let Some(p) = &only {
-                        running.retain(|r| r.project == *p);
-                    }
-                    Ok(QueueSnapshot {
-                        pending,
-                        running,
-                        finished_version: db.finished_version_now(),
-                    })
-                })
-                .await
+        self.read(move |db| {
+            let pending = db.pending(&projects)?;
+            let mut running = db.running()?;
+            if let Some(p) = &only {
+                running.retain(|r| r.project == *p);
             }
-        }
+            Ok(QueueSnapshot {
+                pending,
+                running,
+                finished_version: db.finished_version()?,
+            })
+        })
+        .await
     }
 
     /// What brings a listing of the finished jobs (of `project`, or all) at version `since` up
@@ -274,12 +275,9 @@ impl Storage {
         since: Option<u64>,
         project: Option<String>,
     ) -> Result<FinishedUpdate> {
-        match self {
-            Storage::Sqlite(db) => db
-                .read(move |db| db.finished_update(since, project.as_deref()))
-                .await
-                .map(|(_, v)| v),
-        }
+        self.read(move |db| db.finished_update(since, project.as_deref()))
+            .await
+            .map(|(_, v)| v)
     }
 
     /// The newest `limit` finished jobs (of `project`, or all), with the finished version.
@@ -288,31 +286,24 @@ impl Storage {
         project: Option<String>,
         limit: usize,
     ) -> Result<(u64, Vec<FinishedJob>)> {
-        match self {
-            Storage::Sqlite(db) => db
-                .read(move |db| {
-                    Ok((
-                        db.finished_version_now(),
-                        db.finished_newest(project.as_deref(), Some(limit))?,
-                    ))
-                })
-                .await
-                .map(|(_, v)| v),
-        }
+        self.read(move |db| {
+            Ok((
+                db.finished_version()?,
+                db.finished_newest(project.as_deref(), Some(limit))?,
+            ))
+        })
+        .await
+        .map(|(_, v)| v)
     }
 
     // ---- The Scrapy Cloud registry
 
     /// The numeric ids of these projects (given on first use), in order.
     pub async fn project_ids(&self, projects: Vec<String>) -> Result<Vec<i64>> {
-        match self {
-            Storage::Sqlite(db) => {
-                db.write(CommitOrder::JobsFirst, move |db| {
-                    projects.iter().map(|p| db.project_id(p)).collect()
-                })
-                .await
-            }
-        }
+        self.write(CommitOrder::JobsFirst, move |db| {
+            projects.iter().map(|p| db.project_id(p)).collect()
+        })
+        .await
     }
 
     /// The numeric id of a project (given on first use).
@@ -322,36 +313,28 @@ impl Storage {
 
     /// The project with this id, among `known` projects (registering them as needed).
     pub async fn project_by_id(&self, id: i64, known: Vec<String>) -> Result<Option<String>> {
-        match self {
-            Storage::Sqlite(db) => {
-                db.write(CommitOrder::JobsFirst, move |db| {
-                    db.project_by_id(id, &known)
-                })
-                .await
-            }
-        }
+        self.write(CommitOrder::JobsFirst, move |db| {
+            db.project_by_id(id, &known)
+        })
+        .await
     }
 
     /// The token of the running job `key` (of one of `known` projects), if it runs.
     pub async fn job_token(&self, key: JobKey, known: Vec<String>) -> Result<Option<String>> {
-        match self {
-            Storage::Sqlite(db) => {
-                db.write(CommitOrder::JobsFirst, move |db| {
-                    let Some(project) = db.project_by_id(key.project, &known)? else {
-                        return Ok(None);
-                    };
-                    Ok(db
-                        .cloud_job(&project, key)?
-                        .filter(|j| j.state == "running")
-                        .and_then(|j| {
-                            j.meta
-                                .get("auth")
-                                .and_then(|a| a.as_str().map(str::to_owned))
-                        }))
-                })
-                .await
-            }
-        }
+        self.write(CommitOrder::JobsFirst, move |db| {
+            let Some(project) = db.project_by_id(key.project, &known)? else {
+                return Ok(None);
+            };
+            Ok(db
+                .cloud_job(&project, key)?
+                .filter(|j| j.state == "running")
+                .and_then(|j| {
+                    j.meta
+                        .get("auth")
+                        .and_then(|a| a.as_str().map(str::to_owned))
+                }))
+        })
+        .await
     }
 
     /// The id of a spider of `project`; with `create`, given on first use.
@@ -362,36 +345,26 @@ impl Storage {
         create: bool,
     ) -> Result<Option<i64>> {
         let (p, s) = (project.to_owned(), spider.to_owned());
-        match self {
-            Storage::Sqlite(db) => {
-                db.write(CommitOrder::JobsFirst, move |db| {
-                    db.spider_id(&p, &s, create)
-                })
-                .await
-            }
-        }
+        self.write(CommitOrder::JobsFirst, move |db| {
+            db.spider_id(&p, &s, create)
+        })
+        .await
     }
 
     /// The name of spider `id` of `project`.
     pub async fn spider_name(&self, project: &str, id: i64) -> Result<Option<String>> {
         let p = project.to_owned();
-        match self {
-            Storage::Sqlite(db) => db
-                .read(move |db| db.spider_name(&p, id))
-                .await
-                .map(|(_, v)| v),
-        }
+        self.read(move |db| db.spider_name(&p, id))
+            .await
+            .map(|(_, v)| v)
     }
 
     /// A spider's tags.
     pub async fn spider_tags(&self, project: &str, spider: &str) -> Result<Vec<String>> {
         let (p, s) = (project.to_owned(), spider.to_owned());
-        match self {
-            Storage::Sqlite(db) => db
-                .read(move |db| db.spider_tags(&p, &s))
-                .await
-                .map(|(_, v)| v),
-        }
+        self.read(move |db| db.spider_tags(&p, &s))
+            .await
+            .map(|(_, v)| v)
     }
 
     /// Adds and removes tags of a spider; returns its tags.
@@ -403,14 +376,10 @@ impl Storage {
         remove: Vec<String>,
     ) -> Result<Vec<String>> {
         let (p, s) = (project.to_owned(), spider.to_owned());
-        match self {
-            Storage::Sqlite(db) => {
-                db.write(CommitOrder::JobsFirst, move |db| {
-                    db.update_spider_tags(&p, &s, &add, &remove)
-                })
-                .await
-            }
-        }
+        self.write(CommitOrder::JobsFirst, move |db| {
+            db.update_spider_tags(&p, &s, &add, &remove)
+        })
+        .await
     }
 
     /// The spiders of a project as the dash lists them: the `deployed` ones (given ids), then
@@ -421,36 +390,29 @@ impl Storage {
         deployed: Vec<String>,
     ) -> Result<Vec<(String, bool, Vec<String>)>> {
         let p = project.to_owned();
-        match self {
-            Storage::Sqlite(db) => {
-                db.write(CommitOrder::JobsFirst, move |db| {
-                    let mut listed = Vec::new();
-                    for s in &deployed {
-                        db.spider_id(&p, s, true)?;
-                        listed.push((s.clone(), true, db.spider_tags(&p, s)?));
-                    }
-                    for s in db.registry_spiders(&p)? {
-                        if !deployed.contains(&s) {
-                            let tags = db.spider_tags(&p, &s)?;
-                            listed.push((s, false, tags));
-                        }
-                    }
-                    Ok(listed)
-                })
-                .await
+        self.write(CommitOrder::JobsFirst, move |db| {
+            let mut listed = Vec::new();
+            for s in &deployed {
+                db.spider_id(&p, s, true)?;
+                listed.push((s.clone(), true, db.spider_tags(&p, s)?));
             }
-        }
+            for s in db.registry_spiders(&p)? {
+                if !deployed.contains(&s) {
+                    let tags = db.spider_tags(&p, &s)?;
+                    listed.push((s, false, tags));
+                }
+            }
+            Ok(listed)
+        })
+        .await
     }
 
     /// A job by key.
     pub async fn cloud_job(&self, project: &str, key: JobKey) -> Result<Option<CloudJob>> {
         let p = project.to_owned();
-        match self {
-            Storage::Sqlite(db) => db
-                .read(move |db| db.cloud_job(&p, key))
-                .await
-                .map(|(_, v)| v),
-        }
+        self.read(move |db| db.cloud_job(&p, key))
+            .await
+            .map(|(_, v)| v)
     }
 
     /// Jobs of `project` matching a query, newest first.
@@ -469,14 +431,10 @@ impl Storage {
         queries: Vec<JobQuery>,
     ) -> Result<Vec<Vec<CloudJob>>> {
         let p = project.to_owned();
-        match self {
-            Storage::Sqlite(db) => {
-                db.write(CommitOrder::JobsFirst, move |db| {
-                    queries.iter().map(|q| db.cloud_jobs(&p, q)).collect()
-                })
-                .await
-            }
-        }
+        self.write(CommitOrder::JobsFirst, move |db| {
+            queries.iter().map(|q| db.cloud_jobs(&p, q)).collect()
+        })
+        .await
     }
 
     /// Changes the metadata of these jobs in place (those that exist) in one transaction;
@@ -488,22 +446,18 @@ impl Storage {
         edit: impl Fn(&mut Map<String, Value>) + Send + 'static,
     ) -> Result<usize> {
         let p = project.to_owned();
-        match self {
-            Storage::Sqlite(db) => {
-                db.write(CommitOrder::JobsFirst, move |db| {
-                    let mut n = 0;
-                    for key in keys {
-                        if let Some(mut job) = db.cloud_job(&p, key)? {
-                            edit(&mut job.meta);
-                            db.save_cloud_job(&job)?;
-                            n += 1;
-                        }
-                    }
-                    Ok(n)
-                })
-                .await
+        self.write(CommitOrder::JobsFirst, move |db| {
+            let mut n = 0;
+            for key in keys {
+                if let Some(mut job) = db.cloud_job(&p, key)? {
+                    edit(&mut job.meta);
+                    db.save_cloud_job(&job)?;
+                    n += 1;
+                }
             }
-        }
+            Ok(n)
+        })
+        .await
     }
 
     /// Moves a job to `state` (setting its time and user fields and `fields`), or with no
@@ -517,23 +471,19 @@ impl Storage {
         fields: Map<String, Value>,
     ) -> Result<()> {
         let (p, by) = (project.to_owned(), by.to_owned());
-        match self {
-            Storage::Sqlite(db) => {
-                db.write(CommitOrder::JobsFirst, move |db| {
-                    let Some(mut job) = db.cloud_job(&p, key)? else {
-                        return Ok(());
-                    };
-                    match state {
-                        Some(s) => db.transition(&mut job, &s, &by, fields),
-                        None => {
-                            job.meta.extend(fields);
-                            db.save_cloud_job(&job)
-                        }
-                    }
-                })
-                .await
+        self.write(CommitOrder::JobsFirst, move |db| {
+            let Some(mut job) = db.cloud_job(&p, key)? else {
+                return Ok(());
+            };
+            match state {
+                Some(s) => db.transition(&mut job, &s, &by, fields),
+                None => {
+                    job.meta.extend(fields);
+                    db.save_cloud_job(&job)
+                }
             }
-        }
+        })
+        .await
     }
 
     /// Applies the Scrapy Cloud retention to a spider's finished jobs (see `prune_cloud_jobs`
@@ -545,27 +495,19 @@ impl Storage {
         keep: usize,
     ) -> Result<Vec<JobKey>> {
         let (p, s) = (project.to_owned(), spider.to_owned());
-        match self {
-            Storage::Sqlite(db) => {
-                db.write(CommitOrder::JobsFirst, move |db| {
-                    db.prune_cloud_jobs(&p, &s, keep)
-                })
-                .await
-            }
-        }
+        self.write(CommitOrder::JobsFirst, move |db| {
+            db.prune_cloud_jobs(&p, &s, keep)
+        })
+        .await
     }
 
     /// Removes a job's registry row (its data files are the caller's).
     pub async fn purge_cloud_job(&self, project: &str, key: JobKey) -> Result<usize> {
         let p = project.to_owned();
-        match self {
-            Storage::Sqlite(db) => {
-                db.write(CommitOrder::JobsFirst, move |db| {
-                    db.purge_cloud_job(&p, key)
-                })
-                .await
-            }
-        }
+        self.write(CommitOrder::JobsFirst, move |db| {
+            db.delete_cloud_job(&p, key)
+        })
+        .await
     }
 
     /// Registers a job that a runner outside scrapyd-rs will take (`state` may move it on at
@@ -581,24 +523,20 @@ impl Storage {
         unique: Uniqueness,
     ) -> Result<Admission<(JobKey, Option<Value>)>> {
         let (p, s) = (project.to_owned(), spider.to_owned());
-        match self {
-            Storage::Sqlite(db) => {
-                db.write(CommitOrder::JobsFirst, move |db| {
-                    if !may_add_spider && db.spider_id(&p, &s, false)?.is_none() {
-                        return Ok(Admission::UnknownSpider);
-                    }
-                    if let Some(existing) = db.find_duplicate(&p, &s, &unique, &meta)? {
-                        return Ok(Admission::Duplicate(existing));
-                    }
-                    let key = db.register_external(&p, &s, &meta, state.as_deref())?;
-                    let auth = db
-                        .cloud_job(&p, key)?
-                        .and_then(|j| j.meta.get("auth").cloned());
-                    Ok(Admission::Admitted((key, auth)))
-                })
-                .await
+        self.write(CommitOrder::JobsFirst, move |db| {
+            if !may_add_spider && db.spider_id(&p, &s, false)?.is_none() {
+                return Ok(Admission::UnknownSpider);
             }
-        }
+            if let Some(existing) = db.find_duplicate(&p, &s, &unique, &meta)? {
+                return Ok(Admission::Duplicate(existing));
+            }
+            let key = db.register_external(&p, &s, &meta, state.as_deref())?;
+            let auth = db
+                .cloud_job(&p, key)?
+                .and_then(|j| j.meta.get("auth").cloned());
+            Ok(Admission::Admitted((key, auth)))
+        })
+        .await
     }
 
     /// Takes the next pending external job of `project` and marks it running (`params` go in
@@ -609,14 +547,10 @@ impl Storage {
         params: Map<String, Value>,
     ) -> Result<Option<CloudJob>> {
         let p = project.to_owned();
-        match self {
-            Storage::Sqlite(db) => {
-                db.write(CommitOrder::JobsFirst, move |db| {
-                    db.start_external(&p, params)
-                })
-                .await
-            }
-        }
+        self.write(CommitOrder::JobsFirst, move |db| {
+            db.start_external(&p, params)
+        })
+        .await
     }
 
     // ---- Activity and project settings
@@ -624,35 +558,25 @@ impl Storage {
     /// Appends events to a project's activity log.
     pub async fn add_activity(&self, project: &str, events: Vec<Map<String, Value>>) -> Result<()> {
         let p = project.to_owned();
-        match self {
-            Storage::Sqlite(db) => {
-                db.write(CommitOrder::JobsFirst, move |db| {
-                    db.add_activity(&p, &events)
-                })
-                .await
-            }
-        }
+        self.write(CommitOrder::JobsFirst, move |db| {
+            db.add_activity(&p, &events)
+        })
+        .await
     }
 
     /// The newest events of `projects` (merged, newest first), at most `count`.
     pub async fn activity(&self, projects: Vec<String>, count: usize) -> Result<Vec<Event>> {
-        match self {
-            Storage::Sqlite(db) => db
-                .read(move |db| db.activity(&projects, count))
-                .await
-                .map(|(_, v)| v),
-        }
+        self.read(move |db| db.activity(&projects, count))
+            .await
+            .map(|(_, v)| v)
     }
 
     /// A project's settings object.
     pub async fn project_settings(&self, project: &str) -> Result<Map<String, Value>> {
         let p = project.to_owned();
-        match self {
-            Storage::Sqlite(db) => db
-                .read(move |db| db.project_settings(&p))
-                .await
-                .map(|(_, v)| v),
-        }
+        self.read(move |db| db.project_settings(&p))
+            .await
+            .map(|(_, v)| v)
     }
 
     /// Replaces a project's settings object.
@@ -662,29 +586,21 @@ impl Storage {
         settings: Map<String, Value>,
     ) -> Result<()> {
         let p = project.to_owned();
-        match self {
-            Storage::Sqlite(db) => {
-                db.write(CommitOrder::JobsFirst, move |db| {
-                    db.set_project_settings(&p, &settings)
-                })
-                .await
-            }
-        }
+        self.write(CommitOrder::JobsFirst, move |db| {
+            db.set_project_settings(&p, &settings)
+        })
+        .await
     }
 
     /// Removes one key of a project's settings.
     pub async fn delete_project_setting(&self, project: &str, key: &str) -> Result<()> {
         let (p, k) = (project.to_owned(), key.to_owned());
-        match self {
-            Storage::Sqlite(db) => {
-                db.write(CommitOrder::JobsFirst, move |db| {
-                    let mut settings = db.project_settings(&p)?;
-                    settings.remove(&k);
-                    db.set_project_settings(&p, &settings)
-                })
-                .await
-            }
-        }
+        self.write(CommitOrder::JobsFirst, move |db| {
+            let mut settings = db.project_settings(&p)?;
+            settings.remove(&k);
+            db.set_project_settings(&p, &settings)
+        })
+        .await
     }
 
     // ---- Collections
@@ -692,22 +608,16 @@ impl Storage {
     /// The collections of a project that exist, as `(type, name)`.
     pub async fn collection_list(&self, project: &str) -> Result<Vec<(String, String)>> {
         let p = project.to_owned();
-        match self {
-            Storage::Sqlite(db) => db
-                .read(move |db| db.collection_list(&p))
-                .await
-                .map(|(_, v)| v),
-        }
+        self.read(move |db| db.collection_list(&p))
+            .await
+            .map(|(_, v)| v)
     }
 
     /// A collection's id, if it exists.
     pub async fn collection_id(&self, c: CollectionRef) -> Result<Option<i64>> {
-        match self {
-            Storage::Sqlite(db) => db
-                .read(move |db| db.collection_id(&c))
-                .await
-                .map(|(_, v)| v),
-        }
+        self.read(move |db| db.collection_id(&c))
+            .await
+            .map(|(_, v)| v)
     }
 
     /// Writes records (all or none), creating the collection if needed.
@@ -717,14 +627,10 @@ impl Storage {
         records: Vec<NewRecord>,
         now: i64,
     ) -> Result<()> {
-        match self {
-            Storage::Sqlite(db) => {
-                db.write(CommitOrder::JobsFirst, move |db| {
-                    db.collection_upsert(&c, &records, now)
-                })
-                .await
-            }
-        }
+        self.write(CommitOrder::JobsFirst, move |db| {
+            db.collection_upsert(&c, &records, now)
+        })
+        .await
     }
 
     /// The current record of a key, if visible at `now`.
@@ -734,12 +640,9 @@ impl Storage {
         key: String,
         now: i64,
     ) -> Result<Option<StoredRecord>> {
-        match self {
-            Storage::Sqlite(db) => db
-                .read(move |db| db.collection_get(&c, &key, now))
-                .await
-                .map(|(_, v)| v),
-        }
+        self.read(move |db| db.collection_get(&c, &key, now))
+            .await
+            .map(|(_, v)| v)
     }
 
     /// Deletes keys (all their versions); returns how many existed.
@@ -748,25 +651,17 @@ impl Storage {
         c: CollectionRef,
         keys: Vec<String>,
     ) -> Result<usize> {
-        match self {
-            Storage::Sqlite(db) => {
-                db.write(CommitOrder::JobsFirst, move |db| {
-                    db.collection_delete_keys(&c, &keys)
-                })
-                .await
-            }
-        }
+        self.write(CommitOrder::JobsFirst, move |db| {
+            db.collection_delete_keys(&c, &keys)
+        })
+        .await
     }
 
     /// Deletes every type of a collection name; returns how many collections went.
     pub async fn collection_drop(&self, project: &str, name: &str) -> Result<usize> {
         let (p, n) = (project.to_owned(), name.to_owned());
-        match self {
-            Storage::Sqlite(db) => {
-                db.write(CommitOrder::JobsFirst, move |db| db.collection_drop(&p, &n))
-                    .await
-            }
-        }
+        self.write(CommitOrder::JobsFirst, move |db| db.collection_drop(&p, &n))
+            .await
     }
 
     /// Renames every type of a collection name.
@@ -777,70 +672,50 @@ impl Storage {
         to: &str,
     ) -> Result<RenameOutcome> {
         let (p, f, t) = (project.to_owned(), from.to_owned(), to.to_owned());
-        match self {
-            Storage::Sqlite(db) => {
-                db.write(CommitOrder::JobsFirst, move |db| {
-                    db.collection_rename(&p, &f, &t)
-                })
-                .await
-            }
-        }
+        self.write(CommitOrder::JobsFirst, move |db| {
+            db.collection_rename(&p, &f, &t)
+        })
+        .await
     }
 
     /// One page of a scan.
     pub async fn collection_page(&self, req: PageRequest) -> Result<Vec<StoredRecord>> {
-        match self {
-            Storage::Sqlite(db) => db
-                .read(move |db| db.collection_page(&req))
-                .await
-                .map(|(_, v)| v),
-        }
+        self.read(move |db| db.collection_page(&req))
+            .await
+            .map(|(_, v)| v)
     }
 
     // ---- Frontier
 
     /// Adds requests to a slot; returns how many fingerprints were new.
     pub async fn frontier_add(&self, s: SlotRef, requests: Vec<NewRequest>) -> Result<usize> {
-        match self {
-            Storage::Sqlite(db) => {
-                db.write(CommitOrder::JobsFirst, move |db| {
-                    db.frontier_add(&s, &requests)
-                })
-                .await
-            }
-        }
+        self.write(CommitOrder::JobsFirst, move |db| {
+            db.frontier_add(&s, &requests)
+        })
+        .await
     }
 
     /// The frontiers of a project.
     pub async fn frontier_names(&self, project: &str) -> Result<Vec<String>> {
         let p = project.to_owned();
-        match self {
-            Storage::Sqlite(db) => db
-                .read(move |db| db.frontier_names(&p))
-                .await
-                .map(|(_, v)| v),
-        }
+        self.read(move |db| db.frontier_names(&p))
+            .await
+            .map(|(_, v)| v)
     }
 
     /// The slots of a frontier.
     pub async fn frontier_slots(&self, project: &str, frontier: &str) -> Result<Vec<String>> {
         let (p, f) = (project.to_owned(), frontier.to_owned());
-        match self {
-            Storage::Sqlite(db) => db
-                .read(move |db| db.frontier_slots(&p, &f))
-                .await
-                .map(|(_, v)| v),
-        }
+        self.read(move |db| db.frontier_slots(&p, &f))
+            .await
+            .map(|(_, v)| v)
     }
 
     /// A slot's id, if it exists.
     pub async fn frontier_slot_id(&self, s: SlotRef) -> Result<Option<i64>> {
-        match self {
-            Storage::Sqlite(db) => db
-                .read(move |db| db.frontier_slot_id(&s))
-                .await
-                .map(|(_, v)| v),
-        }
+        self.read(move |db| db.frontier_slot_id(&s))
+            .await
+            .map(|(_, v)| v)
     }
 
     /// Queued batches of a slot after batch `after`, at most `limit`.
@@ -850,24 +725,17 @@ impl Storage {
         after: Option<(i64, i64)>,
         limit: usize,
     ) -> Result<Vec<Batch>> {
-        match self {
-            Storage::Sqlite(db) => db
-                .read(move |db| db.frontier_batches(slot, after, limit))
-                .await
-                .map(|(_, v)| v),
-        }
+        self.read(move |db| db.frontier_batches(slot, after, limit))
+            .await
+            .map(|(_, v)| v)
     }
 
     /// Deletes batches of a slot by id; returns how many were deleted.
     pub async fn frontier_delete_batches(&self, s: SlotRef, ids: Vec<(i64, i64)>) -> Result<usize> {
-        match self {
-            Storage::Sqlite(db) => {
-                db.write(CommitOrder::JobsFirst, move |db| {
-                    db.frontier_delete_batches(&s, &ids)
-                })
-                .await
-            }
-        }
+        self.write(CommitOrder::JobsFirst, move |db| {
+            db.frontier_delete_batches(&s, &ids)
+        })
+        .await
     }
 
     /// A slot's fingerprints after `from`, at most `limit`.
@@ -877,24 +745,17 @@ impl Storage {
         from: Option<String>,
         limit: usize,
     ) -> Result<Vec<(String, Option<String>)>> {
-        match self {
-            Storage::Sqlite(db) => db
-                .read(move |db| db.frontier_fingerprints(slot, from.as_deref(), limit))
-                .await
-                .map(|(_, v)| v),
-        }
+        self.read(move |db| db.frontier_fingerprints(slot, from.as_deref(), limit))
+            .await
+            .map(|(_, v)| v)
     }
 
     /// Deletes a slot with its fingerprints and queue.
     pub async fn frontier_delete_slot(&self, s: SlotRef) -> Result<()> {
-        match self {
-            Storage::Sqlite(db) => {
-                db.write(CommitOrder::JobsFirst, move |db| {
-                    db.frontier_delete_slot(&s)
-                })
-                .await
-            }
-        }
+        self.write(CommitOrder::JobsFirst, move |db| {
+            db.frontier_delete_slot(&s)
+        })
+        .await
     }
 
     /// Records a job's end without moving the write generation (as if a reader ran between the

@@ -147,6 +147,30 @@ pub struct Ended {
 }
 
 impl JobRecord {
+    /// The record of a job just taken off its queue to run (row `id`, from `now`).
+    pub fn running(id: i64, p: &PendingJob, now: i64) -> JobRecord {
+        JobRecord {
+            id,
+            project: p.project.clone(),
+            spider: p.spider.clone(),
+            job: p.job.clone(),
+            version: p.version.clone(),
+            settings: p.settings.clone(),
+            args: p.args.clone(),
+            priority: p.priority,
+            state: JobState::Running,
+            pid: None,
+            start_time: now,
+            end_time: None,
+            exit_code: None,
+            signal: None,
+            outcome: None,
+            reason: None,
+            finish_reason: None,
+            proc_start: None,
+        }
+    }
+
     /// How the job ended (all `None` while it runs).
     pub fn ended(&self) -> Ended {
         Ended {

@@ -428,6 +428,8 @@ mod tests {
     use super::*;
     use crate::config::DbsDir;
     use crate::storage::TestDb as Db;
+    #[allow(unused_imports)]
+    use crate::storage::test_prelude::*;
 
     pub(super) fn col(kind: CollectionType, name: &str) -> CollectionRef {
         CollectionRef {

@@ -297,6 +297,8 @@ mod tests {
     use crate::config::DbsDir;
     use crate::storage::TestDb as Db;
     use crate::storage::model::{CACHE_RETENTION_MS, NewRecord};
+    #[allow(unused_imports)]
+    use crate::storage::test_prelude::*;
     use serde_json::json;
 
     /// Runs a whole scan synchronously and returns the selected keys and the scanner.

@@ -3,22 +3,16 @@
 use super::{Db, JOBS_DB};
 use crate::storage::StorageError;
 use crate::storage::model::{ACTIVITY_TO_KEEP, Event, now_ms};
+use crate::storage::rows::{ActivityRows, new_project_settings};
 use rusqlite::{OptionalExtension, params};
 use serde_json::{Map, Value};
 
 /// Events written between two trims of the log.
 const TRIM_EVERY: u64 = 1_000;
 
-/// The settings of a project that never wrote its own: the keys clients read, empty.
-fn new_project_settings() -> Map<String, Value> {
-    let mut m = Map::new();
-    m.insert("botgroups".into(), Value::Array(Vec::new()));
-    m
-}
-
-impl Db {
+impl ActivityRows for Db {
     /// Appends events to a project's log (then keeps the newest [`ACTIVITY_TO_KEEP`]).
-    pub fn add_activity(
+    fn add_activity(
         &mut self,
         project: &str,
         events: &[Map<String, Value>],
@@ -45,23 +39,8 @@ impl Db {
         Ok(())
     }
 
-    /// Records a job event (`job:<what>`) by `user`.
-    pub(crate) fn job_activity(&mut self, project: &str, key: &str, what: &str, user: &str) {
-        let mut e = Map::new();
-        e.insert("event".into(), format!("job:{what}").into());
-        e.insert("job".into(), key.into());
-        e.insert("user".into(), user.into());
-        if let Err(err) = self.add_activity(project, &[e]) {
-            tracing::warn!("cannot record activity: {err}");
-        }
-    }
-
     /// The newest events of `projects` (all of them merged, newest first), at most `count`.
-    pub fn activity(
-        &mut self,
-        projects: &[String],
-        count: usize,
-    ) -> Result<Vec<Event>, StorageError> {
+    fn activity(&mut self, projects: &[String], count: usize) -> Result<Vec<Event>, StorageError> {
         let conn = self.conn(JOBS_DB)?;
         let mut out = Vec::new();
         let mut stmt = conn.prepare_cached(
@@ -95,7 +74,7 @@ impl Db {
     /// A project's settings object. A project whose settings were never written has the keys
     /// Scrapy Cloud gives a new project, with nothing in them (`botgroups: []`); once written
     /// (even a key deleted), the object is what was written.
-    pub fn project_settings(&mut self, project: &str) -> Result<Map<String, Value>, StorageError> {
+    fn project_settings(&mut self, project: &str) -> Result<Map<String, Value>, StorageError> {
         let text: Option<String> = self
             .conn(JOBS_DB)?
             .query_row(
@@ -111,7 +90,7 @@ impl Db {
     }
 
     /// Replaces a project's settings object.
-    pub fn set_project_settings(
+    fn set_project_settings(
         &mut self,
         project: &str,
         settings: &Map<String, Value>,

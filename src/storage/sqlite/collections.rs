@@ -8,10 +8,11 @@ use super::{Db, JOBS_DB};
 use crate::storage::StorageError;
 use crate::storage::model::{
     CollectionRef, NewRecord, PURGE_INTERVAL_MS, PageRequest, RenameOutcome, StoredRecord,
-    VERSIONS_KEPT,
 };
+#[cfg(test)]
+use crate::storage::rows::versions_of;
+use crate::storage::rows::{CollectionRows, push_version};
 use rusqlite::{Connection, OptionalExtension, params};
-use serde_json::{Value, json};
 
 const RECORD_COLUMNS: &str = "key, ts, value";
 
@@ -31,40 +32,10 @@ fn collection_id(conn: &Connection, c: &CollectionRef) -> rusqlite::Result<Optio
     .optional()
 }
 
-/// The `older` column after a write replaced the version `(ts, value)`: that version first,
-/// then the older ones, [`VERSIONS_KEPT`] - 1 at most.
-fn push_version(older: Option<&str>, ts: i64, value: &str) -> String {
-    let mut versions: Vec<Value> = older
-        .and_then(|o| serde_json::from_str(o).ok())
-        .unwrap_or_default();
-    let value: Value = serde_json::from_str(value).unwrap_or(Value::Null);
-    versions.insert(0, json!({"ts": ts, "value": value}));
-    versions.truncate((VERSIONS_KEPT - 1) as usize);
-    Value::Array(versions).to_string()
-}
-
-/// The versions an `older` column holds.
-fn versions_of(older: Option<&str>, key: &str) -> Vec<StoredRecord> {
-    let versions: Vec<Value> = older
-        .and_then(|o| serde_json::from_str(o).ok())
-        .unwrap_or_default();
-    versions
-        .iter()
-        .map(|v| StoredRecord {
-            key: key.to_owned(),
-            ts: v["ts"].as_i64().unwrap_or(0),
-            value: v["value"].to_string(),
-        })
-        .collect()
-}
-
-impl Db {
+impl CollectionRows for Db {
     /// The collections of a project that exist (were written and not deleted since), as
     /// `(type, name)`, by name then type.
-    pub fn collection_list(
-        &mut self,
-        project: &str,
-    ) -> Result<Vec<(String, String)>, StorageError> {
+    fn collection_list(&mut self, project: &str) -> Result<Vec<(String, String)>, StorageError> {
         let conn = self.conn(JOBS_DB)?;
         let mut stmt = conn.prepare_cached(
             "SELECT type, name FROM cloud_collection WHERE project = ?1 ORDER BY name, type",
@@ -76,12 +47,12 @@ impl Db {
     }
 
     /// The id of a collection, if it exists.
-    pub fn collection_id(&mut self, c: &CollectionRef) -> Result<Option<i64>, StorageError> {
+    fn collection_id(&mut self, c: &CollectionRef) -> Result<Option<i64>, StorageError> {
         Ok(collection_id(self.conn(JOBS_DB)?, c)?)
     }
 
     /// Writes records (one transaction: all or none), creating the collection if needed.
-    pub fn collection_upsert(
+    fn collection_upsert(
         &mut self,
         c: &CollectionRef,
         records: &[NewRecord],
@@ -156,7 +127,7 @@ impl Db {
     }
 
     /// The current record of a key, if it exists (and, for cached types, has not expired).
-    pub fn collection_get(
+    fn collection_get(
         &mut self,
         c: &CollectionRef,
         key: &str,
@@ -175,8 +146,8 @@ impl Db {
             .optional()?)
     }
 
-    /// The older versions of a key (newest first), for versioned types.
-    pub fn collection_versions(
+    #[cfg(test)]
+    fn collection_versions(
         &mut self,
         c: &CollectionRef,
         key: &str,
@@ -195,7 +166,7 @@ impl Db {
     }
 
     /// Deletes keys (all their versions), in one transaction; returns how many existed.
-    pub fn collection_delete_keys(
+    fn collection_delete_keys(
         &mut self,
         c: &CollectionRef,
         keys: &[String],
@@ -218,7 +189,7 @@ impl Db {
 
     /// Deletes every collection of the project with this name, whatever its type (Scrapy
     /// Cloud's `delete?name=`); returns how many collections there were.
-    pub fn collection_drop(&mut self, project: &str, name: &str) -> Result<usize, StorageError> {
+    fn collection_drop(&mut self, project: &str, name: &str) -> Result<usize, StorageError> {
         let conn = self.conn(JOBS_DB)?;
         let tx = conn;
         let ids: Vec<i64> = tx
@@ -239,7 +210,7 @@ impl Db {
     }
 
     /// Renames every collection of the project with this name, whatever its type.
-    pub fn collection_rename(
+    fn collection_rename(
         &mut self,
         project: &str,
         name: &str,
@@ -270,10 +241,7 @@ impl Db {
     }
 
     /// One page of records, by key.
-    pub fn collection_page(
-        &mut self,
-        req: &PageRequest,
-    ) -> Result<Vec<StoredRecord>, StorageError> {
+    fn collection_page(&mut self, req: &PageRequest) -> Result<Vec<StoredRecord>, StorageError> {
         let conn = self.conn(JOBS_DB)?;
         let mut out = Vec::new();
         if let Some(keys) = &req.keys {

@@ -6,6 +6,7 @@
 use super::{Db, JOBS_DB};
 use crate::storage::StorageError;
 use crate::storage::model::{Batch, NewRequest, SlotRef, plan_batches};
+use crate::storage::rows::FrontierRows;
 use rusqlite::{Connection, OptionalExtension, params};
 
 fn slot_id(conn: &Connection, s: &SlotRef) -> rusqlite::Result<Option<i64>> {
@@ -16,10 +17,10 @@ fn slot_id(conn: &Connection, s: &SlotRef) -> rusqlite::Result<Option<i64>> {
     .optional()
 }
 
-impl Db {
+impl FrontierRows for Db {
     /// Adds requests to a slot in one transaction: new fingerprints are recorded and their
     /// requests queued; returns how many fingerprints were new.
-    pub fn frontier_add(
+    fn frontier_add(
         &mut self,
         s: &SlotRef,
         requests: &[NewRequest],
@@ -82,7 +83,7 @@ impl Db {
     }
 
     /// The frontiers of a project that have slots, by name.
-    pub fn frontier_names(&mut self, project: &str) -> Result<Vec<String>, StorageError> {
+    fn frontier_names(&mut self, project: &str) -> Result<Vec<String>, StorageError> {
         let conn = self.conn(JOBS_DB)?;
         let mut stmt = conn.prepare_cached(
             "SELECT DISTINCT frontier FROM cloud_frontier_slot WHERE project = ?1 ORDER BY frontier",
@@ -94,7 +95,7 @@ impl Db {
     }
 
     /// The slots of a frontier, by name.
-    pub fn frontier_slots(
+    fn frontier_slots(
         &mut self,
         project: &str,
         frontier: &str,
@@ -110,12 +111,12 @@ impl Db {
     }
 
     /// The id of a slot, if it exists.
-    pub fn frontier_slot_id(&mut self, s: &SlotRef) -> Result<Option<i64>, StorageError> {
+    fn frontier_slot_id(&mut self, s: &SlotRef) -> Result<Option<i64>, StorageError> {
         Ok(slot_id(self.conn(JOBS_DB)?, s)?)
     }
 
     /// Up to `limit` queued batches of a slot after `(priority, id)`, in queue order.
-    pub fn frontier_batches(
+    fn frontier_batches(
         &mut self,
         slot: i64,
         after: Option<(i64, i64)>,
@@ -153,7 +154,7 @@ impl Db {
 
     /// Deletes queued batches of a slot by `(priority, batch)` (unknown ones are ignored), in
     /// one transaction; returns how many were deleted.
-    pub fn frontier_delete_batches(
+    fn frontier_delete_batches(
         &mut self,
         s: &SlotRef,
         ids: &[(i64, i64)],
@@ -179,7 +180,7 @@ impl Db {
     }
 
     /// Up to `limit` fingerprints of a slot after `after`, in order, with their `fdata`.
-    pub fn frontier_fingerprints(
+    fn frontier_fingerprints(
         &mut self,
         slot: i64,
         after: Option<&str>,
@@ -203,7 +204,7 @@ impl Db {
     }
 
     /// Deletes a slot: its fingerprints, batches and requests (one transaction).
-    pub fn frontier_delete_slot(&mut self, s: &SlotRef) -> Result<(), StorageError> {
+    fn frontier_delete_slot(&mut self, s: &SlotRef) -> Result<(), StorageError> {
         let conn = self.conn(JOBS_DB)?;
         let Some(slot) = slot_id(conn, s)? else {
             return Ok(());

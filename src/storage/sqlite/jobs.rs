@@ -4,12 +4,12 @@
 //! are kept. Times are microseconds since the epoch, shown as Python's `str(datetime)` in local
 //! time, as Scrapyd shows them.
 
-use super::{Db, JobEvent};
+use super::Db;
 use crate::storage::StorageError;
 use crate::storage::model::{
-    Ended, Ending, FinishedChange, FinishedJob, FinishedUpdate, JobRecord, JobState, Orphan,
-    PendingJob,
+    Ended, Ending, FinishedChange, FinishedJob, FinishedUpdate, JobRecord, JobState, PendingJob,
 };
+use crate::storage::rows::{JobRows, json_pairs, pairs_json};
 use rusqlite::{OptionalExtension, params};
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -85,20 +85,6 @@ impl FinishedLog {
     }
 }
 
-fn pairs_json(pairs: &[(String, String)]) -> String {
-    serde_json::to_string(&serde_json::Value::Array(
-        pairs
-            .iter()
-            .map(|(k, v)| serde_json::json!([k, v]))
-            .collect(),
-    ))
-    .unwrap_or_else(|_| "[]".into())
-}
-
-fn json_pairs(text: &str) -> Vec<(String, String)> {
-    serde_json::from_str::<Vec<(String, String)>>(text).unwrap_or_default()
-}
-
 const COLUMNS: &str = "id, project, spider, job, version, settings, args, priority, state, pid, start_time, \
                        end_time, exit_code, signal, outcome, reason, finish_reason, proc_start";
 
@@ -153,25 +139,28 @@ fn finished_job(r: &rusqlite::Row<'_>) -> rusqlite::Result<FinishedJob> {
 }
 
 impl Db {
-    /// Takes the next pending job off the queues and records it as running, in one step, so no
-    /// reader ever sees it in neither state.
-    pub fn start_next(
-        &mut self,
-        projects: &[String],
-        now: i64,
-    ) -> Result<Option<JobRecord>, StorageError> {
-        let Some((p, queue_id)) = self.peek_next(projects)? else {
-            return Ok(None);
-        };
-        // Committed running row first, queue row second (`CommitOrder::JobsFirst`): after a
-        // crash between the two commits the job is in both places (and recovery keeps one),
-        // never in neither.
-        let record = self.insert_running(&p, now)?;
-        self.delete_queued(&p.project, queue_id)?;
-        self.emit(JobEvent::Started(&p));
-        Ok(Some(record))
+    /// The current version of the finished jobs.
+    pub fn finished_version_now(&self) -> u64 {
+        self.finished_log.version()
     }
 
+    /// The finished jobs among these row ids (those still kept), in no particular order.
+    fn finished_by_ids(&mut self, ids: &[i64]) -> Result<Vec<FinishedJob>, StorageError> {
+        let conn = self.jobs()?;
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {BRIEF_COLUMNS} FROM jobs WHERE state = 'finished' AND id = ?1"
+        ))?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(job) = stmt.query_row([id], finished_job).optional()? {
+                out.push(job);
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl JobRows for Db {
     fn insert_running(&mut self, p: &PendingJob, now: i64) -> Result<JobRecord, StorageError> {
         let conn = self.jobs()?;
         conn.execute(
@@ -179,68 +168,10 @@ impl Db {
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'running', ?8)",
             params![p.project, p.spider, p.job, p.version, pairs_json(&p.settings), pairs_json(&p.args), p.priority, now],
         )?;
-        let id = conn.last_insert_rowid();
-        Ok(JobRecord {
-            id,
-            project: p.project.clone(),
-            spider: p.spider.clone(),
-            job: p.job.clone(),
-            version: p.version.clone(),
-            settings: p.settings.clone(),
-            args: p.args.clone(),
-            priority: p.priority,
-            state: JobState::Running,
-            pid: None,
-            start_time: now,
-            end_time: None,
-            exit_code: None,
-            signal: None,
-            outcome: None,
-            reason: None,
-            finish_reason: None,
-            proc_start: None,
-        })
+        Ok(JobRecord::running(conn.last_insert_rowid(), p, now))
     }
 
-    /// The current version of the finished jobs.
-    pub fn finished_version_now(&self) -> u64 {
-        self.finished_log.version()
-    }
-
-    /// The changes to the finished jobs since version `since` with the rows they added, or
-    /// (when they are not all kept) every finished job of `project` (or all).
-    pub fn finished_update(
-        &mut self,
-        since: Option<u64>,
-        project: Option<&str>,
-    ) -> Result<FinishedUpdate, StorageError> {
-        let version = self.finished_log.version();
-        match since.and_then(|v| self.finished_log.since(v)) {
-            Some(changes) => {
-                let added: Vec<i64> = changes
-                    .iter()
-                    .filter_map(|c| match c {
-                        FinishedChange::Added(id) => Some(*id),
-                        FinishedChange::Removed(_) => None,
-                    })
-                    .collect();
-                let rows = self.finished_by_ids(&added)?;
-                Ok(FinishedUpdate::Changes(version, changes, rows))
-            }
-            None => Ok(FinishedUpdate::All(
-                version,
-                self.finished_newest(project, None)?,
-            )),
-        }
-    }
-
-    /// Records the pid and process identity of a running job.
-    pub fn set_pid(
-        &mut self,
-        id: i64,
-        pid: u32,
-        proc_start: Option<&str>,
-    ) -> Result<(), StorageError> {
+    fn set_pid(&mut self, id: i64, pid: u32, proc_start: Option<&str>) -> Result<(), StorageError> {
         self.jobs()?.execute(
             "UPDATE jobs SET pid = ?2, proc_start = ?3 WHERE id = ?1",
             params![id, pid, proc_start],
@@ -248,9 +179,24 @@ impl Db {
         Ok(())
     }
 
-    /// Records a job's end, then keeps only the newest `keep` finished jobs: one transaction,
-    /// and the pruning touches only the rows it removes (a long history costs no more).
-    pub fn finish(&mut self, id: i64, ending: &Ending, keep: usize) -> Result<(), StorageError> {
+    fn job_spider(&mut self, id: i64) -> Result<Option<(String, String)>, StorageError> {
+        Ok(self
+            .jobs()?
+            .query_row(
+                "SELECT project, spider FROM jobs WHERE id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?)
+    }
+
+    /// The pruning touches only the rows it removes (a long history costs no more).
+    fn record_end(
+        &mut self,
+        id: i64,
+        ending: &Ending,
+        keep: usize,
+    ) -> Result<Option<(String, String)>, StorageError> {
         let before = self.finished_count()?;
         let who: Option<(String, String)> = self
             .jobs()?
@@ -294,20 +240,16 @@ impl Db {
         self.finished_pending
             .extend(pruned.into_iter().map(FinishedChange::Removed));
         self.finished_count = Some(count - excess);
-        if changed > 0
-            && let Some((project, job)) = who
-        {
-            self.emit(JobEvent::Finished {
-                project: &project,
-                job: &job,
-                ending,
-            });
-        }
+        Ok(if changed > 0 { who } else { None })
+    }
+
+    fn delete_job(&mut self, id: i64) -> Result<(), StorageError> {
+        self.jobs()?
+            .execute("DELETE FROM jobs WHERE id = ?1", [id])?;
         Ok(())
     }
 
-    /// Jobs recorded as running (in start order).
-    pub fn running(&mut self) -> Result<Vec<JobRecord>, StorageError> {
+    fn running(&mut self) -> Result<Vec<JobRecord>, StorageError> {
         let conn = self.jobs()?;
         let mut stmt = conn.prepare_cached(&format!(
             "SELECT {COLUMNS} FROM jobs WHERE state = 'running' ORDER BY id"
@@ -318,20 +260,12 @@ impl Db {
         Ok(rows)
     }
 
-    /// The project and spider of a job row.
-    pub fn job_spider(&mut self, id: i64) -> Result<Option<(String, String)>, StorageError> {
-        Ok(self
-            .jobs()?
-            .query_row(
-                "SELECT project, spider FROM jobs WHERE id = ?1",
-                [id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?)
+    /// One node: every running job is this node's.
+    fn running_here(&mut self) -> Result<Vec<JobRecord>, StorageError> {
+        self.running()
     }
 
-    /// Number of jobs recorded as running.
-    pub fn running_count(&mut self) -> Result<usize, StorageError> {
+    fn running_count(&mut self) -> Result<usize, StorageError> {
         let n: i64 = self.jobs()?.query_row(
             "SELECT count(*) FROM jobs WHERE state = 'running'",
             [],
@@ -340,8 +274,7 @@ impl Db {
         Ok(n as usize)
     }
 
-    /// Finished jobs, newest first.
-    pub fn finished(&mut self, project: Option<&str>) -> Result<Vec<JobRecord>, StorageError> {
+    fn finished(&mut self, project: Option<&str>) -> Result<Vec<JobRecord>, StorageError> {
         let conn = self.jobs()?;
         let mut stmt = conn.prepare_cached(&format!(
             "SELECT {COLUMNS} FROM jobs WHERE state = 'finished' AND (?1 IS NULL OR project = ?1)
@@ -353,9 +286,21 @@ impl Db {
         Ok(rows)
     }
 
-    /// The `limit` newest finished jobs (all when `None`), newest first, for all projects or
-    /// one, with only what the listing shows.
-    pub fn finished_newest(
+    /// Counted once, then kept up to date by `record_end`.
+    fn finished_count(&mut self) -> Result<usize, StorageError> {
+        if let Some(n) = self.finished_count {
+            return Ok(n);
+        }
+        let n: i64 = self.jobs()?.query_row(
+            "SELECT count(*) FROM jobs WHERE state = 'finished'",
+            [],
+            |r| r.get(0),
+        )?;
+        self.finished_count = Some(n as usize);
+        Ok(n as usize)
+    }
+
+    fn finished_newest(
         &mut self,
         project: Option<&str>,
         limit: Option<usize>,
@@ -372,23 +317,7 @@ impl Db {
         Ok(rows)
     }
 
-    /// The finished jobs among these row ids (those still kept), in no particular order.
-    pub fn finished_by_ids(&mut self, ids: &[i64]) -> Result<Vec<FinishedJob>, StorageError> {
-        let conn = self.jobs()?;
-        let mut stmt = conn.prepare_cached(&format!(
-            "SELECT {BRIEF_COLUMNS} FROM jobs WHERE state = 'finished' AND id = ?1"
-        ))?;
-        let mut out = Vec::with_capacity(ids.len());
-        for id in ids {
-            if let Some(job) = stmt.query_row([id], finished_job).optional()? {
-                out.push(job);
-            }
-        }
-        Ok(out)
-    }
-
-    /// The most recent finished run of a job id.
-    pub fn finished_record(
+    fn finished_record(
         &mut self,
         project: Option<&str>,
         job: &str,
@@ -403,26 +332,39 @@ impl Db {
             .optional()?)
     }
 
-    /// Number of finished jobs kept (counted once, then kept up to date by [`Db::finish`]).
-    pub fn finished_count(&mut self) -> Result<usize, StorageError> {
-        if let Some(n) = self.finished_count {
-            return Ok(n);
-        }
-        let n: i64 = self.jobs()?.query_row(
-            "SELECT count(*) FROM jobs WHERE state = 'finished'",
-            [],
-            |r| r.get(0),
-        )?;
-        self.finished_count = Some(n as usize);
-        Ok(n as usize)
+    fn finished_version(&mut self) -> Result<u64, StorageError> {
+        Ok(self.finished_log.version())
     }
 
-    /// The state of a job id, Scrapyd's precedence: finished, then running, then pending.
-    pub fn job_state(
+    fn finished_update(
+        &mut self,
+        since: Option<u64>,
+        project: Option<&str>,
+    ) -> Result<FinishedUpdate, StorageError> {
+        let version = self.finished_log.version();
+        match since.and_then(|v| self.finished_log.since(v)) {
+            Some(changes) => {
+                let added: Vec<i64> = changes
+                    .iter()
+                    .filter_map(|c| match c {
+                        FinishedChange::Added(id) => Some(*id),
+                        FinishedChange::Removed(_) => None,
+                    })
+                    .collect();
+                let rows = self.finished_by_ids(&added)?;
+                Ok(FinishedUpdate::Changes(version, changes, rows))
+            }
+            None => Ok(FinishedUpdate::All(
+                version,
+                self.finished_newest(project, None)?,
+            )),
+        }
+    }
+
+    fn job_row_state(
         &mut self,
         project: Option<&str>,
         job: &str,
-        projects: &[String],
     ) -> Result<Option<JobState>, StorageError> {
         let state: Option<String> = self
             .jobs()?
@@ -433,85 +375,13 @@ impl Db {
                 |r| r.get(0),
             )
             .optional()?;
-        match state.as_deref() {
-            Some("finished") => return Ok(Some(JobState::Finished)),
-            Some(_) => return Ok(Some(JobState::Running)),
-            None => {}
-        }
-        let scope: Vec<String> = match project {
-            Some(p) => vec![p.to_owned()],
-            None => projects.to_vec(),
-        };
-        for p in &scope {
-            if self.is_pending(p, job)? {
-                return Ok(Some(JobState::Pending));
-            }
-        }
-        Ok(None)
-    }
-
-    /// After a restart: jobs still recorded as running were left behind by the previous daemon.
-    /// For a job without a recorded pid, `find_orphan` tells whether its crawl was spawned all
-    /// the same (the daemon died before it recorded the pid): one still running gets its pid,
-    /// and is returned with those that have one, for the launcher to re-adopt or to finish; so
-    /// is one that ended (the launcher reads its result file). A job that never got a process
-    /// goes back to its queue (or is dropped if it is still there).
-    pub fn recover(
-        &mut self,
-        find_orphan: impl Fn(&JobRecord) -> Option<Orphan>,
-    ) -> Result<Vec<JobRecord>, StorageError> {
-        let mut started = Vec::new();
-        for mut r in self.running()? {
-            if r.pid.is_some() {
-                started.push(r);
-                continue;
-            }
-            match find_orphan(&r) {
-                Some(Orphan::Running { pid, identity }) => {
-                    self.set_pid(r.id, pid, Some(&identity))?;
-                    (r.pid, r.proc_start) = (Some(pid), Some(identity));
-                    started.push(r);
-                    continue;
-                }
-                Some(Orphan::Ended) => {
-                    started.push(r);
-                    continue;
-                }
-                None => tracing::warn!(
-                    "job {} of project {} was taken off its queue but never started: queued again",
-                    r.job,
-                    r.project
-                ),
-            }
-            let pending = PendingJob {
-                project: r.project.clone(),
-                spider: r.spider.clone(),
-                job: r.job.clone(),
-                priority: r.priority,
-                version: r.version.clone(),
-                settings: r.settings.clone(),
-                args: r.args.clone(),
-                created: r.start_time,
-            };
-            if self.is_pending(&r.project, &r.job)? {
-                // Still queued too (a crash between the two commits of its start).
-                self.emit(JobEvent::Requeued(&pending));
+        Ok(state.map(|s| {
+            if s == "finished" {
+                JobState::Finished
             } else {
-                self.requeue(&pending)?;
+                JobState::Running
             }
-            self.jobs()?
-                .execute("DELETE FROM jobs WHERE id = ?1", [r.id])?;
-        }
-        Ok(started)
-    }
-
-    /// Scrapy's final stats of a finished job (JSON), if the crawl reported them.
-    pub fn stats(&mut self, id: i64) -> Result<Option<String>, StorageError> {
-        Ok(self
-            .jobs()?
-            .query_row("SELECT stats FROM jobs WHERE id = ?1", [id], |r| r.get(0))
-            .optional()?
-            .flatten())
+        }))
     }
 }
 
@@ -520,6 +390,8 @@ mod tests {
     use super::*;
     use crate::config::DbsDir;
     use crate::storage::model::*;
+    #[allow(unused_imports)]
+    use crate::storage::test_prelude::*;
     use serde_json::Map;
 
     fn pending(id: &str) -> PendingJob {
@@ -603,7 +475,7 @@ mod tests {
         let a = db.start_next(&projects, 1).unwrap().unwrap();
         db.set_pid(a.id, 4242, Some("boot/1")).unwrap();
         let _b = db.start_next(&projects, 1).unwrap().unwrap();
-        let started = db.recover(|_| None).unwrap();
+        let started = db.recover(&|_| None).unwrap();
         assert_eq!(started.len(), 1);
         assert_eq!(started[0].job, "a");
         assert_eq!(started[0].proc_start.as_deref(), Some("boot/1"));
@@ -628,7 +500,7 @@ mod tests {
         let _b = db.start_next(&projects, 1).unwrap().unwrap();
         let c = db.start_next(&projects, 1).unwrap().unwrap();
         let started = db
-            .recover(|r| {
+            .recover(&|r: &JobRecord| {
                 if r.id == a.id {
                     Some(Orphan::Running {
                         pid: 4242,

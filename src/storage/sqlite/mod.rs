@@ -30,11 +30,10 @@ mod queue;
 mod registry;
 
 use super::StorageError;
-use super::model::{Admission, Ending, FinishedChange, JobKey, NewJob, PendingJob};
+use super::model::{Admission, FinishedChange, JobKey, NewJob};
 use crate::config::DbsDir;
 use jobs::FinishedLog;
 use rusqlite::Connection;
-use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -86,30 +85,6 @@ pub enum CommitOrder {
     QueuesFirst,
     /// `jobs.db`, then the queue files (a job running, then taken off its queue).
     JobsFirst,
-}
-
-/// What happened to a job, for the Scrapy Cloud registry to follow (see `registry.rs`). The
-/// queue and job code only reports these; the registry's rows are written in the same
-/// transaction.
-pub enum JobEvent<'a> {
-    /// Queued (`extra`: metadata from `run.json` or `push`).
-    Enqueued(&'a PendingJob, &'a Map<String, Value>),
-    /// Taken off its queue to run.
-    Started(&'a PendingJob),
-    /// Put back in its queue by recovery (it never got a process).
-    Requeued(&'a PendingJob),
-    /// Removed from its queue before it ran (`by`: who).
-    Removed {
-        project: &'a str,
-        job: &'a str,
-        by: &'a str,
-    },
-    /// Its crawl ended.
-    Finished {
-        project: &'a str,
-        job: &'a str,
-        ending: &'a Ending,
-    },
 }
 
 /// The connections, as seen from inside the owner thread.
@@ -271,12 +246,6 @@ impl Db {
     fn changes(&self) -> u64 {
         self.conns.values().map(Connection::total_changes).sum()
     }
-
-    /// Reports a job event: the registry follows it in the same transaction, and gives the
-    /// job's Scrapy Cloud key when the event registered it.
-    fn emit(&mut self, event: JobEvent<'_>) -> Option<JobKey> {
-        self.follow(event)
-    }
 }
 
 /// A cheap, clonable handle to the owner thread.
@@ -426,6 +395,9 @@ impl Db {
 mod tests {
     use super::*;
     use crate::storage::model::*;
+    #[allow(unused_imports)]
+    use crate::storage::test_prelude::*;
+    use serde_json::Map;
 
     fn job(project: &str, id: &str) -> PendingJob {
         PendingJob {

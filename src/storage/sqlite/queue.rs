@@ -3,11 +3,12 @@
 //! folder's pending jobs carry over. We add a `created` column (microseconds since the epoch) so
 //! the launcher can order jobs across projects: highest priority first, then oldest first.
 
-use super::{CommitOrder, Db, JobEvent};
+use super::{CommitOrder, Db};
 use crate::storage::StorageError;
+use crate::storage::lifecycle::Lifecycle;
 use crate::storage::model::{Admission, JobKey, NewJob, PendingJob};
+use crate::storage::rows::QueueRows;
 use rusqlite::{Connection, OptionalExtension, params};
-use serde_json::{Map, Value};
 
 fn row_to_job(project: &str, row: &rusqlite::Row<'_>) -> rusqlite::Result<Option<PendingJob>> {
     let priority: f64 = row.get("priority")?;
@@ -29,39 +30,6 @@ fn insert(conn: &Connection, job: &PendingJob) -> rusqlite::Result<usize> {
 }
 
 impl Db {
-    /// Queues a job and registers it (its key and metadata, with `extra` from `run.json`);
-    /// returns its key (`None` if the registry could not take it: it catches up when the job
-    /// starts).
-    pub fn enqueue(
-        &mut self,
-        job: &PendingJob,
-        extra: &Map<String, Value>,
-    ) -> Result<Option<JobKey>, StorageError> {
-        insert(self.conn(&job.project)?, job)?;
-        Ok(self.emit(JobEvent::Enqueued(job, extra)))
-    }
-
-    /// Puts back in its queue a job that was taken off it but never got a process (recovery):
-    /// the registry's row of it goes back to `pending`.
-    pub fn requeue(&mut self, job: &PendingJob) -> Result<(), StorageError> {
-        insert(self.conn(&job.project)?, job)?;
-        self.emit(JobEvent::Requeued(job));
-        Ok(())
-    }
-
-    /// Queues a job unless an active job of its project is one it must not duplicate (then
-    /// nothing is written); the job has its registry key from the moment it is queued.
-    pub fn admit(&mut self, new: &NewJob) -> Result<Admission<JobKey>, StorageError> {
-        let NewJob { job, meta, unique } = new;
-        if let Some(existing) = self.find_duplicate(&job.project, &job.spider, unique, meta)? {
-            return Ok(Admission::Duplicate(existing));
-        }
-        let key = self.enqueue(job, meta)?.ok_or_else(|| {
-            StorageError::Internal("the job registry could not take the job".into())
-        })?;
-        Ok(Admission::Admitted(key))
-    }
-
     /// Admits several jobs in one write scope (one commit per file); one result per job, in
     /// order, and a job is stored exactly when its result is `Ok(Admitted)`. A job sees the
     /// jobs admitted before it in the group, so two duplicates in one group make one job.
@@ -84,34 +52,6 @@ impl Db {
                 .collect(),
             Err(e) => vec![Err(e)],
         }
-    }
-
-    /// The pending jobs of `projects`, each project's in start order (priority, then FIFO).
-    pub fn pending(&mut self, projects: &[String]) -> Result<Vec<PendingJob>, StorageError> {
-        let mut out = Vec::new();
-        for project in projects {
-            let conn = self.conn(project)?;
-            let mut stmt = conn.prepare_cached(
-                "SELECT priority, created, message FROM spider_queue ORDER BY priority DESC, id",
-            )?;
-            let mut rows = stmt.query([])?;
-            while let Some(row) = rows.next()? {
-                out.extend(row_to_job(project, row)?);
-            }
-        }
-        Ok(out)
-    }
-
-    /// How many jobs wait in `projects`.
-    pub fn pending_count(&mut self, projects: &[String]) -> Result<usize, StorageError> {
-        let mut n = 0usize;
-        for project in projects {
-            let c: i64 =
-                self.conn(project)?
-                    .query_row("SELECT count(*) FROM spider_queue", [], |r| r.get(0))?;
-            n += c as usize;
-        }
-        Ok(n)
     }
 
     /// Queue rows of `project` holding this job id. Rows queued by Scrapyd have no `job` column
@@ -140,47 +80,9 @@ impl Db {
         Ok(ids)
     }
 
-    /// Whether `job` is pending in `project`.
-    pub fn is_pending(&mut self, project: &str, job: &str) -> Result<bool, StorageError> {
-        Ok(!self.rows_of(project, job)?.is_empty())
-    }
-
-    /// Removes every pending entry of `project` with this job id; returns how many.
-    pub fn remove_pending(&mut self, project: &str, job: &str) -> Result<usize, StorageError> {
-        let ids = self.rows_of(project, job)?;
-        let conn = self.conn(project)?;
-        for id in &ids {
-            conn.execute("DELETE FROM spider_queue WHERE id = ?1", [id])?;
-        }
-        if !ids.is_empty() {
-            self.emit(JobEvent::Removed {
-                project,
-                job,
-                by: "scrapyd",
-            });
-        }
-        Ok(ids.len())
-    }
-
-    /// Removes every pending job of `project`.
-    pub fn clear_pending(&mut self, project: &str) -> Result<usize, StorageError> {
-        let jobs = self.pending(&[project.to_owned()])?;
-        let n = self
-            .conn(project)?
-            .execute("DELETE FROM spider_queue", [])?;
-        for j in jobs {
-            self.emit(JobEvent::Removed {
-                project,
-                job: &j.job,
-                by: "scrapyd",
-            });
-        }
-        Ok(n)
-    }
-
     /// The job that should start next among `projects` — highest priority, then oldest (by
     /// schedule time, then queue order) — with its queue row id. Unreadable entries are dropped.
-    pub fn peek_next(
+    fn peek_next(
         &mut self,
         projects: &[String],
     ) -> Result<Option<(PendingJob, i64)>, StorageError> {
@@ -229,19 +131,77 @@ impl Db {
     }
 
     /// Deletes one queue row.
-    pub fn delete_queued(&mut self, project: &str, id: i64) -> Result<(), StorageError> {
+    fn delete_queued(&mut self, project: &str, id: i64) -> Result<(), StorageError> {
         self.conn(project)?
             .execute("DELETE FROM spider_queue WHERE id = ?1", [id])?;
         Ok(())
     }
+}
 
-    /// Takes the job that should start next off its queue (see [`Db::peek_next`]).
-    pub fn pop_next(&mut self, projects: &[String]) -> Result<Option<PendingJob>, StorageError> {
+impl QueueRows for Db {
+    fn queue_insert(&mut self, job: &PendingJob) -> Result<(), StorageError> {
+        insert(self.conn(&job.project)?, job)?;
+        Ok(())
+    }
+
+    fn queue_take_next(&mut self, projects: &[String]) -> Result<Option<PendingJob>, StorageError> {
         let Some((job, id)) = self.peek_next(projects)? else {
             return Ok(None);
         };
         self.delete_queued(&job.project, id)?;
         Ok(Some(job))
+    }
+
+    fn queue_remove(&mut self, project: &str, job: &str) -> Result<usize, StorageError> {
+        let ids = self.rows_of(project, job)?;
+        let conn = self.conn(project)?;
+        for id in &ids {
+            conn.execute("DELETE FROM spider_queue WHERE id = ?1", [id])?;
+        }
+        Ok(ids.len())
+    }
+
+    fn queue_clear(&mut self, project: &str) -> Result<(usize, Vec<String>), StorageError> {
+        let jobs = self.pending(&[project.to_owned()])?;
+        let n = self
+            .conn(project)?
+            .execute("DELETE FROM spider_queue", [])?;
+        Ok((n, jobs.into_iter().map(|j| j.job).collect()))
+    }
+
+    fn pending(&mut self, projects: &[String]) -> Result<Vec<PendingJob>, StorageError> {
+        let mut out = Vec::new();
+        for project in projects {
+            let conn = self.conn(project)?;
+            let mut stmt = conn.prepare_cached(
+                "SELECT priority, created, message FROM spider_queue ORDER BY priority DESC, id",
+            )?;
+            let mut rows = stmt.query([])?;
+            while let Some(row) = rows.next()? {
+                out.extend(row_to_job(project, row)?);
+            }
+        }
+        Ok(out)
+    }
+
+    fn pending_count(&mut self, projects: &[String]) -> Result<usize, StorageError> {
+        let mut n = 0usize;
+        for project in projects {
+            let c: i64 =
+                self.conn(project)?
+                    .query_row("SELECT count(*) FROM spider_queue", [], |r| r.get(0))?;
+            n += c as usize;
+        }
+        Ok(n)
+    }
+
+    fn is_pending(&mut self, project: &str, job: &str) -> Result<bool, StorageError> {
+        Ok(!self.rows_of(project, job)?.is_empty())
+    }
+
+    /// One thread runs every transaction: nothing to lock.
+    fn lock_admission(&mut self, _project: &str) -> Result<(), StorageError> {
+        Ok(())
     }
 }
 
@@ -250,6 +210,8 @@ mod tests {
     use super::*;
     use crate::config::DbsDir;
     use crate::storage::model::*;
+    #[allow(unused_imports)]
+    use crate::storage::test_prelude::*;
     use serde_json::Map;
 
     fn job(project: &str, id: &str, priority: f64, created: i64) -> PendingJob {
@@ -294,7 +256,7 @@ mod tests {
         db.enqueue(&job("b", "j4", -1.0, 4), &Map::new()).unwrap();
         db.enqueue(&job("a", "j5", 1.0, 5), &Map::new()).unwrap();
         let mut order = vec![];
-        while let Some(j) = db.pop_next(&projects).unwrap() {
+        while let Some(j) = db.queue_take_next(&projects).unwrap() {
             order.push(j.job);
         }
         assert_eq!(order, ["j3", "j2", "j5", "j1", "j4"]);
