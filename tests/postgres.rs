@@ -12,7 +12,7 @@ async fn a_new_database_is_migrated_once_even_by_nodes_starting_together() {
     let connects: Vec<_> = (0..8)
         .map(|_| {
             let url = url.clone();
-            tokio::spawn(async move { Postgres::connect(&url).await })
+            tokio::spawn(async move { Postgres::connect(&url, "node-1").await })
         })
         .collect();
     let mut dbs = Vec::new();
@@ -30,7 +30,7 @@ async fn a_new_database_is_migrated_once_even_by_nodes_starting_together() {
     );
     assert_eq!(applied, format!("{known}|{known}"));
     // Connecting again changes nothing.
-    Postgres::connect(&url).await.unwrap();
+    Postgres::connect(&url, "node-1").await.unwrap();
     assert_eq!(
         support::postgres::server().psql_in(name, "SELECT count(*) FROM schema_migrations"),
         known.to_string()
@@ -40,17 +40,17 @@ async fn a_new_database_is_migrated_once_even_by_nodes_starting_together() {
 #[tokio::test]
 async fn a_database_of_a_newer_scrapyd_rs_is_refused_with_its_version() {
     let url = support::postgres::database();
-    Postgres::connect(&url).await.unwrap();
+    Postgres::connect(&url, "node-1").await.unwrap();
     let name = url.rsplit('/').next().unwrap();
     support::postgres::server().psql_in(name, "INSERT INTO schema_migrations VALUES (999)");
-    let e = Postgres::connect(&url).await.err().expect("refused");
+    let e = Postgres::connect(&url, "node-1").await.err().expect("refused");
     assert!(matches!(e, StorageError::Internal(_)), "{e:?}");
     assert!(e.to_string().contains("schema version 999 is newer"), "{e}");
 }
 
 #[tokio::test]
 async fn a_bad_or_unreachable_url_is_named_without_its_password() {
-    let e = Postgres::connect("postgresql://u:secret@127.0.0.1:notaport/x")
+    let e = Postgres::connect("postgresql://u:secret@127.0.0.1:notaport/x", "node-1")
         .await
         .err()
         .expect("refused");
@@ -69,7 +69,7 @@ async fn a_bad_or_unreachable_url_is_named_without_its_password() {
         .unwrap()
         .port();
     let url = format!("postgresql://u:secret@127.0.0.1:{port}/x");
-    let e = Postgres::connect(&url).await.err().expect("refused");
+    let e = Postgres::connect(&url, "node-1").await.err().expect("refused");
     assert!(matches!(e, StorageError::Unavailable(_)), "{e:?}");
     let text = e.to_string();
     assert!(
@@ -82,6 +82,6 @@ async fn a_bad_or_unreachable_url_is_named_without_its_password() {
 
     // A database that does not exist on a running server.
     let missing = support::postgres::server().url("no_such_database");
-    let e = Postgres::connect(&missing).await.err().expect("refused");
+    let e = Postgres::connect(&missing, "node-1").await.err().expect("refused");
     assert!(e.to_string().contains("no_such_database"), "{e}");
 }

@@ -1,7 +1,7 @@
 //! The storage conformance suite: each case runs a storage method's contract through the
 //! public `Storage` handle, once per backend (`backends!` makes a test per case and backend).
-//! SQLite runs every case; the PostgreSQL backend joins each case as its methods land
-//! (issue 11), so both are held to the same answers.
+//! Both backends run every case (PostgreSQL on the test support's real server, a database per
+//! test), so both are held to the same answers.
 
 use scrapyd_rs::config::DbsDir;
 use scrapyd_rs::storage::Storage;
@@ -10,16 +10,27 @@ use scrapyd_rs::storage::model::{
 };
 use serde_json::Map;
 
+mod support;
+
 /// A backend under test, and what keeps its files alive.
 struct Backend {
     storage: Storage,
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
 }
 
 fn sqlite() -> Backend {
     let dir = tempfile::tempdir().unwrap();
     let storage = Storage::open(DbsDir::Dir(dir.path().to_path_buf())).unwrap();
-    Backend { storage, _dir: dir }
+    Backend {
+        storage,
+        _dir: Some(dir),
+    }
+}
+
+async fn postgres() -> Backend {
+    let url = support::postgres::database();
+    let storage = Storage::connect(&url, "node-1").await.unwrap();
+    Backend { storage, _dir: None }
 }
 
 macro_rules! backends {
@@ -29,6 +40,15 @@ macro_rules! backends {
                 #[tokio::test]
                 async fn $case() {
                     let backend = super::sqlite();
+                    super::$case(&backend.storage).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let backend = super::postgres().await;
                     super::$case(&backend.storage).await;
                 }
             )*

@@ -7,8 +7,12 @@
 //! - [`StorageError`]: why a method failed; a failed method changed nothing.
 //! - `sqlite`: the embedded backend (one thread owning `{dbs_dir}/jobs.db` and Scrapyd's
 //!   per-project queue files, versioned migrations).
-//! - [`postgres`]: the backend for several nodes on one database (being built: its pool and
-//!   migrations; not selectable yet).
+//! - [`postgres`]: the backend for several nodes on one database (every method runs on it;
+//!   not selectable by `scrapyd.conf` yet).
+//! - `rows`: what one transaction of a backend reads and writes, row by row (each backend
+//!   writes these in its own SQL); `lifecycle` (queued → running → finished) and `registry`
+//!   (the Scrapy Cloud registry following job events) are written once on top of them, so
+//!   both backends run the same logic in their own transactions.
 //!
 //! The Scrapyd side (queues and jobs) knows nothing of the Scrapy Cloud registry: it reports
 //! job events (queued, started, removed, finished), and the registry follows them in the same
@@ -52,6 +56,8 @@ use sqlite::CommitOrder;
 pub enum Storage {
     /// SQLite files under `dbs_dir`, owned by one thread.
     Sqlite(sqlite::Sqlite),
+    /// A PostgreSQL database shared by the nodes of a cluster.
+    Postgres(postgres::Postgres),
 }
 
 type Result<T> = std::result::Result<T, StorageError>;
@@ -68,19 +74,27 @@ impl Storage {
         Ok(Storage::Sqlite(sqlite::Sqlite::open(dbs, false)?))
     }
 
+    /// Connects to the PostgreSQL database at `url` as node `node` (migrating it as needed).
+    pub async fn connect(url: &str, node: &str) -> Result<Storage> {
+        Ok(Storage::Postgres(postgres::Postgres::connect(url, node).await?))
+    }
+
     /// Changes (before the writer is answered) whenever a method changed a row: equal
-    /// generations mean equal contents.
+    /// generations mean equal contents. (On PostgreSQL: as this node last saw it.)
     pub fn generation(&self) -> u64 {
         match self {
             Storage::Sqlite(db) => db.generation(),
+            Storage::Postgres(db) => db.generation(),
         }
     }
 
     /// The version of the finished jobs: it changes (before the writer is answered) whenever a
-    /// job finishes or a finished job is removed, and only then.
+    /// job finishes or a finished job is removed, and only then. (On PostgreSQL: as this node
+    /// last saw it.)
     pub fn finished_version(&self) -> u64 {
         match self {
             Storage::Sqlite(db) => db.finished_version(),
+            Storage::Postgres(db) => db.finished_version(),
         }
     }
 
@@ -93,6 +107,7 @@ impl Storage {
     {
         match self {
             Storage::Sqlite(db) => db.write(order, move |db| f(db)).await,
+            Storage::Postgres(db) => db.write(f).await,
         }
     }
 
@@ -105,6 +120,7 @@ impl Storage {
     {
         match self {
             Storage::Sqlite(db) => db.read(move |db| f(db)).await,
+            Storage::Postgres(db) => db.read(f).await,
         }
     }
 
@@ -117,6 +133,7 @@ impl Storage {
     pub async fn enqueue(&self, job: NewJob) -> Result<Admission<JobKey>> {
         match self {
             Storage::Sqlite(db) => db.enqueue(job).await,
+            Storage::Postgres(db) => db.write(move |tx| tx.admit(&job)).await,
         }
     }
 
@@ -762,12 +779,12 @@ impl Storage {
     /// finish and the generation's change), for the listing's tests.
     #[cfg(test)]
     pub(crate) async fn finish_unannounced(&self, id: i64, ending: Ending, keep: usize) {
-        match self {
-            Storage::Sqlite(db) => db
-                .read(move |db| db.write(CommitOrder::JobsFirst, |db| db.finish(id, &ending, keep)))
-                .await
-                .map(|_| ())
-                .expect("finish"),
-        }
+        let Storage::Sqlite(db) = self else {
+            panic!("the listing's tests run on SQLite");
+        };
+        db.read(move |db| db.write(CommitOrder::JobsFirst, |db| db.finish(id, &ending, keep)))
+            .await
+            .map(|_| ())
+            .expect("finish");
     }
 }

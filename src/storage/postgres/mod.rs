@@ -1,6 +1,6 @@
-//! The PostgreSQL backend, for several nodes sharing one database (issue 11, being built: the
-//! connection pool and the versioned migrations are here; the typed methods come next, and
-//! until they do `database_url` is not an option and no daemon opens this backend).
+//! The PostgreSQL backend, for several nodes sharing one database (issue 11, being built: every
+//! storage method runs here, and the conformance suite holds it to SQLite's answers; until the
+//! nodes and `database_url` land, no daemon opens this backend).
 //!
 //! - [`Postgres::connect`]: a pool of connections (`deadpool-postgres` over `tokio-postgres`,
 //!   prepared statements cached per connection) to the URL, checked by one round trip, then
@@ -9,12 +9,29 @@
 //!   applied in one transaction that first takes a transaction-level advisory lock, so nodes
 //!   starting at once against an empty database apply each migration once and wait for each
 //!   other; a database written by a newer scrapyd-rs is refused with its version.
+//! - [`Postgres::transact`]: a storage method as one transaction ([`tx::PgTx`], the row
+//!   operations in `queue.rs`, `registry.rs` and `collections.rs`); writes at READ COMMITTED
+//!   with row locks (`FOR UPDATE SKIP LOCKED` for the claim) and advisory locks (admission,
+//!   ids) where two nodes could otherwise both act, reads at REPEATABLE READ so that a method
+//!   that reads several tables answers as of one moment. The change feed (`change_feed`) moves
+//!   in the transaction of every queue or job change, and `NOTIFY scrapyd_changes` tells the
+//!   other nodes at commit.
+
+mod collections;
+mod queue;
+mod registry;
+mod tx;
 
 use super::StorageError;
 use super::migration::{Migration, TooNew, missing};
+use super::rows::Rows;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio_postgres::NoTls;
+use tokio_postgres::IsolationLevel;
+use tx::PgTx;
 
 /// The migrations, in order.
 pub const MIGRATIONS: &[Migration] = &[
@@ -38,6 +55,10 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 5,
         sql: include_str!("migrations/0005_frontier.sql"),
     },
+    Migration {
+        version: 6,
+        sql: include_str!("migrations/0006_changes.sql"),
+    },
 ];
 
 /// The advisory lock key that serializes migrations (any fixed number no other program of the
@@ -56,13 +77,24 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct Postgres {
     pool: Pool,
     /// The URL without its password, for messages.
-    shown: String,
+    shown: Arc<str>,
+    /// This node's name.
+    node: Arc<str>,
+    /// What this node last saw of the change feed, and its activity writes.
+    seen: Arc<Seen>,
+}
+
+#[derive(Default)]
+struct Seen {
+    generation: AtomicU64,
+    finished_version: AtomicU64,
+    activity_writes: AtomicU64,
 }
 
 impl Postgres {
     /// Connects to `url` (`postgresql://user:password@host:port/db`), checks that the server
     /// answers, and brings the database's schema up to date.
-    pub async fn connect(url: &str) -> Result<Postgres, StorageError> {
+    pub async fn connect(url: &str, node: &str) -> Result<Postgres, StorageError> {
         let shown = without_password(url);
         let mut config: tokio_postgres::Config = url.parse().map_err(|e| {
             StorageError::Internal(format!("database_url {shown} is not a PostgreSQL URL: {e}"))
@@ -83,7 +115,12 @@ impl Postgres {
             .create_timeout(Some(CONNECT_TIMEOUT))
             .build()
             .map_err(|e| StorageError::Internal(format!("database_url {shown}: {e}")))?;
-        let db = Postgres { pool, shown };
+        let db = Postgres {
+            pool,
+            shown: shown.into(),
+            node: node.into(),
+            seen: Default::default(),
+        };
         let mut client = db.client().await?;
         migrate(&mut client)
             .await
@@ -104,6 +141,91 @@ impl Postgres {
             MigrateError::TooNew(_) => StorageError::Internal(format!("{}: {e}", self.shown)),
             MigrateError::Postgres(e) => from_postgres(&self.shown, doing, &e),
         }
+    }
+
+    /// The write generation as this node last saw it (by its own transactions; see the
+    /// module's documentation for the feed).
+    pub fn generation(&self) -> u64 {
+        self.seen.generation.load(Ordering::Acquire)
+    }
+
+    /// The finished version as this node last saw it.
+    pub fn finished_version(&self) -> u64 {
+        self.seen.finished_version.load(Ordering::Acquire)
+    }
+
+    fn saw(&self, (generation, finished): (u64, u64)) {
+        self.seen.generation.fetch_max(generation, Ordering::AcqRel);
+        self.seen
+            .finished_version
+            .fetch_max(finished, Ordering::AcqRel);
+    }
+
+    /// Runs a method that writes, as one transaction.
+    pub async fn write<R, F>(&self, f: F) -> Result<R, StorageError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut dyn Rows) -> Result<R, StorageError> + Send + 'static,
+    {
+        let db = self.clone();
+        let (_, r) = tokio::task::spawn_blocking(move || db.transact(false, f))
+            .await
+            .map_err(|_| StorageError::closed())??;
+        Ok(r)
+    }
+
+    /// Runs a method that reads, as of one moment; returns its result with the write
+    /// generation of that moment.
+    pub async fn read<R, F>(&self, f: F) -> Result<(u64, R), StorageError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut dyn Rows) -> Result<R, StorageError> + Send + 'static,
+    {
+        let db = self.clone();
+        tokio::task::spawn_blocking(move || db.transact(true, f))
+            .await
+            .map_err(|_| StorageError::closed())?
+    }
+
+    /// Runs `f` in one transaction on a blocking thread (REPEATABLE READ when it only reads):
+    /// committed when it returns `Ok`, rolled back otherwise. Answers the write generation
+    /// the transaction ends at.
+    fn transact<R>(
+        &self,
+        read: bool,
+        f: impl FnOnce(&mut dyn Rows) -> Result<R, StorageError>,
+    ) -> Result<(u64, R), StorageError> {
+        let rt = tokio::runtime::Handle::current();
+        let mut client = rt.block_on(self.client())?;
+        let fail = |e: tokio_postgres::Error| from_postgres(&self.shown, "a transaction failed", &e);
+        let level = if read {
+            IsolationLevel::RepeatableRead
+        } else {
+            IsolationLevel::ReadCommitted
+        };
+        let tx = rt
+            .block_on(client.build_transaction().isolation_level(level).start())
+            .map_err(fail)?;
+        let mut t = PgTx {
+            tx,
+            rt: rt.clone(),
+            node: &self.node,
+            shown: &self.shown,
+            jobs_changed: false,
+            finished: Vec::new(),
+            activity_writes: &self.seen.activity_writes,
+        };
+        // A read sees the feed as of its snapshot (taken by its first statement).
+        let before = if read { Some(t.versions()?) } else { None };
+        let value = f(&mut t)?;
+        let published = t.publish()?;
+        rt.block_on(t.tx.commit()).map_err(fail)?;
+        let versions = match (published, before) {
+            (Some(v), _) | (None, Some(v)) => v,
+            (None, None) => (self.generation(), self.finished_version()),
+        };
+        self.saw(versions);
+        Ok((versions.0, value))
     }
 
     /// The schema version the database is at.

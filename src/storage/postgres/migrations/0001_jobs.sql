@@ -52,5 +52,5 @@ CREATE TABLE jobs (
     proc_start text
 );
 CREATE INDEX jobs_running ON jobs (node) WHERE state = 'running';
-CREATE INDEX jobs_by_state ON jobs (state, end_time);
+CREATE INDEX jobs_by_state ON jobs (state, end_time, id);
 CREATE INDEX jobs_by_job ON jobs (job);

@@ -4,10 +4,10 @@ CREATE TABLE cloud_activity (
     id bigserial PRIMARY KEY,
     project text NOT NULL,
     ts bigint NOT NULL,
-    event jsonb NOT NULL
+    event json NOT NULL
 );
 CREATE INDEX cloud_activity_by_project ON cloud_activity (project, id);
 CREATE TABLE cloud_project_settings (
     project text PRIMARY KEY,
-    settings jsonb NOT NULL
+    settings json NOT NULL
 );
