@@ -185,12 +185,50 @@ pub struct Config {
     pub jobdata_dir: PathBuf,
     /// Finished jobs kept per spider by the Scrapy Cloud API (metadata and data); 0 keeps all.
     pub jobdata_to_keep: usize,
+    /// The PostgreSQL database the nodes of a cluster share (`database_url`, or
+    /// `SCRAPYD_DATABASE_URL`); `None`: SQLite under `dbs_dir`.
+    pub database_url: Option<DatabaseUrl>,
+    /// How other nodes reach this one (`node_url`); `None`: from `bind_address` and the port.
+    pub node_url: Option<String>,
+    /// A node whose heartbeat is older than this is dead (`node_timeout`).
+    pub node_timeout: Duration,
     /// Endpoint path (e.g. `schedule.json`) → service, after applying `[services]`.
     pub services: Vec<(String, Service)>,
     /// `[settings]`: project name → settings module, in file order.
     pub settings: Vec<(String, String)>,
     /// The files that were read, in order.
     pub sources: Vec<PathBuf>,
+}
+
+/// A PostgreSQL URL; its `Debug` and `Display` hide the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    /// A `postgresql://` (or `postgres://`) URL; `None` for anything else.
+    #[must_use]
+    pub fn parse(url: &str) -> Option<DatabaseUrl> {
+        (url.starts_with("postgresql://") || url.starts_with("postgres://"))
+            .then(|| DatabaseUrl(url.to_owned()))
+    }
+
+    /// The URL itself, password included (for connecting, never for a message).
+    #[must_use]
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DatabaseUrl({self})")
+    }
+}
+
+impl fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&crate::storage::postgres::without_password(&self.0))
+    }
 }
 
 /// An API key of the Scrapy Cloud API and what it may reach. Its `Debug` hides the key.
@@ -369,6 +407,11 @@ dbs_dir           = dbs
 jobdata_dir       = jobdata
 jobdata_to_keep   = 100
 
+# Cluster options (several nodes sharing one PostgreSQL database)
+database_url      =
+node_url          =
+node_timeout      = 60
+
 [services]
 schedule.json     = scrapyd.webservice.Schedule
 cancel.json       = scrapyd.webservice.Cancel
@@ -387,8 +430,9 @@ daemonstatus.json = scrapyd.webservice.DaemonStatus
 const SYSTEM_DIR: &str = "/etc/scrapyd";
 
 /// The environment variables that override `[scrapyd]` options (Scrapyd 1.5.0+).
-const ENV_OVERRIDES: [(&str, &str); 5] = [
+const ENV_OVERRIDES: [(&str, &str); 6] = [
     ("bind_address", "SCRAPYD_BIND_ADDRESS"),
+    ("database_url", "SCRAPYD_DATABASE_URL"),
     ("http_port", "SCRAPYD_HTTP_PORT"),
     ("username", "SCRAPYD_USERNAME"),
     ("password", "SCRAPYD_PASSWORD"),
@@ -396,7 +440,7 @@ const ENV_OVERRIDES: [(&str, &str); 5] = [
 ];
 
 /// Every `[scrapyd]` option that is not a class path.
-const VALUE_OPTIONS: [&str; 26] = [
+const VALUE_OPTIONS: [&str; 29] = [
     "bind_address",
     "http_port",
     "unix_socket_path",
@@ -423,6 +467,9 @@ const VALUE_OPTIONS: [&str; 26] = [
     "api_keys",
     "jobdata_dir",
     "jobdata_to_keep",
+    "database_url",
+    "node_url",
+    "node_timeout",
 ];
 
 /// The class-path options and the Scrapyd classes (or module) each accepts.
@@ -1133,7 +1180,9 @@ impl Setting {
 fn shown_value<'a>(option: &str, value: &'a str) -> &'a str {
     let secret = ["pass", "key", "secret", "token"]
         .iter()
-        .any(|word| option.contains(word));
+        .any(|word| option.contains(word))
+        // A database URL carries its password.
+        || option == "database_url";
     if secret && !value.is_empty() {
         "<hidden>"
     } else {
@@ -1321,6 +1370,34 @@ fn build(
         absolute(cwd, Path::new(&s.value))
     };
     let jobdata_to_keep = non_negative(&r.required("jobdata_to_keep")?)?;
+    let database_url = {
+        let s = r.required("database_url")?;
+        match s.value.as_str() {
+            "" => None,
+            url => Some(DatabaseUrl::parse(url).ok_or_else(|| {
+                s.invalid(
+                    "expected a PostgreSQL URL: postgresql://user:password@host:port/database",
+                )
+            })?),
+        }
+    };
+    let node_url = {
+        let s = r.required("node_url")?;
+        match s.value.trim_end_matches('/') {
+            "" => None,
+            url if url.starts_with("http://") || url.starts_with("https://") => {
+                Some(url.to_owned())
+            }
+            _ => return Err(s.invalid("expected an http:// or https:// URL")),
+        }
+    };
+    let node_timeout = {
+        let s = r.required("node_timeout")?;
+        parse_python_float(&s.value)
+            .filter(|secs| secs.is_finite() && *secs >= 1.0)
+            .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+            .ok_or_else(|| s.invalid("expected a number of seconds (1 or more)"))?
+    };
 
     Ok(Config {
         bind_address,
@@ -1349,6 +1426,9 @@ fn build(
         api_keys,
         jobdata_dir,
         jobdata_to_keep,
+        database_url,
+        node_url,
+        node_timeout,
         services: build_services(ini)?,
         settings: build_settings(ini)?,
         sources,

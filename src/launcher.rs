@@ -44,6 +44,9 @@ pub use crate::process::{parse_signal, signal_group};
 
 enum Event {
     Wake,
+    /// This node lost its registration: its crawls' jobs are already recorded `lost` by
+    /// another node, so they are killed.
+    AbandonAll,
     Cancel {
         project: String,
         job: String,
@@ -72,6 +75,11 @@ impl LauncherHandle {
     /// Tells the launcher that a job may be waiting.
     pub fn wake(&self) {
         let _ = self.tx.send(Event::Wake);
+    }
+
+    /// Kills every crawl of this node (its registration was taken over; see `crate::node`).
+    pub fn abandon_all(&self) {
+        let _ = self.tx.send(Event::AbandonAll);
     }
 
     /// Signals the running jobs of `project` with id `job` (a second cancel kills them);
@@ -249,6 +257,13 @@ impl Launcher {
     async fn handle(&mut self, event: Event) {
         match event {
             Event::Wake => {}
+            Event::AbandonAll => {
+                for r in self.running.values_mut() {
+                    r.cancels += 1;
+                    tracing::warn!(job = %r.record.job, pid = r.pid, "killing an abandoned crawl");
+                    signal_group(r.pid, Signal::SIGKILL);
+                }
+            }
             Event::Cancel {
                 project,
                 job,
@@ -624,7 +639,7 @@ impl Launcher {
                 Ok(Some(Event::Cancel { reply, .. })) => {
                     let _ = reply.send(0);
                 }
-                Ok(Some(Event::Wake | Event::Escalate { .. })) => {}
+                Ok(Some(Event::Wake | Event::AbandonAll | Event::Escalate { .. })) => {}
                 Ok(None) => break,
                 Err(_) if !killed => {
                     for r in self.running.values() {

@@ -7,11 +7,12 @@
 //! - [`api`]: the router, Scrapyd's webservices, parameters, envelope, auth.
 //! - [`web`]: the HTML pages and the logs/items trees.
 //! - [`eggs`]: the filesystem egg store and version order.
-//! - [`storage`]: every database state behind typed methods (SQLite now); [`listing`] is the
-//!   cached jobs listing read from it.
+//! - [`storage`]: every database state behind typed methods (SQLite, or PostgreSQL for a
+//!   cluster); [`listing`] is the cached jobs listing read from it.
 //! - [`scheduler`]: the one path that makes jobs (`schedule.json`, the Scrapy Cloud API).
 //! - [`launcher`]: the task that starts, signals and reaps crawls; [`runner`]: the embedded
-//!   Python runner.
+//!   Python runner; [`node`]: this daemon as a node of a cluster (registration, heartbeat,
+//!   dead nodes).
 //! - [`cloud`]: the Scrapy Cloud API (`/api/`, `/storage/`) for `scrapinghub` and `shub`.
 //! - [`error`], [`names`], [`pyjson`]: the API error type, name validation, Python-style JSON.
 
@@ -24,6 +25,7 @@ pub mod error;
 pub mod launcher;
 pub mod listing;
 pub mod names;
+pub mod node;
 pub mod process;
 pub mod pyjson;
 
@@ -72,6 +74,8 @@ pub fn new_job_id() -> String {
 pub enum StartError {
     #[error(transparent)]
     Storage(#[from] storage::StorageError),
+    #[error(transparent)]
+    Join(#[from] node::JoinError),
     #[error("{0}")]
     Io(String),
 }
@@ -119,19 +123,16 @@ async fn serve_with_runner(
         std::fs::create_dir_all(dir)
             .map_err(|e| StartError::Io(format!("logs_dir {}: {e}", dir.display())))?;
     }
-    let store = storage::Storage::open(config.dbs_dir.clone())?;
+    let store = match &config.database_url {
+        Some(url) => storage::Storage::connect(url.expose(), &config.node_name).await?,
+        None => storage::Storage::open(config.dbs_dir.clone())?,
+    };
     let results = match &config.dbs_dir {
         config::DbsDir::Dir(dir) => dir.join("results"),
         config::DbsDir::Memory => runner.private_dir().join("results"),
     };
     std::fs::create_dir_all(&results)
         .map_err(|e| StartError::Io(format!("{}: {e}", results.display())))?;
-    let left_running = {
-        let results = results.clone();
-        store
-            .recover(move |r| launcher::orphan_of(&results, r))
-            .await?
-    };
 
     // Both listeners are bound before either serves (a client that got an answer on one can
     // connect to the other), and before the launcher starts: a daemon that cannot serve starts
@@ -157,6 +158,16 @@ async fn serve_with_runner(
     let tcp_addr = match &listener {
         Some(l) => Some(l.local_addr().map_err(|e| StartError::Io(e.to_string()))?),
         None => None,
+    };
+    // Registered before it recovers: the crawls a previous process of this node left are
+    // this node's again (unless another node declared them lost meanwhile).
+    let node_info = node::info(&config, tcp_addr);
+    node::join(&store, &config, &node_info).await?;
+    let left_running = {
+        let results = results.clone();
+        store
+            .recover(move |r| launcher::orphan_of(&results, r))
+            .await?
     };
 
     let token = CancellationToken::new();
@@ -195,6 +206,13 @@ async fn serve_with_runner(
     // client can see it as running.
     launcher.adopt_left_running(left_running).await;
     let launcher_task = tokio::spawn(launcher.run(token.clone()));
+    let node_task = tokio::spawn(node::run(
+        store.clone(),
+        config.clone(),
+        node_info,
+        handle.clone(),
+        token.clone(),
+    ));
     let state = AppState {
         config: config.clone(),
         scheduler: scheduler::Scheduler::new(eggs.clone(), store.clone(), handle.clone()),
@@ -271,6 +289,7 @@ async fn serve_with_runner(
     }
     token.cancel();
     let _ = launcher_task.await;
+    let _ = node_task.await;
     // Bounded by one read of the history.
     let _ = prepare.await;
     if let Some(path) = &config.unix_socket_path {

@@ -634,6 +634,8 @@ impl Listing {
         store: &Storage,
         projects: Vec<String>,
     ) -> Result<Counts, StorageError> {
+        // Another node's writes count too: the versions are brought to the database's first.
+        store.refresh_versions().await?;
         let generation = store.generation();
         if let Some((g, p, counts)) = &*self.counts.lock().unwrap_or_else(|e| e.into_inner())
             && *g == generation
@@ -659,6 +661,8 @@ impl Listing {
         projects: Vec<String>,
         project: Option<String>,
     ) -> Result<JobsJson, StorageError> {
+        // Another node's writes count too: the versions are brought to the database's first.
+        store.refresh_versions().await?;
         let mut queue = self.queue_view(store, &projects, &project, false).await?;
         let mut attempts = 0;
         loop {

@@ -507,8 +507,22 @@ fn process_alive(pid: u64) -> bool {
 /// the daemon is re-adopted by the next start (still running, cancellable, recorded at its end).
 #[test]
 fn kill_9_then_restart_re_adopts_the_running_crawl_and_keeps_pending_jobs() {
+    kill_9_then_restart("max_proc = 1\n".into());
+}
+
+/// The same on PostgreSQL: the restarted node finds its name's heartbeat fresh, waits one
+/// heartbeat, sees it did not move (its process is gone) and takes its name over.
+#[test]
+fn kill_9_then_restart_on_postgresql_takes_the_node_over_and_re_adopts() {
+    let url = support::postgres::database();
+    kill_9_then_restart(format!(
+        "max_proc = 1\ndatabase_url = {url}\nnode_timeout = 4\n"
+    ));
+}
+
+fn kill_9_then_restart(conf: String) {
     let dir = tempfile::tempdir().unwrap();
-    let mut d = Daemon::start(dir.path(), "max_proc = 1\n");
+    let mut d = Daemon::start(dir.path(), &conf);
     deploy(&d, "p");
     assert_eq!(
         d.post("schedule.json", "project=p&spider=slow&jobid=slow1")["jobid"],
@@ -530,7 +544,7 @@ fn kill_9_then_restart_re_adopts_the_running_crawl_and_keeps_pending_jobs() {
     drop(d);
     assert!(process_alive(pid), "the crawl outlives the daemon");
 
-    let d = Daemon::start(dir.path(), "max_proc = 1\n");
+    let d = Daemon::start(dir.path(), &conf);
     assert_eq!(d.get("status.json?job=slow1")["currstate"], "running");
     assert_eq!(running_pid(&d, "slow1"), pid, "re-adopted, same process");
     assert_eq!(
@@ -1017,4 +1031,79 @@ fn a_full_disk_while_storing_an_egg_stores_nothing() {
         d.get("listspiders.json?project=small")["spiders"],
         serde_json::json!(["echo", "fail", "site", "slow"])
     );
+}
+
+/// A malformed `database_url` stops the configuration with a message naming the option (and
+/// not its password); an unreachable one stops start-up with a message naming the URL without
+/// its password, in seconds rather than a hang.
+#[test]
+fn bad_or_unreachable_database_urls_stop_start_up_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    for (conf, expected) in [
+        (
+            "database_url = mysql://u:hunter2@db/x\n",
+            "expected a PostgreSQL URL",
+        ),
+        (
+            "database_url = postgresql://u:hunter2@127.0.0.1:1/x\n",
+            "postgresql://u:***@127.0.0.1:1/x",
+        ),
+        ("node_timeout = 0\n", "node_timeout"),
+        ("node_url = ftp://x\n", "node_url"),
+    ] {
+        write_conf(dir.path(), conf);
+        let out = binary()
+            .current_dir(dir.path())
+            .env("HOME", dir.path())
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{conf}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(expected), "{conf}: {stderr}");
+        assert!(
+            !stderr.contains("hunter2"),
+            "a password in the message: {stderr}"
+        );
+    }
+    // SCRAPYD_DATABASE_URL wins over the file.
+    write_conf(dir.path(), "database_url = mysql://nope\n");
+    let out = binary()
+        .current_dir(dir.path())
+        .env("HOME", dir.path())
+        .env(
+            "SCRAPYD_DATABASE_URL",
+            "postgresql://u:hunter2@127.0.0.1:1/x",
+        )
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("postgresql://u:***@127.0.0.1:1/x"),
+        "{stderr}"
+    );
+}
+
+/// Two live processes may not share a `node_name` on one database: the second waits one
+/// heartbeat, sees the first one's heartbeat move, and refuses to start.
+#[test]
+fn a_second_live_node_with_the_same_name_is_refused() {
+    let url = support::postgres::database();
+    let conf = format!("database_url = {url}\nnode_timeout = 2\n");
+    let first = tempfile::tempdir().unwrap();
+    let d = Daemon::start(first.path(), &conf);
+    let second = tempfile::tempdir().unwrap();
+    write_conf(second.path(), &conf);
+    let out = binary()
+        .current_dir(second.path())
+        .env("HOME", second.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("another node named \"bin-node\" is running"),
+        "{stderr}"
+    );
+    // The first node was not disturbed.
+    assert_eq!(d.get("daemonstatus.json")["status"], "ok");
 }

@@ -5,11 +5,21 @@
 mod support;
 
 use std::time::Duration;
-use support::server::TestServer;
+use support::server::{Backend, TestServer};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_scrapinghub_client_overview_works_unchanged() {
-    let s = TestServer::start(|c| c.max_proc = 1).await;
+// The Scrapy Cloud clients on both storage backends.
+on_both_backends!(
+    the_scrapinghub_client_overview_works_unchanged,
+    shub_deploys_schedules_and_reads_items
+);
+
+async fn the_scrapinghub_client_overview_works_unchanged(backend: Backend) {
+    let store = backend.store();
+    let s = TestServer::start(|c| {
+        store.apply(c);
+        c.max_proc = 1;
+    })
+    .await;
     let site = support::Site::start();
     let egg = support::build_egg(&support::test_project_dir());
     assert_eq!(s.add_version("1", "r1", &egg).await["status"], "ok");
@@ -50,9 +60,9 @@ async fn wait_cloud_state(s: &TestServer, key: &str, state: &str) {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shub_deploys_schedules_and_reads_items() {
-    let s = TestServer::start(|_| {}).await;
+async fn shub_deploys_schedules_and_reads_items(backend: Backend) {
+    let store = backend.store();
+    let s = TestServer::start(|c| store.apply(c)).await;
     let project = support::project_copy(&support::test_project_dir());
     std::fs::write(
         project.path().join("scrapinghub.yml"),

@@ -5,9 +5,12 @@ mod support;
 
 use serde_json::Value;
 use std::time::{Duration, Instant};
-use support::server::TestServer;
+use support::server::{Backend, TestServer};
 
 const LONG: Duration = Duration::from_secs(90);
+
+// The core paths (schedule, crawl, cancel, restart) on both storage backends.
+on_both_backends!(priority_order_and_cancel, pending_jobs_survive_a_restart);
 
 fn egg() -> Vec<u8> {
     support::build_egg(&support::test_project_dir())
@@ -305,9 +308,13 @@ async fn invalid_job_ids_are_refused_at_schedule_and_hold_no_slot() {
 
 /// One slot: a slow crawl holds it while others wait in priority order; cancel pending, cancel
 /// running (graceful), and a second cancel that forces the stop.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn priority_order_and_cancel() {
-    let s = TestServer::start(|c| c.max_proc = 1).await;
+async fn priority_order_and_cancel(backend: Backend) {
+    let store = backend.store();
+    let s = TestServer::start(|c| {
+        store.apply(c);
+        c.max_proc = 1;
+    })
+    .await;
     let site = support::Site::start();
     s.add_version("q", "1", &egg()).await;
     let first = s
@@ -642,10 +649,14 @@ async fn a_stop_during_start_up_starts_no_crawl() {
     assert_eq!(finished, 0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pending_jobs_survive_a_restart() {
+async fn pending_jobs_survive_a_restart(backend: Backend) {
+    let store = backend.store();
+    let config = |c: &mut scrapyd_rs::config::Config| {
+        store.apply(c);
+        c.max_proc = 1;
+    };
     let dir = tempfile::tempdir().unwrap();
-    let s = TestServer::start_in(dir.path(), |c| c.max_proc = 1).await;
+    let s = TestServer::start_in(dir.path(), config).await;
     s.add_version("r", "1", &egg()).await;
     let slow = s.schedule(&[("project", "r"), ("spider", "slow")]).await;
     s.wait_state(&slow, "running", LONG).await;
@@ -658,7 +669,7 @@ async fn pending_jobs_survive_a_restart() {
         ])
         .await;
     s.stop().await; // SIGINT to the slow crawl; `waiting` stays queued.
-    let s = TestServer::start_in(dir.path(), |c| c.max_proc = 1).await;
+    let s = TestServer::start_in(dir.path(), config).await;
     s.wait_state(&waiting, "finished", LONG).await;
     let finished = s.get("listjobs.json", &[]).await["finished"].clone();
     let ids: Vec<&str> = finished

@@ -76,7 +76,9 @@ impl Storage {
 
     /// Connects to the PostgreSQL database at `url` as node `node` (migrating it as needed).
     pub async fn connect(url: &str, node: &str) -> Result<Storage> {
-        Ok(Storage::Postgres(postgres::Postgres::connect(url, node).await?))
+        Ok(Storage::Postgres(
+            postgres::Postgres::connect(url, node).await?,
+        ))
     }
 
     /// Changes (before the writer is answered) whenever a method changed a row: equal
@@ -121,6 +123,76 @@ impl Storage {
         match self {
             Storage::Sqlite(db) => db.read(move |db| f(db)).await,
             Storage::Postgres(db) => db.read(f).await,
+        }
+    }
+
+    // ---- Nodes (of a cluster: on SQLite there is one node, and nothing of it to store)
+
+    /// Whether several nodes may share this storage (PostgreSQL).
+    pub fn is_shared(&self) -> bool {
+        matches!(self, Storage::Postgres(_))
+    }
+
+    /// Registers this node (see `postgres::Postgres::register_node`); on SQLite, always
+    /// registered.
+    pub async fn register_node(
+        &self,
+        info: NodeInfo,
+        timeout: std::time::Duration,
+        expected: Option<i64>,
+    ) -> Result<Registration> {
+        match self {
+            Storage::Sqlite(_) => Ok(Registration::Registered(1)),
+            Storage::Postgres(db) => db.register_node(info, timeout, expected).await,
+        }
+    }
+
+    /// Beats this node's heartbeat; `false` when its registration was taken over.
+    pub async fn heartbeat(&self) -> Result<bool> {
+        match self {
+            Storage::Sqlite(_) => Ok(true),
+            Storage::Postgres(db) => db.heartbeat().await,
+        }
+    }
+
+    /// Declares dead the nodes silent for `timeout` and records their running jobs `lost`.
+    pub async fn sweep_dead_nodes(
+        &self,
+        timeout: std::time::Duration,
+        keep: usize,
+    ) -> Result<Vec<LostJob>> {
+        match self {
+            Storage::Sqlite(_) => Ok(Vec::new()),
+            Storage::Postgres(db) => db.sweep_dead_nodes(timeout, keep).await,
+        }
+    }
+
+    /// The nodes of the cluster (`None` on SQLite: this node is the only one).
+    pub async fn nodes(&self, timeout: std::time::Duration) -> Result<Option<Vec<NodeStatus>>> {
+        match self {
+            Storage::Sqlite(_) => Ok(None),
+            Storage::Postgres(db) => db.nodes(timeout).await.map(Some),
+        }
+    }
+
+    /// Makes [`Storage::generation`] and [`Storage::finished_version`] at least what any node
+    /// committed before this call (on SQLite they always are).
+    pub async fn refresh_versions(&self) -> Result<()> {
+        match self {
+            Storage::Sqlite(_) => Ok(()),
+            Storage::Postgres(db) => db.refresh_versions().await,
+        }
+    }
+
+    /// Calls `on_change` whenever another node changes a queue or a job, until `stop` (on
+    /// SQLite there is no other node).
+    pub fn listen(
+        &self,
+        on_change: impl Fn() + Send + Sync + 'static,
+        stop: tokio_util::sync::CancellationToken,
+    ) {
+        if let Storage::Postgres(db) = self {
+            db.listen(on_change, stop);
         }
     }
 

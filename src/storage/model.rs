@@ -705,3 +705,44 @@ pub fn plan_batches(requests: Vec<NewRequest>) -> Vec<(i64, Vec<NewRequest>)> {
     }
     out
 }
+
+// ---- Nodes
+
+/// What a node registers: its name, how other nodes reach it, its `max_proc`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeInfo {
+    pub name: String,
+    pub url: String,
+    pub max_proc: usize,
+}
+
+/// The answer to a node's registration.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Registration {
+    /// Registered with this number (every later write of the node carries it).
+    Registered(i64),
+    /// A node of this name beat within `node_timeout`, last at this database time (µs since
+    /// the epoch).
+    Alive(i64),
+}
+
+/// A node as `listnodes.json` shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeStatus {
+    pub name: String,
+    pub url: String,
+    pub alive: bool,
+    pub running: usize,
+    pub max_proc: usize,
+    /// When it registered and when it last beat, as Python's `str(datetime)` in local time.
+    pub started: String,
+    pub heartbeat: String,
+}
+
+/// A job a dead node left running, recorded `lost` by another node.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LostJob {
+    pub node: String,
+    pub project: String,
+    pub job: String,
+}

@@ -1,10 +1,68 @@
 //! An in-process scrapyd-rs for tests: `serve` on 127.0.0.1 port 0 with every folder in a
 //! temporary directory, the test venv's Python, and a small HTTP client speaking Scrapyd's API.
 
-use scrapyd_rs::config::{Config, DbsDir, ItemsDir};
+use scrapyd_rs::config::{Config, DatabaseUrl, DbsDir, ItemsDir};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+/// The storage a test daemon runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// SQLite files under the daemon's `dbs_dir` (the default).
+    Sqlite,
+    /// A fresh database of the test PostgreSQL server.
+    Postgres,
+}
+
+impl Backend {
+    /// A store of this backend: for PostgreSQL, a new database (restarts of one daemon, and
+    /// the nodes of one cluster, apply the same store).
+    pub fn store(self) -> Store {
+        Store(match self {
+            Backend::Sqlite => None,
+            Backend::Postgres => {
+                let url = super::postgres::database();
+                Some(DatabaseUrl::parse(&url).expect("a PostgreSQL URL"))
+            }
+        })
+    }
+}
+
+/// Where a test daemon keeps its state (see [`Backend::store`]).
+#[derive(Debug, Clone)]
+pub struct Store(Option<DatabaseUrl>);
+
+impl Store {
+    /// Points `config` at this store.
+    pub fn apply(&self, config: &mut Config) {
+        config.database_url = self.0.clone();
+    }
+}
+
+/// Makes a test of each backend from `async fn name(backend: Backend)`: `sqlite::name` and
+/// `postgres::name`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case(super::support::server::Backend::Sqlite).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case(super::support::server::Backend::Postgres).await;
+                }
+            )*
+        }
+    };
+}
 
 /// A running daemon.
 pub struct TestServer {

@@ -36,7 +36,9 @@ impl PgTx<'_> {
              VALUES ($1, $2, $3, nextval('cloud_collection_ids'), $4) ON CONFLICT DO NOTHING",
             &[&c.project, &c.name, &kind, &now],
         )?;
-        Ok(self.opt(find, &[&c.project, &c.name, &kind])?.map(|r| r.get(0)))
+        Ok(self
+            .opt(find, &[&c.project, &c.name, &kind])?
+            .map(|r| r.get(0)))
     }
 
     /// The id of a slot, created if `create`.
@@ -77,10 +79,15 @@ impl CollectionRows for PgTx<'_> {
         self.collection(c, None)
     }
 
-    fn collection_upsert(&mut self, c: &CollectionRef, records: &[NewRecord], now: i64) -> Result<()> {
-        let id = self
-            .collection(c, Some(now))?
-            .ok_or_else(|| crate::storage::StorageError::Internal("collection not created".into()))?;
+    fn collection_upsert(
+        &mut self,
+        c: &CollectionRef,
+        records: &[NewRecord],
+        now: i64,
+    ) -> Result<()> {
+        let id = self.collection(c, Some(now))?.ok_or_else(|| {
+            crate::storage::StorageError::Internal("collection not created".into())
+        })?;
         if c.kind.cached() {
             let kind = c.kind.code();
             let purged = self.exec(
@@ -121,7 +128,12 @@ impl CollectionRows for PgTx<'_> {
         Ok(())
     }
 
-    fn collection_get(&mut self, c: &CollectionRef, key: &str, now: i64) -> Result<Option<StoredRecord>> {
+    fn collection_get(
+        &mut self,
+        c: &CollectionRef,
+        key: &str,
+        now: i64,
+    ) -> Result<Option<StoredRecord>> {
         let Some(id) = self.collection(c, None)? else {
             return Ok(None);
         };
@@ -302,7 +314,12 @@ impl FrontierRows for PgTx<'_> {
         self.slot(s, false)
     }
 
-    fn frontier_batches(&mut self, slot: i64, after: Option<(i64, i64)>, limit: usize) -> Result<Vec<Batch>> {
+    fn frontier_batches(
+        &mut self,
+        slot: i64,
+        after: Option<(i64, i64)>,
+        limit: usize,
+    ) -> Result<Vec<Batch>> {
         let (priority, batch) = after.unwrap_or((-1, -1));
         let limit = limit as i64;
         let heads = self.query(
@@ -377,8 +394,14 @@ impl FrontierRows for PgTx<'_> {
         let Some(slot) = self.slot(s, false)? else {
             return Ok(());
         };
-        self.exec("DELETE FROM cloud_frontier_request WHERE slot = $1", &[&slot])?;
-        self.exec("DELETE FROM cloud_frontier_fingerprint WHERE slot = $1", &[&slot])?;
+        self.exec(
+            "DELETE FROM cloud_frontier_request WHERE slot = $1",
+            &[&slot],
+        )?;
+        self.exec(
+            "DELETE FROM cloud_frontier_fingerprint WHERE slot = $1",
+            &[&slot],
+        )?;
         self.exec("DELETE FROM cloud_frontier_slot WHERE id = $1", &[&slot])?;
         Ok(())
     }

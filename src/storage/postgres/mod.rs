@@ -18,6 +18,7 @@
 //!   other nodes at commit.
 
 mod collections;
+mod nodes;
 mod queue;
 mod registry;
 mod tx;
@@ -27,10 +28,10 @@ use super::migration::{Migration, TooNew, missing};
 use super::rows::Rows;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
-use tokio_postgres::NoTls;
 use tokio_postgres::IsolationLevel;
+use tokio_postgres::NoTls;
 use tx::PgTx;
 
 /// The migrations, in order.
@@ -76,12 +77,16 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Clone)]
 pub struct Postgres {
     pool: Pool,
+    /// The connection settings (for the listening connection, outside the pool).
+    config: Arc<tokio_postgres::Config>,
     /// The URL without its password, for messages.
     shown: Arc<str>,
     /// This node's name.
     node: Arc<str>,
     /// What this node last saw of the change feed, and its activity writes.
     seen: Arc<Seen>,
+    /// This node's registration number (0 before it registers: it claims nothing).
+    registration: Arc<AtomicI64>,
 }
 
 #[derive(Default)]
@@ -102,7 +107,7 @@ impl Postgres {
         config.connect_timeout(CONNECT_TIMEOUT);
         config.application_name("scrapyd-rs");
         let manager = Manager::from_config(
-            config,
+            config.clone(),
             NoTls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
@@ -117,9 +122,11 @@ impl Postgres {
             .map_err(|e| StorageError::Internal(format!("database_url {shown}: {e}")))?;
         let db = Postgres {
             pool,
+            config: Arc::new(config),
             shown: shown.into(),
             node: node.into(),
             seen: Default::default(),
+            registration: Default::default(),
         };
         let mut client = db.client().await?;
         migrate(&mut client)
@@ -167,11 +174,7 @@ impl Postgres {
         R: Send + 'static,
         F: FnOnce(&mut dyn Rows) -> Result<R, StorageError> + Send + 'static,
     {
-        let db = self.clone();
-        let (_, r) = tokio::task::spawn_blocking(move || db.transact(false, f))
-            .await
-            .map_err(|_| StorageError::closed())??;
-        Ok(r)
+        self.transact_pg(false, move |tx| f(tx)).await
     }
 
     /// Runs a method that reads, as of one moment; returns its result with the write
@@ -182,9 +185,22 @@ impl Postgres {
         F: FnOnce(&mut dyn Rows) -> Result<R, StorageError> + Send + 'static,
     {
         let db = self.clone();
-        tokio::task::spawn_blocking(move || db.transact(true, f))
+        tokio::task::spawn_blocking(move || db.transact(true, move |tx| f(tx)))
             .await
             .map_err(|_| StorageError::closed())?
+    }
+
+    /// Runs `f` as one transaction on a blocking thread (see [`Postgres::transact`]).
+    async fn transact_pg<R, F>(&self, read: bool, f: F) -> Result<R, StorageError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut PgTx<'_>) -> Result<R, StorageError> + Send + 'static,
+    {
+        let db = self.clone();
+        let (_, r) = tokio::task::spawn_blocking(move || db.transact(read, f))
+            .await
+            .map_err(|_| StorageError::closed())??;
+        Ok(r)
     }
 
     /// Runs `f` in one transaction on a blocking thread (REPEATABLE READ when it only reads):
@@ -193,11 +209,12 @@ impl Postgres {
     fn transact<R>(
         &self,
         read: bool,
-        f: impl FnOnce(&mut dyn Rows) -> Result<R, StorageError>,
+        f: impl FnOnce(&mut PgTx<'_>) -> Result<R, StorageError>,
     ) -> Result<(u64, R), StorageError> {
         let rt = tokio::runtime::Handle::current();
         let mut client = rt.block_on(self.client())?;
-        let fail = |e: tokio_postgres::Error| from_postgres(&self.shown, "a transaction failed", &e);
+        let fail =
+            |e: tokio_postgres::Error| from_postgres(&self.shown, "a transaction failed", &e);
         let level = if read {
             IsolationLevel::RepeatableRead
         } else {
@@ -210,6 +227,7 @@ impl Postgres {
             tx,
             rt: rt.clone(),
             node: &self.node,
+            registration: self.registration.load(Ordering::Acquire),
             shown: &self.shown,
             jobs_changed: false,
             finished: Vec::new(),
@@ -226,6 +244,77 @@ impl Postgres {
         };
         self.saw(versions);
         Ok((versions.0, value))
+    }
+
+    /// Reads the change feed, so that [`Postgres::generation`] and
+    /// [`Postgres::finished_version`] are at least what was committed before this call.
+    pub async fn refresh_versions(&self) -> Result<(), StorageError> {
+        self.transact_pg(true, |_| Ok(())).await
+    }
+
+    /// Listens for the other nodes' changes (`NOTIFY scrapyd_changes`) until `stop`: each one
+    /// moves the generation this node knows and calls `on_change` (the launcher's wake-up).
+    /// A lost connection is made again after a second; meanwhile the launcher's poll and the
+    /// listing's reads of the feed keep everything correct, only slower.
+    pub fn listen(
+        &self,
+        on_change: impl Fn() + Send + Sync + 'static,
+        stop: tokio_util::sync::CancellationToken,
+    ) {
+        let db = self.clone();
+        tokio::spawn(async move {
+            while !stop.is_cancelled() {
+                if let Err(e) = db.listen_once(&on_change, &stop).await {
+                    tracing::warn!("not listening to the other nodes' changes: {e}");
+                }
+                tokio::select! {
+                    () = stop.cancelled() => {}
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        });
+    }
+
+    async fn listen_once(
+        &self,
+        on_change: &(impl Fn() + Send + Sync),
+        stop: &tokio_util::sync::CancellationToken,
+    ) -> Result<(), StorageError> {
+        let fail = |e: tokio_postgres::Error| from_postgres(&self.shown, "cannot listen", &e);
+        let (client, mut connection) = self.config.connect(NoTls).await.map_err(fail)?;
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let driver = tokio::spawn(async move {
+            loop {
+                match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                    Some(Ok(tokio_postgres::AsyncMessage::Notification(n))) => {
+                        let _ = tx.send(n.payload().parse::<u64>().unwrap_or(0));
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(_)) | None => return,
+                }
+            }
+        });
+        let listening = client.batch_execute("LISTEN scrapyd_changes").await;
+        if let Err(e) = listening {
+            driver.abort();
+            return Err(fail(e));
+        }
+        // What changed before the LISTEN took effect.
+        on_change();
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => break,
+                generation = rx.recv() => match generation {
+                    Some(g) => {
+                        self.seen.generation.fetch_max(g, Ordering::AcqRel);
+                        on_change();
+                    }
+                    None => break,
+                },
+            }
+        }
+        driver.abort();
+        Ok(())
     }
 
     /// The schema version the database is at.

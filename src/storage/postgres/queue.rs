@@ -2,6 +2,7 @@
 //! and the job rows (`jobs`, from a node's claim to the job's end), on PostgreSQL.
 
 use super::tx::{LOCK_ADMISSION, PgTx, Result};
+use crate::storage::StorageError;
 use crate::storage::model::{
     Ended, Ending, FinishedChange, FinishedJob, FinishedUpdate, JobRecord, JobState, PendingJob,
 };
@@ -21,7 +22,13 @@ impl QueueRows for PgTx<'_> {
         self.exec(
             "INSERT INTO spider_queue (project, priority, message, created, job)
              VALUES ($1, $2, $3, $4, $5)",
-            &[&job.project, &job.priority, &message, &job.created, &job.job],
+            &[
+                &job.project,
+                &job.priority,
+                &message,
+                &job.created,
+                &job.job,
+            ],
         )?;
         self.jobs_changed = true;
         Ok(())
@@ -165,11 +172,16 @@ pub(super) const FINISHED_CHANGES_KEPT: i64 = 4096;
 
 impl JobRows for PgTx<'_> {
     fn insert_running(&mut self, p: &PendingJob, now: i64) -> Result<JobRecord> {
+        // Only while this node holds its registration: a node declared dead (or whose name
+        // another process took over) claims nothing, and the claim rolls back.
         let id: i64 = self
-            .one(
+            .opt(
                 "INSERT INTO jobs (project, spider, job, version, settings, args, priority, state,
                                    node, start_time)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, 'running', $8, $9) RETURNING id",
+                 SELECT $1, $2, $3, $4, $5, $6, $7, 'running', $8, $9
+                 WHERE EXISTS (SELECT 1 FROM nodes
+                               WHERE name = $8 AND registration = $10 AND alive)
+                 RETURNING id",
                 &[
                     &p.project,
                     &p.spider,
@@ -180,8 +192,15 @@ impl JobRows for PgTx<'_> {
                     &p.priority,
                     &self.node,
                     &now,
+                    &self.registration,
                 ],
             )?
+            .ok_or_else(|| {
+                StorageError::Unavailable(format!(
+                    "node {} is not registered (or was declared dead): it claims no job",
+                    self.node
+                ))
+            })?
             .get(0);
         self.jobs_changed = true;
         Ok(JobRecord::running(id, p, now))
@@ -370,7 +389,10 @@ impl JobRows for PgTx<'_> {
                 return Ok(FinishedUpdate::Changes(version, changes, rows));
             }
         }
-        Ok(FinishedUpdate::All(version, self.finished_newest(project, None)?))
+        Ok(FinishedUpdate::All(
+            version,
+            self.finished_newest(project, None)?,
+        ))
     }
 
     fn job_row_state(&mut self, project: Option<&str>, job: &str) -> Result<Option<JobState>> {
@@ -394,10 +416,7 @@ impl JobRows for PgTx<'_> {
 impl PgTx<'_> {
     /// The write generation and the finished version, as this transaction sees them.
     pub(super) fn versions(&self) -> Result<(u64, u64)> {
-        let r = self.one(
-            "SELECT generation, finished_version FROM change_feed",
-            &[],
-        )?;
+        let r = self.one("SELECT generation, finished_version FROM change_feed", &[])?;
         Ok((r.get::<_, i64>(0) as u64, r.get::<_, i64>(1) as u64))
     }
 

@@ -3,7 +3,9 @@
 //! agree on one id); a spider's job numbers come from its row's counter.
 
 use super::tx::{LOCK_IDS, PgTx, Result};
-use crate::storage::model::{ACTIVITY_TO_KEEP, CloudJob, Event, FIRST_ALLOCATED_PROJECT_ID, JobKey, now_ms, parse_id};
+use crate::storage::model::{
+    ACTIVITY_TO_KEEP, CloudJob, Event, FIRST_ALLOCATED_PROJECT_ID, JobKey, now_ms, parse_id,
+};
 use crate::storage::rows::{ActivityRows, RegistryRows, new_project_settings};
 use serde_json::{Map, Value};
 use std::sync::atomic::Ordering;
@@ -231,7 +233,12 @@ impl RegistryRows for PgTx<'_> {
         )
     }
 
-    fn cloud_jobs_beyond(&mut self, project: &str, spider_id: i64, keep: usize) -> Result<Vec<i64>> {
+    fn cloud_jobs_beyond(
+        &mut self,
+        project: &str,
+        spider_id: i64,
+        keep: usize,
+    ) -> Result<Vec<i64>> {
         let keep = keep as i64;
         Ok(self
             .query(

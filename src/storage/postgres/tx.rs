@@ -34,6 +34,8 @@ pub struct PgTx<'a> {
     pub(super) rt: Handle,
     /// This node's name (the jobs it runs carry it).
     pub(super) node: &'a str,
+    /// This node's registration number, as of the transaction's start.
+    pub(super) registration: i64,
     /// The URL without its password, for messages.
     pub(super) shown: &'a str,
     /// Whether a queue or job row changed (the change feed moves at commit).

@@ -11,7 +11,10 @@ CREATE TABLE nodes (
     heartbeat timestamptz NOT NULL DEFAULT now(),
     -- A new number each time the name is registered: a node's writes carry the number it
     -- registered with, so a node whose registration was taken over writes nothing.
-    registration bigint NOT NULL DEFAULT 1
+    registration bigint NOT NULL DEFAULT 1,
+    -- False once another node found its heartbeat older than `node_timeout` and recorded its
+    -- running jobs `lost`.
+    alive boolean NOT NULL DEFAULT true
 );
 
 -- Scrapyd's queue message (`message`, the JSON a Scrapyd queue file holds: name, _job,
