@@ -82,11 +82,14 @@ pub enum Service {
     DelProject,
     /// `scrapyd.webservice.DeleteVersion` (`delversion.json`).
     DelVersion,
+    /// `scrapyd_rs.webservice.ListNodes` (`listnodes.json`): the nodes of a cluster (this
+    /// node alone on SQLite). scrapyd-rs's own.
+    ListNodes,
 }
 
 impl Service {
     /// Every service, in the order of Scrapyd's default `[services]` section.
-    pub const ALL: [Service; 11] = [
+    pub const ALL: [Service; 12] = [
         Service::Schedule,
         Service::Cancel,
         Service::Status,
@@ -98,6 +101,7 @@ impl Service {
         Service::DelVersion,
         Service::ListJobs,
         Service::DaemonStatus,
+        Service::ListNodes,
     ];
 
     /// The Scrapyd class implementing this service, e.g. `scrapyd.webservice.Schedule`.
@@ -115,6 +119,7 @@ impl Service {
             Service::ListJobs => "scrapyd.webservice.ListJobs",
             Service::DelProject => "scrapyd.webservice.DeleteProject",
             Service::DelVersion => "scrapyd.webservice.DeleteVersion",
+            Service::ListNodes => "scrapyd_rs.webservice.ListNodes",
         }
     }
 
@@ -424,6 +429,7 @@ delproject.json   = scrapyd.webservice.DeleteProject
 delversion.json   = scrapyd.webservice.DeleteVersion
 listjobs.json     = scrapyd.webservice.ListJobs
 daemonstatus.json = scrapyd.webservice.DaemonStatus
+listnodes.json    = scrapyd_rs.webservice.ListNodes
 ";
 
 /// The directory holding Scrapyd's system-wide configuration.
@@ -2160,6 +2166,7 @@ mod tests {
             "delversion",
             "listjobs",
             "daemonstatus",
+            "listnodes",
         ]
         .into_iter()
         .zip(Service::ALL)
@@ -2183,7 +2190,7 @@ mod tests {
         for (option, accepted) in CLASS_OPTIONS {
             assert_eq!(find_option(options, option).unwrap().value, accepted[0]);
         }
-        assert_eq!(ini.section("services").unwrap().len(), 11);
+        assert_eq!(ini.section("services").unwrap().len(), 12);
         for service in Service::ALL {
             assert_eq!(
                 Service::from_class_path(service.class_path()),
@@ -2212,7 +2219,7 @@ mod tests {
                 find_option(options, option).is_some() || text.contains(&format!("\n# {option} "));
             assert!(listed, "{option} missing from scrapyd.conf.example");
         }
-        assert_eq!(example.section("services").unwrap().len(), 11);
+        assert_eq!(example.section("services").unwrap().len(), 12);
         assert!(example.section("settings").unwrap().is_empty());
     }
 
@@ -2313,7 +2320,7 @@ mod tests {
         );
         assert_eq!(config.username, "");
         assert_eq!(config.max_proc, 0);
-        assert_eq!(config.services.len(), 11);
+        assert_eq!(config.services.len(), 12);
 
         // Its [scrapyd] section is validated.
         fx.write(
@@ -2788,13 +2795,14 @@ mod tests {
                 "delproject.json",
                 "delversion.json",
                 "listjobs.json",
+                "listnodes.json",
                 "hello.json",
             ]
         );
         assert_eq!(config.services[0].1, Service::Status);
         // [DEFAULT] entries (`x`, `from_default`) serve interpolation but are not endpoints.
         assert_eq!(config.services[1].1, Service::Cancel);
-        assert_eq!(config.services[10].1, Service::ListProjects);
+        assert_eq!(config.services[11].1, Service::ListProjects);
         // A removed endpoint can be restored by a later file, in its original position.
         let mut ini = builtin_ini();
         ini.merge(parse("[services]\nstatus.json =\n"), None);

@@ -10,10 +10,20 @@
 //! Uploads are written to a temporary file in the project folder, listed with the runner, and
 //! only then renamed into place: a failed upload stores nothing. Versions are ordered as Python's
 //! `packaging` orders them (PEP 440), falling back to plain string order, as Scrapyd does.
+//!
+//! **On a cluster** (PostgreSQL storage) the database holds the eggs ([`EggTables`]: bytes by
+//! SHA-256, versions with their spider lists, extra eggs) and each node's `eggs_dir` is its
+//! mirror of them, in the layout above, so everything that reads eggs reads local files as on a
+//! single node. A change is written to the database first (nothing is stored when that fails),
+//! then to the mirror; [`EggStore::sync`] brings the mirror to the database's egg version
+//! (fetching the eggs whose hash it lacks, removing those gone) before a request or a claim
+//! reads it.
 
 use crate::error::ApiError;
 use crate::names;
 use crate::runner::{ProjectSource, Runner};
+use crate::storage::model::{EggIndex, SharedExtraEgg, sha256_hex};
+use crate::storage::postgres::{EggBytes, EggTables};
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -109,6 +119,17 @@ pub struct EggStore {
     /// Serializes changes (commit of an upload, deletions).
     changes: tokio::sync::RwLock<()>,
     runner: Runner,
+    /// On a cluster: the database this folder mirrors, and the mirror's state.
+    shared: Option<Mirror>,
+}
+
+/// The state of a node's mirror of the cluster's eggs.
+struct Mirror {
+    tables: EggTables,
+    /// The egg version the folder was last brought to (`u64::MAX`: never).
+    synced: std::sync::atomic::AtomicU64,
+    /// The hash of each mirrored egg file (`{project}/{version}.egg`, `{project}/deps/{name}`).
+    hashes: Mutex<HashMap<PathBuf, String>>,
 }
 
 impl EggStore {
@@ -117,6 +138,7 @@ impl EggStore {
         root: &Path,
         settings: Vec<(String, String)>,
         runner: Runner,
+        shared: Option<EggTables>,
     ) -> std::io::Result<EggStore> {
         std::fs::create_dir_all(root)?;
         let store = EggStore {
@@ -126,6 +148,11 @@ impl EggStore {
             spiders: Mutex::new(HashMap::new()),
             changes: tokio::sync::RwLock::new(()),
             runner,
+            shared: shared.map(|tables| Mirror {
+                tables,
+                synced: std::sync::atomic::AtomicU64::new(u64::MAX),
+                hashes: Mutex::new(HashMap::new()),
+            }),
         };
         for entry in std::fs::read_dir(root)?.flatten() {
             if entry
@@ -426,6 +453,35 @@ impl EggStore {
             .await
             .map_err(|stderr| ApiError::new(format!("RunnerError: {stderr}")))?;
         let _changes = self.lock_changes().await;
+        // On a cluster the database is written first: when it refuses, nothing is stored.
+        if let Some(m) = &self.shared {
+            let extras = extra
+                .iter()
+                .map(|e| {
+                    let sha256 = sha256_hex(e.data);
+                    let about = SharedExtraEgg {
+                        project: project.to_owned(),
+                        name: e.name.to_owned(),
+                        version: e.version.to_owned(),
+                        sha256: sha256.clone(),
+                    };
+                    (
+                        about,
+                        EggBytes {
+                            sha256,
+                            data: e.data,
+                        },
+                    )
+                })
+                .collect();
+            let bytes = EggBytes {
+                sha256: sha256_hex(egg),
+                data: egg,
+            };
+            m.tables
+                .store(project, version, bytes, &list, extras)
+                .await?;
+        }
         // No await below: the commit cannot be abandoned halfway; a failed step undoes the
         // steps before it.
         let created_dir = !dir.is_dir();
@@ -452,6 +508,13 @@ impl EggStore {
         }
         if let Ok(d) = std::fs::File::open(&dir) {
             let _ = d.sync_all();
+        }
+        if let Some(m) = &self.shared {
+            let mut hashes = m.hashes.lock().unwrap_or_else(|e| e.into_inner());
+            hashes.insert(self.egg_path(project, version), sha256_hex(egg));
+            for e in extra {
+                hashes.insert(self.extra_pointer(project, e.name), sha256_hex(e.data));
+            }
         }
         let count = list.len();
         self.spiders
@@ -596,6 +659,16 @@ impl EggStore {
         check_egg(egg.data)?;
         let tmp = self.upload(egg.data)?;
         let _changes = self.lock_changes().await;
+        let sha256 = sha256_hex(egg.data);
+        if let Some(m) = &self.shared {
+            let about = SharedExtraEgg {
+                project: project.to_owned(),
+                name: egg.name.to_owned(),
+                version: egg.version.to_owned(),
+                sha256: sha256.clone(),
+            };
+            m.tables.store_extra(about, egg.data).await?;
+        }
         let created = !self.root.join(project).is_dir();
         let mut undo = Undo::default();
         if let Err(e) = std::fs::create_dir_all(self.root.join(project))
@@ -611,6 +684,12 @@ impl EggStore {
                 format!("cannot store the egg: {e}"),
             ));
         }
+        if let Some(m) = &self.shared {
+            m.hashes
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(self.extra_pointer(project, egg.name), sha256);
+        }
         self.refresh().map_err(|e| ApiError::internal("OSError", e))
     }
 
@@ -621,6 +700,11 @@ impl EggStore {
         names::check(name)?;
         let _changes = self.lock_changes().await;
         let about = dir.join(format!("{name}.json"));
+        if let Some(m) = &self.shared
+            && !m.tables.delete_extra(project, name).await?
+        {
+            return Ok(false);
+        }
         if !about.is_file() {
             return Ok(false);
         }
@@ -629,7 +713,7 @@ impl EggStore {
     }
 
     /// Deletes one version; the project goes when its last version does.
-    pub fn delete_version(
+    pub async fn delete_version(
         &self,
         project: &str,
         version: &str,
@@ -640,6 +724,11 @@ impl EggStore {
         let stored = self
             .resolve(project, Some(version))?
             .ok_or_else(|| ApiError::version_not_found(version))?;
+        if let Some(m) = &self.shared
+            && !m.tables.delete_version(project, &stored).await?
+        {
+            return Err(ApiError::version_not_found(version));
+        }
         std::fs::remove_file(self.egg_path(project, &stored))
             .map_err(|e| ApiError::internal("OSError", e))?;
         let _ = std::fs::remove_file(self.spider_file(project, &stored));
@@ -654,10 +743,17 @@ impl EggStore {
     }
 
     /// Deletes a project's eggs.
-    pub fn delete_project(&self, project: &str, _changes: &Changes<'_>) -> Result<(), ApiError> {
+    pub async fn delete_project(
+        &self,
+        project: &str,
+        _changes: &Changes<'_>,
+    ) -> Result<(), ApiError> {
         let dir = self.project_dir(project)?;
         if !dir.is_dir() {
             return Err(ApiError::project_not_found(project));
+        }
+        if let Some(m) = &self.shared {
+            m.tables.delete_project(project).await?;
         }
         std::fs::remove_dir_all(&dir).map_err(|e| ApiError::internal("OSError", e))?;
         self.spiders
@@ -665,6 +761,167 @@ impl EggStore {
             .unwrap_or_else(|e| e.into_inner())
             .retain(|(p, _), _| p != project);
         self.refresh().map_err(|e| ApiError::internal("OSError", e))
+    }
+}
+
+impl EggStore {
+    /// On a cluster: brings this node's folder to the database's eggs when another node
+    /// changed them (one cheap read when nothing changed); nothing on a single node.
+    pub async fn sync(&self) -> Result<(), ApiError> {
+        let Some(m) = &self.shared else {
+            return Ok(());
+        };
+        use std::sync::atomic::Ordering;
+        if m.synced.load(Ordering::Acquire) == m.tables.version().await? {
+            return Ok(());
+        }
+        let _changes = self.lock_changes().await;
+        let index = m.tables.index().await?;
+        if m.synced.load(Ordering::Acquire) == index.version {
+            return Ok(());
+        }
+        self.mirror(m, &index).await?;
+        m.synced.store(index.version, Ordering::Release);
+        Ok(())
+    }
+
+    /// The pointer file of an extra egg.
+    fn extra_pointer(&self, project: &str, name: &str) -> PathBuf {
+        self.extra_dir(project).join(format!("{name}.json"))
+    }
+
+    /// The hash of a mirrored file (`key`: the egg, or an extra egg's pointer), as recorded, or
+    /// read from `file` once.
+    fn mirrored_hash(&self, m: &Mirror, key: &Path, file: Option<&Path>) -> Option<String> {
+        let file = file?;
+        if !file.is_file() {
+            return None;
+        }
+        if let Some(h) = m.hashes.lock().unwrap_or_else(|e| e.into_inner()).get(key) {
+            return Some(h.clone());
+        }
+        let h = sha256_hex(&std::fs::read(file).ok()?);
+        m.hashes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key.to_owned(), h.clone());
+        Some(h)
+    }
+
+    /// Makes the folder hold exactly the eggs of `index` (the caller holds the change lock).
+    async fn mirror(&self, m: &Mirror, index: &EggIndex) -> Result<(), ApiError> {
+        let io = |e: std::io::Error| {
+            ApiError::internal("OSError", format!("cannot mirror the cluster's eggs: {e}"))
+        };
+        let fetch = |sha256: String| async move {
+            m.tables
+                .data(&sha256)
+                .await?
+                .ok_or_else(|| ApiError::internal("DatabaseError", format!("egg {sha256} is gone")))
+        };
+        let wanted: std::collections::BTreeSet<&str> = index
+            .eggs
+            .iter()
+            .map(|e| e.project.as_str())
+            .chain(index.extras.iter().map(|x| x.project.as_str()))
+            .filter(|p| names::is_safe(p))
+            .collect();
+        for project in self.scan_projects().map_err(io)? {
+            if !wanted.contains(project.as_str()) {
+                std::fs::remove_dir_all(self.root.join(&project)).map_err(io)?;
+                self.forget_spiders(|p, _| p == project);
+            }
+        }
+        for egg in &index.eggs {
+            if !names::is_safe(&egg.project) || !names::is_safe(&egg.version) {
+                continue;
+            }
+            let path = self.egg_path(&egg.project, &egg.version);
+            if self.mirrored_hash(m, &path, Some(&path)).as_deref() == Some(egg.sha256.as_str()) {
+                continue;
+            }
+            let data = fetch(egg.sha256.clone()).await?;
+            std::fs::create_dir_all(self.root.join(&egg.project)).map_err(io)?;
+            let tmp = self.upload(&data)?;
+            self.write_spider_file(&egg.project, &egg.version, &egg.spiders)
+                .map_err(io)?;
+            std::fs::rename(&tmp.0, &path).map_err(io)?;
+            m.hashes
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(path, egg.sha256.clone());
+            self.spiders
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(
+                    (egg.project.clone(), egg.version.clone()),
+                    Arc::new(egg.spiders.clone()),
+                );
+        }
+        for project in &wanted {
+            for version in self.versions(project)? {
+                if !index
+                    .eggs
+                    .iter()
+                    .any(|e| e.project == *project && e.version == version)
+                {
+                    let path = self.egg_path(project, &version);
+                    std::fs::remove_file(&path).map_err(io)?;
+                    let _ = std::fs::remove_file(self.spider_file(project, &version));
+                    self.forget_spiders(|p, v| p == *project && v == version);
+                }
+            }
+        }
+        for x in &index.extras {
+            if !names::is_safe(&x.project) || names::check(&x.name).is_err() {
+                continue;
+            }
+            let pointer = self.extra_pointer(&x.project, &x.name);
+            let current = self
+                .extra_eggs(&x.project)?
+                .into_iter()
+                .find(|e| e.name == x.name);
+            let file = current.as_ref().map(|e| e.path.as_path());
+            if self.mirrored_hash(m, &pointer, file).as_deref() == Some(x.sha256.as_str())
+                && current.is_some_and(|c| c.version == x.version)
+            {
+                continue;
+            }
+            let data = fetch(x.sha256.clone()).await?;
+            std::fs::create_dir_all(self.root.join(&x.project)).map_err(io)?;
+            let tmp = self.upload(&data)?;
+            let egg = NewExtraEgg {
+                name: &x.name,
+                version: &x.version,
+                data: &data,
+            };
+            self.commit_extra(&x.project, &egg, &tmp.0, &mut Undo::default())
+                .map_err(io)?;
+            m.hashes
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(pointer, x.sha256.clone());
+        }
+        for project in &wanted {
+            for e in self.extra_eggs(project)? {
+                if !index
+                    .extras
+                    .iter()
+                    .any(|x| x.project == *project && x.name == e.name)
+                {
+                    std::fs::remove_file(self.extra_pointer(project, &e.name)).map_err(io)?;
+                }
+            }
+        }
+        self.refresh().map_err(io)
+    }
+
+    /// Forgets the cached spider lists of the (project, version) pairs `gone` selects.
+    fn forget_spiders(&self, gone: impl Fn(&str, &str) -> bool) {
+        self.spiders
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(p, v), _| !gone(p, v));
     }
 }
 
@@ -861,7 +1118,8 @@ mod tests {
     async fn extra_eggs_are_replaced_and_deleted_without_touching_the_files_crawls_use() {
         let dir = tempfile::tempdir().unwrap();
         let runner = Runner::install("python3", dir.path()).unwrap();
-        let store = EggStore::open(&dir.path().join("eggs"), Vec::new(), runner.clone()).unwrap();
+        let store =
+            EggStore::open(&dir.path().join("eggs"), Vec::new(), runner.clone(), None).unwrap();
         let egg = zip_claiming(1);
         let new = |name: &'static str, version: &'static str| NewExtraEgg {
             name,

@@ -335,6 +335,13 @@ impl Launcher {
 
     /// Starts pending jobs while slots are free.
     async fn fill(&mut self) {
+        if self.running.len() < self.capacity
+            && let Err(e) = self.eggs.sync().await
+        {
+            // A job is claimed only by a node that has its egg: none until the mirror is back.
+            tracing::error!("cannot bring the eggs up to date: {}", e.message);
+            return;
+        }
         while self.running.len() < self.capacity {
             let projects = self.eggs.projects();
             let next = self.storage.claim_next(projects, now_micros()).await;

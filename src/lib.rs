@@ -54,6 +54,8 @@ pub struct AppState {
     pub scheduler: scheduler::Scheduler,
     /// The jobs listing, cached between store writes.
     pub listing: Arc<listing::Listing>,
+    /// When this daemon started (µs since the epoch).
+    pub started: i64,
 }
 
 /// A new job id like Scrapyd's (`uuid1().hex`: 32 lowercase hex digits, time-based).
@@ -116,17 +118,30 @@ async fn serve_with_runner(
     shutdown: impl Future<Output = ()> + Send + 'static,
     runner: runner::Runner,
 ) -> Result<(), StartError> {
-    let eggs = eggs::EggStore::open(&config.eggs_dir, config.settings.clone(), runner.clone())
-        .map_err(|e| StartError::Io(format!("eggs_dir {}: {e}", config.eggs_dir.display())))?;
+    let store = match &config.database_url {
+        Some(url) => storage::Storage::connect(url.expose(), &config.node_name).await?,
+        None => storage::Storage::open(config.dbs_dir.clone())?,
+    };
+    let eggs = eggs::EggStore::open(
+        &config.eggs_dir,
+        config.settings.clone(),
+        runner.clone(),
+        store.shared_eggs(),
+    )
+    .map_err(|e| StartError::Io(format!("eggs_dir {}: {e}", config.eggs_dir.display())))?;
+    // On a cluster: the eggs other nodes uploaded, before anything reads eggs_dir.
+    eggs.sync().await.map_err(|e| {
+        StartError::Io(format!(
+            "eggs_dir {}: {}",
+            config.eggs_dir.display(),
+            e.message
+        ))
+    })?;
     let eggs = Arc::new(eggs);
     if let Some(dir) = &config.logs_dir {
         std::fs::create_dir_all(dir)
             .map_err(|e| StartError::Io(format!("logs_dir {}: {e}", dir.display())))?;
     }
-    let store = match &config.database_url {
-        Some(url) => storage::Storage::connect(url.expose(), &config.node_name).await?,
-        None => storage::Storage::open(config.dbs_dir.clone())?,
-    };
     let results = match &config.dbs_dir {
         config::DbsDir::Dir(dir) => dir.join("results"),
         config::DbsDir::Memory => runner.private_dir().join("results"),
@@ -220,6 +235,7 @@ async fn serve_with_runner(
         eggs,
         launcher: handle,
         listing: Arc::default(),
+        started: storage::model::now_micros(),
     };
     let listing = (
         state.listing.clone(),

@@ -147,6 +147,9 @@ pub fn ending_keys(e: &Ended) -> serde_json::Map<String, Value> {
     map.insert("exit_code".into(), e.exit_code.into());
     map.insert("signal".into(), e.signal.into());
     map.insert("finish_reason".into(), e.finish_reason.clone().into());
+    if let Some(node) = &e.node {
+        map.insert("node".into(), node.clone().into());
+    }
     map
 }
 
@@ -615,12 +618,16 @@ impl QueueView {
             .running
             .iter()
             .map(|r| {
-                json!({
+                let mut entry = json!({
                     "id": r.job, "project": r.project, "spider": r.spider, "pid": r.pid,
                     "start_time": format_time(r.start_time),
                     "log_url": log_url(config, &r.project, &r.spider, &r.job),
                     "items_url": items_url(config, &r.project, &r.spider, &r.job),
-                })
+                });
+                if let Some(node) = &r.node {
+                    entry["node"] = node.clone().into();
+                }
+                entry
             })
             .collect();
         Bytes::from(crate::pyjson::to_vec(&entries))
@@ -1226,6 +1233,7 @@ mod tests {
                     exit_code: Some(0),
                     signal: None,
                     finish_reason: None,
+                    node: None,
                 },
             })
             .collect();

@@ -876,3 +876,26 @@ async fn a_missing_or_dying_interpreter_gives_clear_errors_and_frees_slots() {
         s.stop().await;
     }
 }
+
+/// `listnodes.json` on a single node (SQLite): this node alone, alive, with its slots; POST is
+/// refused as for any GET webservice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listnodes_lists_this_node_alone_on_sqlite() {
+    let s = TestServer::start(|_| {}).await;
+    let v = strip(s.get("listnodes.json", &[]).await);
+    let nodes = v["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 1, "{v}");
+    assert_eq!(
+        (
+            &nodes[0]["name"],
+            &nodes[0]["alive"],
+            &nodes[0]["running"],
+            &nodes[0]["max_proc"]
+        ),
+        (&json!("test-node"), &json!(true), &json!(0), &json!(2))
+    );
+    assert_eq!(v["status"], "ok");
+    let refused = s.post("listnodes.json", &[]).await;
+    assert_eq!(refused["status"], "error", "{refused}");
+    s.stop().await;
+}

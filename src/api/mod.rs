@@ -57,6 +57,7 @@ fn service_route(service: Service, max_upload_size: usize) -> MethodRouter<AppSt
         Service::Cancel => post(ws::cancel),
         Service::DelVersion => post(ws::delversion),
         Service::DelProject => post(ws::delproject),
+        Service::ListNodes => get(ws::listnodes),
     };
     let methods = allowed(service);
     let expected = if is_post(service) {
@@ -193,6 +194,8 @@ impl HttpBody for Chunks {
 pub struct Site {
     router: Router,
     config: Arc<Config>,
+    /// On a cluster: the egg store, brought up to date with the database before each request.
+    shared_eggs: Option<Arc<crate::eggs::EggStore>>,
     /// The node name as a JSON string, written into every answer.
     node_name_json: Bytes,
 }
@@ -224,9 +227,18 @@ impl tower::Service<Request> for Site {
         }
         let cors = self.webservice_methods(req.uri().path());
         let node_name_json = self.node_name_json.clone();
-        let answer = self.router.call(req);
+        let shared_eggs = self.shared_eggs.clone();
+        let mut router = self.router.clone();
         Box::pin(async move {
-            let mut response = render_envelope(answer.await?, &node_name_json);
+            // Another node's upload or deletion is seen by every request after it.
+            let answer = match shared_eggs {
+                Some(eggs) => match eggs.sync().await {
+                    Ok(()) => router.call(req).await?,
+                    Err(e) => e.into_response(),
+                },
+                None => router.call(req).await?,
+            };
+            let mut response = render_envelope(answer, &node_name_json);
             if let Some(methods) = cors {
                 add_cors(response.headers_mut(), methods);
             }
@@ -250,6 +262,7 @@ pub fn site(state: AppState) -> Site {
         .fallback(crate::web::not_found);
     Site {
         config: state.config.clone(),
+        shared_eggs: state.storage.is_shared().then(|| state.eggs.clone()),
         node_name_json: crate::pyjson::to_vec(&state.config.node_name).into(),
         router: router.with_state(state),
     }

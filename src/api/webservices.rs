@@ -81,6 +81,37 @@ pub async fn daemonstatus(State(state): State<AppState>) -> ApiResult {
         .with("finished", counts.finished))
 }
 
+/// `listnodes.json` (scrapyd-rs's own): the nodes of the cluster, with whether each beats,
+/// its running crawls and `max_proc`; on SQLite, this node alone.
+pub async fn listnodes(State(state): State<AppState>) -> ApiResult {
+    use crate::storage::model::{format_time, now_micros};
+    let config = &state.config;
+    let nodes = match state.storage.nodes(config.node_timeout).await? {
+        Some(nodes) => nodes
+            .into_iter()
+            .map(|n| {
+                serde_json::json!({
+                    "name": n.name, "url": n.url, "alive": n.alive, "running": n.running,
+                    "max_proc": n.max_proc, "started": n.started, "heartbeat": n.heartbeat,
+                })
+            })
+            .collect(),
+        None => {
+            let running = state
+                .listing
+                .counts(&state.storage, state.eggs.projects())
+                .await?
+                .running;
+            vec![serde_json::json!({
+                "name": config.node_name, "url": config.node_url, "alive": true,
+                "running": running, "max_proc": config.capacity(),
+                "started": format_time(state.started), "heartbeat": format_time(now_micros()),
+            })]
+        }
+    };
+    Ok(Reply::empty().with("nodes", nodes))
+}
+
 /// `addversion.json`.
 pub async fn addversion(State(state): State<AppState>, params: Params) -> ApiResult {
     let project = params.required("project")?;
@@ -255,7 +286,10 @@ pub async fn delversion(State(state): State<AppState>, params: Params) -> ApiRes
     let project = params.required("project")?;
     let version = params.required("version")?;
     let changes = state.eggs.lock_changes().await;
-    state.eggs.delete_version(&project, &version, &changes)?;
+    state
+        .eggs
+        .delete_version(&project, &version, &changes)
+        .await?;
     forget_project_if_gone(&state, &project).await?;
     Ok(Reply::empty())
 }
@@ -264,7 +298,7 @@ pub async fn delversion(State(state): State<AppState>, params: Params) -> ApiRes
 pub async fn delproject(State(state): State<AppState>, params: Params) -> ApiResult {
     let project = params.required("project")?;
     let changes = state.eggs.lock_changes().await;
-    state.eggs.delete_project(&project, &changes)?;
+    state.eggs.delete_project(&project, &changes).await?;
     forget_project_if_gone(&state, &project).await?;
     Ok(Reply::empty())
 }

@@ -128,6 +128,14 @@ impl Storage {
 
     // ---- Nodes (of a cluster: on SQLite there is one node, and nothing of it to store)
 
+    /// The cluster's egg tables (`None` on SQLite: eggs are files under `eggs_dir`).
+    pub fn shared_eggs(&self) -> Option<postgres::EggTables> {
+        match self {
+            Storage::Sqlite(_) => None,
+            Storage::Postgres(db) => Some(postgres::EggTables::new(db.clone())),
+        }
+    }
+
     /// Whether several nodes may share this storage (PostgreSQL).
     pub fn is_shared(&self) -> bool {
         matches!(self, Storage::Postgres(_))

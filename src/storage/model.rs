@@ -98,6 +98,8 @@ pub struct JobRecord {
     pub finish_reason: Option<String>,
     /// Identity of the crawl process (boot id and start time), to re-adopt it after a restart.
     pub proc_start: Option<String>,
+    /// The node that runs (or ran) it, on a cluster; `None` on a single node.
+    pub node: Option<String>,
 }
 
 /// Microseconds since the epoch, now.
@@ -144,6 +146,8 @@ pub struct Ended {
     pub exit_code: Option<i32>,
     pub signal: Option<i32>,
     pub finish_reason: Option<String>,
+    /// The node that ran it (on a cluster; `None` on a single node).
+    pub node: Option<String>,
 }
 
 impl JobRecord {
@@ -168,6 +172,7 @@ impl JobRecord {
             reason: None,
             finish_reason: None,
             proc_start: None,
+            node: None,
         }
     }
 
@@ -178,6 +183,7 @@ impl JobRecord {
             exit_code: self.exit_code,
             signal: self.signal,
             finish_reason: self.finish_reason.clone(),
+            node: self.node.clone(),
         }
     }
 }
@@ -745,4 +751,42 @@ pub struct LostJob {
     pub node: String,
     pub project: String,
     pub job: String,
+}
+
+// ---- Eggs (of a cluster: on SQLite they are files under `eggs_dir`)
+
+/// An egg version as the cluster's database holds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SharedEgg {
+    pub project: String,
+    pub version: String,
+    /// SHA-256 of the egg's bytes (hex).
+    pub sha256: String,
+    pub spiders: Vec<String>,
+}
+
+/// An extra egg (a dependency) of a project as the cluster's database holds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SharedExtraEgg {
+    pub project: String,
+    pub name: String,
+    pub version: String,
+    pub sha256: String,
+}
+
+/// Every egg of the cluster, with the egg version it is of.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EggIndex {
+    pub version: u64,
+    pub eggs: Vec<SharedEgg>,
+    pub extras: Vec<SharedExtraEgg>,
+}
+
+/// The hex SHA-256 of some bytes (how the cluster's database keys eggs).
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }

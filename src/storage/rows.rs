@@ -68,11 +68,11 @@ pub trait JobRows {
     fn running(&mut self) -> Result<Vec<JobRecord>>;
     /// Jobs recorded as running on this node (what a restart of it recovers).
     fn running_here(&mut self) -> Result<Vec<JobRecord>>;
-    /// How many jobs are recorded as running.
+    /// How many jobs are recorded as running on this node (on one node: all of them).
     fn running_count(&mut self) -> Result<usize>;
     /// Finished jobs (of `project`, or all), newest first.
     fn finished(&mut self, project: Option<&str>) -> Result<Vec<JobRecord>>;
-    /// How many finished jobs are kept.
+    /// How many finished jobs this node ran are kept (on one node: all of them).
     fn finished_count(&mut self) -> Result<usize>;
     /// The `limit` newest finished jobs (all when `None`), newest first, with only what the
     /// listing shows.

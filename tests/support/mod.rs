@@ -11,6 +11,7 @@
 //! * [`postgres`]: a real PostgreSQL server for the test binary, a database per test.
 #![allow(dead_code)]
 
+pub mod daemon;
 pub mod postgres;
 pub mod server;
 

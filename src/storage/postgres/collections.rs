@@ -1,6 +1,10 @@
 //! Collections and frontier slots on PostgreSQL (the rules: [`crate::cloud::collections`] and
 //! [`crate::cloud::frontier`]). A collection or slot is created by its first write with
 //! `ON CONFLICT DO NOTHING`, so two nodes creating it at once agree on one id.
+//!
+//! PostgreSQL's `text` cannot hold NUL, which a record key, a fingerprint or a frontier or slot
+//! name may (SQLite stores them as given): these are stored through [`stored`] and read back
+//! through [`unstored`], a code that keeps their byte order, so scans page in the same order.
 
 use super::tx::{PgTx, Result};
 use crate::storage::model::{
@@ -10,14 +14,64 @@ use crate::storage::model::{
 #[cfg(test)]
 use crate::storage::rows::versions_of;
 use crate::storage::rows::{CollectionRows, FrontierRows, push_version};
+use std::borrow::Cow;
 use tokio_postgres::Row;
+
+/// Text as stored: NUL becomes `\x01\x01` and `\x01` becomes `\x01\x02`. The code is
+/// prefix-free and follows the byte order (`\x01\x01` < `\x01\x02` < every other byte), so
+/// stored texts compare (`COLLATE "C"`) as the texts themselves do.
+fn stored(text: &str) -> Cow<'_, str> {
+    if !text.contains(['\0', '\x01']) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 2);
+    for c in text.chars() {
+        match c {
+            '\0' => out.push_str("\x01\x01"),
+            '\x01' => out.push_str("\x01\x02"),
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// The text a [`stored`] text was made from.
+fn unstored(text: String) -> String {
+    if !text.contains('\x01') {
+        return text;
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c != '\x01' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('\x01') => out.push('\0'),
+            Some('\x02') => out.push('\x01'),
+            // Not written by `stored`: kept as it is.
+            Some(other) => {
+                out.push(c);
+                out.push(other);
+            }
+            None => out.push(c),
+        }
+    }
+    out
+}
 
 fn record_of(r: &Row) -> StoredRecord {
     StoredRecord {
-        key: r.get(0),
+        key: unstored(r.get(0)),
         ts: r.get(1),
         value: r.get(2),
     }
+}
+
+/// A slot's project, frontier and slot name as stored.
+fn slot_columns(s: &SlotRef) -> (&str, Cow<'_, str>, Cow<'_, str>) {
+    (&s.project, stored(&s.frontier), stored(&s.slot))
 }
 
 impl PgTx<'_> {
@@ -45,7 +99,9 @@ impl PgTx<'_> {
     fn slot(&self, s: &SlotRef, create: bool) -> Result<Option<i64>> {
         let find =
             "SELECT id FROM cloud_frontier_slot WHERE project = $1 AND frontier = $2 AND slot = $3";
-        if let Some(r) = self.opt(find, &[&s.project, &s.frontier, &s.slot])? {
+        let (project, frontier, name) = slot_columns(s);
+        let (frontier, name) = (frontier.as_ref(), name.as_ref());
+        if let Some(r) = self.opt(find, &[&project, &frontier, &name])? {
             return Ok(Some(r.get(0)));
         }
         if !create {
@@ -54,10 +110,10 @@ impl PgTx<'_> {
         self.exec(
             "INSERT INTO cloud_frontier_slot (project, frontier, slot, id)
              VALUES ($1, $2, $3, nextval('cloud_frontier_slot_ids')) ON CONFLICT DO NOTHING",
-            &[&s.project, &s.frontier, &s.slot],
+            &[&project, &frontier, &name],
         )?;
         Ok(self
-            .opt(find, &[&s.project, &s.frontier, &s.slot])?
+            .opt(find, &[&project, &frontier, &name])?
             .map(|r| r.get(0)))
     }
 }
@@ -91,8 +147,10 @@ impl CollectionRows for PgTx<'_> {
         if c.kind.cached() {
             let kind = c.kind.code();
             let purged = self.exec(
-                "UPDATE cloud_collection SET purged = $4
-                 WHERE project = $1 AND name = $2 AND type = $3 AND purged <= $4 - $5",
+                // Typed: `$4 - $5` alone is `unknown - unknown`, which PostgreSQL refuses.
+                "UPDATE cloud_collection SET purged = $4::bigint
+                 WHERE project = $1 AND name = $2 AND type = $3
+                   AND purged <= $4::bigint - $5::bigint",
                 &[&c.project, &c.name, &kind, &now, &PURGE_INTERVAL_MS],
             )?;
             if purged > 0 {
@@ -104,11 +162,13 @@ impl CollectionRows for PgTx<'_> {
             }
         }
         for r in records {
+            let key = stored(&r.key);
+            let key = key.as_ref();
             let older = if c.kind.versioned() {
                 self.opt(
                     "SELECT ts, value, older FROM cloud_collection_record
                      WHERE collection = $1 AND key = $2 FOR UPDATE",
-                    &[&id, &r.key],
+                    &[&id, &key],
                 )?
                 .map(|row| {
                     let older: Option<String> = row.get(2);
@@ -122,7 +182,7 @@ impl CollectionRows for PgTx<'_> {
                  VALUES ($1, $2, $3, $4, $5)
                  ON CONFLICT (collection, key)
                  DO UPDATE SET ts = excluded.ts, value = excluded.value, older = excluded.older",
-                &[&id, &r.key, &now, &r.value, &older],
+                &[&id, &key, &now, &r.value, &older],
             )?;
         }
         Ok(())
@@ -138,6 +198,8 @@ impl CollectionRows for PgTx<'_> {
             return Ok(None);
         };
         let since = c.kind.visible_since(now);
+        let key = stored(key);
+        let key = key.as_ref();
         Ok(self
             .opt(
                 "SELECT key, ts, value FROM cloud_collection_record
@@ -153,10 +215,12 @@ impl CollectionRows for PgTx<'_> {
         let Some(id) = self.collection(c, None)? else {
             return Ok(Vec::new());
         };
+        let stored_key = stored(key);
+        let stored_key = stored_key.as_ref();
         let older: Option<String> = self
             .opt(
                 "SELECT older FROM cloud_collection_record WHERE collection = $1 AND key = $2",
-                &[&id, &key],
+                &[&id, &stored_key],
             )?
             .and_then(|r| r.get(0));
         Ok(versions_of(older.as_deref(), key))
@@ -166,6 +230,8 @@ impl CollectionRows for PgTx<'_> {
         let Some(id) = self.collection(c, None)? else {
             return Ok(0);
         };
+        let keys: Vec<Cow<'_, str>> = keys.iter().map(|k| stored(k)).collect();
+        let keys: Vec<&str> = keys.iter().map(AsRef::as_ref).collect();
         let n = self.exec(
             "DELETE FROM cloud_collection_record WHERE collection = $1 AND key = ANY($2)",
             &[&id, &keys],
@@ -215,10 +281,12 @@ impl CollectionRows for PgTx<'_> {
         if let Some(keys) = &req.keys {
             let mut out = Vec::new();
             for k in keys.iter().take(req.limit) {
+                let k = stored(k);
+                let k = k.as_ref();
                 if let Some(r) = self.opt(
                     "SELECT key, ts, value FROM cloud_collection_record
                      WHERE collection = $1 AND key = $2 AND ts >= $3 AND ts < $4",
-                    &[&req.collection, k, &req.min_ts, &req.max_ts],
+                    &[&req.collection, &k, &req.min_ts, &req.max_ts],
                 )? {
                     out.push(record_of(&r));
                 }
@@ -230,6 +298,8 @@ impl CollectionRows for PgTx<'_> {
             None => ("", true),
         };
         let op = if inclusive { ">=" } else { ">" };
+        let from = stored(from);
+        let from = from.as_ref();
         let limit = req.limit as i64;
         Ok(self
             .query(
@@ -253,10 +323,12 @@ impl FrontierRows for PgTx<'_> {
             .ok_or_else(|| crate::storage::StorageError::Internal("slot not created".into()))?;
         let mut new = Vec::new();
         for r in requests {
+            let fp = stored(&r.fp);
+            let fp = fp.as_ref();
             let inserted = self.exec(
                 "INSERT INTO cloud_frontier_fingerprint (slot, fp, fdata) VALUES ($1, $2, $3)
                  ON CONFLICT DO NOTHING",
-                &[&slot, &r.fp, &r.fdata],
+                &[&slot, &fp, &r.fdata],
             )?;
             if inserted > 0 {
                 new.push(r.clone());
@@ -276,10 +348,12 @@ impl FrontierRows for PgTx<'_> {
             let id = first + i as i64;
             for (n, r) in batch.iter().enumerate() {
                 let n = n as i64;
+                let fp = stored(&r.fp);
+                let fp = fp.as_ref();
                 self.exec(
                     "INSERT INTO cloud_frontier_request (slot, priority, batch, n, fp, qdata)
                      VALUES ($1, $2, $3, $4, $5, $6)",
-                    &[&slot, priority, &id, &n, &r.fp, &r.qdata],
+                    &[&slot, priority, &id, &n, &fp, &r.qdata],
                 )?;
             }
         }
@@ -294,11 +368,13 @@ impl FrontierRows for PgTx<'_> {
                 &[&project],
             )?
             .iter()
-            .map(|r| r.get(0))
+            .map(|r| unstored(r.get(0)))
             .collect())
     }
 
     fn frontier_slots(&mut self, project: &str, frontier: &str) -> Result<Vec<String>> {
+        let frontier = stored(frontier);
+        let frontier = frontier.as_ref();
         Ok(self
             .query(
                 "SELECT slot FROM cloud_frontier_slot WHERE project = $1 AND frontier = $2
@@ -306,7 +382,7 @@ impl FrontierRows for PgTx<'_> {
                 &[&project, &frontier],
             )?
             .iter()
-            .map(|r| r.get(0))
+            .map(|r| unstored(r.get(0)))
             .collect())
     }
 
@@ -338,7 +414,7 @@ impl FrontierRows for PgTx<'_> {
                     &[&slot, &priority, &id],
                 )?
                 .iter()
-                .map(|r| (r.get(0), r.get(1)))
+                .map(|r| (unstored(r.get(0)), r.get(1)))
                 .collect();
             out.push(Batch {
                 id,
@@ -373,9 +449,10 @@ impl FrontierRows for PgTx<'_> {
         limit: usize,
     ) -> Result<Vec<(String, Option<String>)>> {
         let (from, op) = match after {
-            Some(a) => (a, ">"),
-            None => ("", ">="),
+            Some(a) => (stored(a), ">"),
+            None => (Cow::Borrowed(""), ">="),
         };
+        let from = from.as_ref();
         let limit = limit as i64;
         Ok(self
             .query(
@@ -386,7 +463,7 @@ impl FrontierRows for PgTx<'_> {
                 &[&slot, &from, &limit],
             )?
             .iter()
-            .map(|r| (r.get(0), r.get(1)))
+            .map(|r| (unstored(r.get(0)), r.get(1)))
             .collect())
     }
 
@@ -404,5 +481,28 @@ impl FrontierRows for PgTx<'_> {
         )?;
         self.exec("DELETE FROM cloud_frontier_slot WHERE id = $1", &[&slot])?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{stored, unstored};
+
+    #[test]
+    fn stored_text_keeps_nul_and_the_byte_order() {
+        let texts = [
+            "", "\0", "\0\0", "\0a", "\x01", "\x01\0", "\x01\x01", "\x02", "a", "a\0", "a\0b",
+            "a\x01", "a\x02", "ab", "é", "\x01\x02",
+        ];
+        for t in texts {
+            assert_eq!(unstored(stored(t).into_owned()), t, "{t:?}");
+            assert!(!stored(t).contains('\0'), "{t:?}");
+        }
+        let mut by_text = texts.to_vec();
+        by_text.sort();
+        let mut by_stored = texts.to_vec();
+        by_stored.sort_by_key(|t| stored(t).into_owned());
+        assert_eq!(by_stored, by_text);
+        assert_eq!(stored("plain"), "plain");
     }
 }

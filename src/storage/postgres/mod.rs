@@ -18,6 +18,7 @@
 //!   other nodes at commit.
 
 mod collections;
+mod eggs;
 mod nodes;
 mod queue;
 mod registry;
@@ -27,6 +28,7 @@ use super::StorageError;
 use super::migration::{Migration, TooNew, missing};
 use super::rows::Rows;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+pub use eggs::{EggBytes, EggTables};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
@@ -59,6 +61,10 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 6,
         sql: include_str!("migrations/0006_changes.sql"),
+    },
+    Migration {
+        version: 7,
+        sql: include_str!("migrations/0007_eggs.sql"),
     },
 ];
 

@@ -115,7 +115,7 @@ impl QueueRows for PgTx<'_> {
 
 const COLUMNS: &str = "id, project, spider, job, version, settings, args, priority, state, pid, \
                        start_time, end_time, exit_code, signal, outcome, reason, finish_reason, \
-                       proc_start";
+                       proc_start, node";
 
 fn record_of(r: &Row) -> JobRecord {
     let state: String = r.get(8);
@@ -142,11 +142,12 @@ fn record_of(r: &Row) -> JobRecord {
         reason: r.get(15),
         finish_reason: r.get(16),
         proc_start: r.get(17),
+        node: r.get(18),
     }
 }
 
-const BRIEF_COLUMNS: &str =
-    "id, project, spider, job, start_time, end_time, outcome, exit_code, signal, finish_reason";
+const BRIEF_COLUMNS: &str = "id, project, spider, job, start_time, end_time, outcome, exit_code, \
+                             signal, finish_reason, node";
 
 fn finished_of(r: &Row) -> FinishedJob {
     let start_time: i64 = r.get(4);
@@ -162,6 +163,7 @@ fn finished_of(r: &Row) -> FinishedJob {
             exit_code: r.get(7),
             signal: r.get(8),
             finish_reason: r.get(9),
+            node: r.get(10),
         },
     }
 }
@@ -203,7 +205,10 @@ impl JobRows for PgTx<'_> {
             })?
             .get(0);
         self.jobs_changed = true;
-        Ok(JobRecord::running(id, p, now))
+        Ok(JobRecord {
+            node: Some(self.node.to_owned()),
+            ..JobRecord::running(id, p, now)
+        })
     }
 
     fn set_pid(&mut self, id: i64, pid: u32, proc_start: Option<&str>) -> Result<()> {
@@ -285,9 +290,13 @@ impl JobRows for PgTx<'_> {
         Ok(rows.iter().map(record_of).collect())
     }
 
+    /// This node's (what `daemonstatus.json` shows of a node).
     fn running_count(&mut self) -> Result<usize> {
         let n: i64 = self
-            .one("SELECT count(*) FROM jobs WHERE state = 'running'", &[])?
+            .one(
+                "SELECT count(*) FROM jobs WHERE state = 'running' AND node = $1",
+                &[&self.node],
+            )?
             .get(0);
         Ok(n as usize)
     }
@@ -304,9 +313,13 @@ impl JobRows for PgTx<'_> {
         Ok(rows.iter().map(record_of).collect())
     }
 
+    /// This node's (what `daemonstatus.json` shows of a node).
     fn finished_count(&mut self) -> Result<usize> {
         let n: i64 = self
-            .one("SELECT count(*) FROM jobs WHERE state = 'finished'", &[])?
+            .one(
+                "SELECT count(*) FROM jobs WHERE state = 'finished' AND node = $1",
+                &[&self.node],
+            )?
             .get(0);
         Ok(n as usize)
     }

@@ -113,6 +113,7 @@ fn row_to_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRecord> {
         reason: r.get(15)?,
         finish_reason: r.get(16)?,
         proc_start: r.get(17)?,
+        node: None,
     })
 }
 
@@ -134,6 +135,7 @@ fn finished_job(r: &rusqlite::Row<'_>) -> rusqlite::Result<FinishedJob> {
             exit_code: r.get(7)?,
             signal: r.get(8)?,
             finish_reason: r.get(9)?,
+            node: None,
         },
     })
 }
