@@ -103,6 +103,8 @@ struct Running {
     record: JobRecord,
     pid: u32,
     cancels: u32,
+    /// The cancels asked through other nodes already applied (see `apply_remote_cancels`).
+    remote_cancels: u32,
     log: Option<PathBuf>,
 }
 
@@ -243,6 +245,7 @@ impl Launcher {
                 break;
             }
             self.retry_unrecorded().await;
+            self.apply_remote_cancels().await;
             self.fill().await;
             tokio::select! {
                 biased;
@@ -270,29 +273,28 @@ impl Launcher {
                 signal,
                 reply,
             } => {
-                let mut n = 0;
-                for r in self.running.values_mut() {
-                    if r.record.project == project && r.record.job == job {
-                        r.cancels += 1;
-                        let sig = if r.cancels > 1 {
-                            Signal::SIGKILL
-                        } else {
-                            signal
-                        };
-                        let timeout = self.config.cancel_timeout;
-                        if sig != Signal::SIGKILL && !timeout.is_zero() {
-                            let (tx, id, cancels) = (self.tx.clone(), r.record.id, r.cancels);
-                            tokio::spawn(async move {
-                                tokio::time::sleep(timeout).await;
-                                let _ = tx.send(Event::Escalate { id, cancels });
-                            });
-                        }
-                        tracing::info!(project = %project, job = %job, pid = r.pid, signal = %sig, "cancelling");
-                        signal_group(r.pid, sig);
-                        n += 1;
-                    }
+                let ids: Vec<i64> = self
+                    .running
+                    .values()
+                    .filter(|r| r.record.project == project && r.record.job == job)
+                    .map(|r| r.record.id)
+                    .collect();
+                for &id in &ids {
+                    self.signal_crawl(id, signal);
                 }
-                let _ = reply.send(n);
+                // On a cluster, the crawls of this job that other nodes run hear it too.
+                let remote = match self
+                    .storage
+                    .request_cancel(&project, &job, signal.as_str())
+                    .await
+                {
+                    Ok(n) => n,
+                    Err(e) => {
+                        tracing::error!("cannot pass the cancel of {job} to the other nodes: {e}");
+                        0
+                    }
+                };
+                let _ = reply.send(ids.len() + remote);
             }
             Event::Exited { id, status } => self.exited(id, status).await,
             Event::Escalate { id, cancels } => {
@@ -306,6 +308,55 @@ impl Launcher {
                     );
                     signal_group(r.pid, Signal::SIGKILL);
                 }
+            }
+        }
+    }
+
+    /// Signals the crawl of row `id` for a cancel (the second and later ones kill it); after
+    /// `cancel_timeout` a crawl still running is killed.
+    fn signal_crawl(&mut self, id: i64, signal: Signal) {
+        let Some(r) = self.running.get_mut(&id) else {
+            return;
+        };
+        r.cancels += 1;
+        let sig = if r.cancels > 1 {
+            Signal::SIGKILL
+        } else {
+            signal
+        };
+        let timeout = self.config.cancel_timeout;
+        if sig != Signal::SIGKILL && !timeout.is_zero() {
+            let (tx, cancels) = (self.tx.clone(), r.cancels);
+            tokio::spawn(async move {
+                tokio::time::sleep(timeout).await;
+                let _ = tx.send(Event::Escalate { id, cancels });
+            });
+        }
+        tracing::info!(project = %r.record.project, job = %r.record.job, pid = r.pid, signal = %sig, "cancelling");
+        signal_group(r.pid, sig);
+    }
+
+    /// Applies, once each, the cancels that other nodes recorded for this node's crawls.
+    async fn apply_remote_cancels(&mut self) {
+        if self.running.is_empty() || !self.storage.is_shared() {
+            return;
+        }
+        let requests = match self.storage.cancel_requests().await {
+            Ok(requests) => requests,
+            Err(e) => {
+                tracing::warn!("cannot read the cancels asked through other nodes: {e}");
+                return;
+            }
+        };
+        for request in requests {
+            let Some(r) = self.running.get_mut(&request.id) else {
+                continue;
+            };
+            let new = request.count.saturating_sub(r.remote_cancels);
+            r.remote_cancels = request.count.max(r.remote_cancels);
+            let signal = crate::process::parse_signal(&request.signal).unwrap_or(Signal::SIGINT);
+            for _ in 0..new {
+                self.signal_crawl(request.id, signal);
             }
         }
     }
@@ -373,6 +424,7 @@ impl Launcher {
                         record,
                         pid,
                         cancels: 0,
+                        remote_cancels: 0,
                         log,
                     },
                 );
@@ -540,6 +592,7 @@ impl Launcher {
                 record,
                 pid,
                 cancels: 0,
+                remote_cancels: 0,
                 log,
             },
         );

@@ -109,6 +109,31 @@ fn three_nodes_share_one_queue_and_run_each_job_once() {
         );
         assert_eq!(ids(&d(i).get("listjobs.json")["pending"]).len(), 3);
     }
+    // A cancel through a node that does not run the crawl reaches the one that does.
+    let on_n2 = running
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["node"] == "n2")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let log = nodes[2].0.path().join(format!("logs/p/slow/{on_n2}.log"));
+    support::wait_until("the crawl on n2 logging", LONG, || {
+        std::fs::read_to_string(&log)
+            .ok()?
+            .contains("slow spider: first tick")
+            .then_some(())
+    });
+    let v = d(0).post("cancel.json", &format!("project=p&job={on_n2}"));
+    assert_eq!(v["prevstate"], "running", "{v}");
+    let cancelled = support::wait_until("the cancelled crawl finished", LONG, || {
+        let v = d(1).get(&format!("status.json?job={on_n2}"));
+        (v["currstate"] == "finished").then_some(v)
+    });
+    assert_eq!(cancelled["outcome"], "cancelled", "{cancelled}");
+    assert_eq!(cancelled["node"], "n2", "{cancelled}");
     std::fs::write(release.path().join("go"), "").unwrap();
     support::wait_until("every job finished", LONG, || {
         let v = d(0).get("listjobs.json");
@@ -125,7 +150,12 @@ fn three_nodes_share_one_queue_and_run_each_job_once() {
                 ["n0", "n1", "n2"].contains(&e["node"].as_str().unwrap()),
                 "{e}"
             );
-            assert_eq!(e["outcome"], "finished", "{e}");
+            let outcome = if e["id"] == on_n2.as_str() {
+                "cancelled"
+            } else {
+                "finished"
+            };
+            assert_eq!(e["outcome"], outcome, "{e}");
         }
     }
     // Each job ran once: one log file across the three nodes' folders.

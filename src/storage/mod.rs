@@ -175,6 +175,23 @@ impl Storage {
         }
     }
 
+    /// Asks the other nodes running `job` of `project` to signal it; how many crawls were
+    /// asked (none on SQLite).
+    pub async fn request_cancel(&self, project: &str, job: &str, signal: &str) -> Result<usize> {
+        match self {
+            Storage::Sqlite(_) => Ok(0),
+            Storage::Postgres(db) => db.request_cancel(project, job, signal).await,
+        }
+    }
+
+    /// The cancels other nodes asked for the crawls of this one (none on SQLite).
+    pub async fn cancel_requests(&self) -> Result<Vec<CancelRequest>> {
+        match self {
+            Storage::Sqlite(_) => Ok(Vec::new()),
+            Storage::Postgres(db) => db.cancel_requests().await,
+        }
+    }
+
     /// The nodes of the cluster (`None` on SQLite: this node is the only one).
     pub async fn nodes(&self, timeout: std::time::Duration) -> Result<Option<Vec<NodeStatus>>> {
         match self {

@@ -790,3 +790,12 @@ pub fn sha256_hex(data: &[u8]) -> String {
         .map(|b| format!("{b:02x}"))
         .collect()
 }
+
+/// A cancel of a crawl asked for through another node: the `count`th, with `signal`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CancelRequest {
+    /// The job's row id.
+    pub id: i64,
+    pub count: u32,
+    pub signal: String,
+}

@@ -7,7 +7,8 @@ use super::Postgres;
 use super::tx::{PgTx, Result};
 use crate::storage::lifecycle::Lifecycle;
 use crate::storage::model::{
-    Ending, LostJob, NodeInfo, NodeStatus, Outcome, Registration, format_time, now_micros,
+    CancelRequest, Ending, LostJob, NodeInfo, NodeStatus, Outcome, Registration, format_time,
+    now_micros,
 };
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -107,6 +108,45 @@ impl Postgres {
                 lost.extend(record_lost(tx, &node, keep)?);
             }
             Ok(lost)
+        })
+        .await
+    }
+
+    /// Asks the nodes running `job` of `project` (other than this one) to signal it; returns
+    /// how many crawls were asked. They hear it at once (`NOTIFY`), or at their next poll.
+    pub async fn request_cancel(&self, project: &str, job: &str, signal: &str) -> Result<usize> {
+        let (project, job, signal) = (project.to_owned(), job.to_owned(), signal.to_owned());
+        self.transact_pg(false, move |tx| {
+            let n = tx.exec(
+                "UPDATE jobs SET cancels = cancels + 1, cancel_signal = $3
+                 WHERE project = $1 AND job = $2 AND state = 'running' AND node <> $4",
+                &[&project, &job, &signal, &tx.node],
+            )?;
+            if n > 0 {
+                // The feed moves, so every node's launcher wakes and looks.
+                tx.jobs_changed = true;
+            }
+            Ok(n as usize)
+        })
+        .await
+    }
+
+    /// The cancels asked for the crawls this node runs.
+    pub async fn cancel_requests(&self) -> Result<Vec<CancelRequest>> {
+        self.transact_pg(true, |tx| {
+            Ok(tx
+                .query(
+                    "SELECT id, cancels, coalesce(cancel_signal, 'INT') FROM jobs
+                     WHERE node = $1 AND state = 'running' AND cancels > 0",
+                    &[&tx.node],
+                )?
+                .iter()
+                .map(|r| CancelRequest {
+                    id: r.get(0),
+                    count: r.get::<_, i32>(1).max(0) as u32,
+                    signal: r.get(2),
+                })
+                .collect())
         })
         .await
     }

@@ -52,7 +52,11 @@ CREATE TABLE jobs (
     reason text,
     finish_reason text,
     stats text,
-    proc_start text
+    proc_start text,
+    -- Cancels asked for through other nodes (how many, and the signal of the last one): the
+    -- node running the job applies each once.
+    cancels integer NOT NULL DEFAULT 0,
+    cancel_signal text
 );
 CREATE INDEX jobs_running ON jobs (node) WHERE state = 'running';
 CREATE INDEX jobs_by_state ON jobs (state, end_time, id);
