@@ -158,6 +158,20 @@ fn three_nodes_share_one_queue_and_run_each_job_once() {
             assert_eq!(e["outcome"], outcome, "{e}");
         }
     }
+    // A log is read through a node that did not run its job.
+    let (owner, other) = if nodes[0].0.path().join("logs/p/echo/echo0.log").is_file() {
+        (0, 1)
+    } else {
+        let owner = (1..3)
+            .find(|&i| nodes[i].0.path().join("logs/p/echo/echo0.log").is_file())
+            .expect("one node has the log of echo0");
+        (owner, 0)
+    };
+    let direct =
+        std::fs::read_to_string(nodes[owner].0.path().join("logs/p/echo/echo0.log")).unwrap();
+    let through =
+        support::daemon::http_get(&format!("{}/logs/p/echo/echo0.log", d(other).url)).unwrap();
+    assert_eq!(through, direct, "the log of echo0 read through n{other}");
     // Each job ran once: one log file across the three nodes' folders.
     for job in &jobs {
         let logs: Vec<PathBuf> = nodes
@@ -266,6 +280,14 @@ fn a_node_lost_with_its_crawls_has_its_jobs_recorded_lost_and_the_queue_carries_
         .flat_map(|(dir, _)| log_files(dir.path(), &job))
         .collect();
     assert_eq!(logs.len(), 1, "{logs:?}");
+    // Its files are on a machine that is gone: the answer says so.
+    let (status, body) =
+        support::daemon::http_get_status(&format!("{}/logs/p/slow/{job}.log", nodes[0].1.url));
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.contains("on node n1, which is not answering"),
+        "{body}"
+    );
     // The node comes back under its name.
     let dir = nodes[1].0.path().to_path_buf();
     nodes[1].1 = Daemon::start(&dir, &node_conf(&url, "n1"));

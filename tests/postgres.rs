@@ -43,7 +43,10 @@ async fn a_database_of_a_newer_scrapyd_rs_is_refused_with_its_version() {
     Postgres::connect(&url, "node-1").await.unwrap();
     let name = url.rsplit('/').next().unwrap();
     support::postgres::server().psql_in(name, "INSERT INTO schema_migrations VALUES (999)");
-    let e = Postgres::connect(&url, "node-1").await.err().expect("refused");
+    let e = Postgres::connect(&url, "node-1")
+        .await
+        .err()
+        .expect("refused");
     assert!(matches!(e, StorageError::Internal(_)), "{e:?}");
     assert!(e.to_string().contains("schema version 999 is newer"), "{e}");
 }
@@ -69,7 +72,10 @@ async fn a_bad_or_unreachable_url_is_named_without_its_password() {
         .unwrap()
         .port();
     let url = format!("postgresql://u:secret@127.0.0.1:{port}/x");
-    let e = Postgres::connect(&url, "node-1").await.err().expect("refused");
+    let e = Postgres::connect(&url, "node-1")
+        .await
+        .err()
+        .expect("refused");
     assert!(matches!(e, StorageError::Unavailable(_)), "{e:?}");
     let text = e.to_string();
     assert!(
@@ -82,6 +88,9 @@ async fn a_bad_or_unreachable_url_is_named_without_its_password() {
 
     // A database that does not exist on a running server.
     let missing = support::postgres::server().url("no_such_database");
-    let e = Postgres::connect(&missing, "node-1").await.err().expect("refused");
+    let e = Postgres::connect(&missing, "node-1")
+        .await
+        .err()
+        .expect("refused");
     assert!(e.to_string().contains("no_such_database"), "{e}");
 }

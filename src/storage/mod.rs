@@ -192,6 +192,20 @@ impl Storage {
         }
     }
 
+    /// The node that ran the newest run of `job` of `project` (`None` on SQLite, or when no
+    /// node ran it).
+    pub async fn job_node(
+        &self,
+        project: &str,
+        job: &str,
+        timeout: std::time::Duration,
+    ) -> Result<Option<JobNode>> {
+        match self {
+            Storage::Sqlite(_) => Ok(None),
+            Storage::Postgres(db) => db.job_node(project, job, timeout).await,
+        }
+    }
+
     /// The nodes of the cluster (`None` on SQLite: this node is the only one).
     pub async fn nodes(&self, timeout: std::time::Duration) -> Result<Option<Vec<NodeStatus>>> {
         match self {

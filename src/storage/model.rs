@@ -799,3 +799,11 @@ pub struct CancelRequest {
     pub count: u32,
     pub signal: String,
 }
+
+/// The node that ran (or runs) a job, as another node reaches it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobNode {
+    pub name: String,
+    pub url: String,
+    pub alive: bool,
+}

@@ -4,6 +4,7 @@
 //! [`pages`]; this module gathers the data and serves files safely inside their folders.
 
 pub mod pages;
+pub mod proxy;
 
 use crate::AppState;
 use crate::api::webservices::jobs_snapshot;
@@ -144,15 +145,32 @@ async fn jobs(State(state): State<AppState>, headers: HeaderMap) -> Response {
 
 async fn logs(State(state): State<AppState>, req: Request) -> Response {
     match state.config.logs_dir.clone() {
-        Some(root) => serve_tree(&root, "/logs", req).await,
+        Some(root) => serve_file_of_any_node(&state, &root, "/logs", req).await,
         None => not_found().await,
     }
 }
 
 async fn items(State(state): State<AppState>, req: Request) -> Response {
     match state.config.items_local().map(Path::to_path_buf) {
-        Some(root) => serve_tree(&root, "/items", req).await,
+        Some(root) => serve_file_of_any_node(&state, &root, "/items", req).await,
         None => not_found().await,
+    }
+}
+
+/// A file of this node's tree, or (on a cluster) of the node that ran its job.
+async fn serve_file_of_any_node(
+    state: &AppState,
+    root: &Path,
+    mount: &str,
+    req: Request,
+) -> Response {
+    let here = resolve(root, mount, req.uri().path()).is_some_and(|p| p.exists());
+    if here {
+        return serve_tree(root, mount, req).await;
+    }
+    match proxy::forward(state, mount, req).await {
+        Ok(response) => response,
+        Err(req) => serve_tree(root, mount, req).await,
     }
 }
 

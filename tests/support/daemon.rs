@@ -220,6 +220,26 @@ pub fn http_get(url: &str) -> std::io::Result<String> {
     )
 }
 
+/// The status code and body of a GET.
+pub fn http_get_status(url: &str) -> (u16, String) {
+    let (host, path) = split_url(url);
+    let mut s = connect(&host).unwrap();
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut response = String::new();
+    s.read_to_string(&mut response).unwrap();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
 pub fn http_post(url: &str, body: &str) -> std::io::Result<String> {
     let (host, path) = split_url(url);
     let mut s = connect(&host)?;

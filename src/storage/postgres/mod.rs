@@ -341,7 +341,11 @@ impl Postgres {
 /// succeed later), a unique or serialization violation a `Conflict`, anything else `Internal`.
 fn from_postgres(shown: &str, doing: &str, e: &tokio_postgres::Error) -> StorageError {
     use tokio_postgres::error::SqlState;
-    let message = format!("{doing} ({shown}): {e}");
+    // A server error's own message (the client's `Display` says only "db error").
+    let message = match e.as_db_error() {
+        Some(db) => format!("{doing} ({shown}): {} [{}]", db.message(), db.code().code()),
+        None => format!("{doing} ({shown}): {e}"),
+    };
     match e.code() {
         None => StorageError::Unavailable(message),
         Some(c)

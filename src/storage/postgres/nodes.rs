@@ -7,8 +7,8 @@ use super::Postgres;
 use super::tx::{PgTx, Result};
 use crate::storage::lifecycle::Lifecycle;
 use crate::storage::model::{
-    CancelRequest, Ending, LostJob, NodeInfo, NodeStatus, Outcome, Registration, format_time,
-    now_micros,
+    CancelRequest, Ending, JobNode, LostJob, NodeInfo, NodeStatus, Outcome, Registration,
+    format_time, now_micros,
 };
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -147,6 +147,32 @@ impl Postgres {
                     signal: r.get(2),
                 })
                 .collect())
+        })
+        .await
+    }
+
+    /// The node that ran the newest run of `job` of `project`, if any ran it.
+    pub async fn job_node(
+        &self,
+        project: &str,
+        job: &str,
+        timeout: Duration,
+    ) -> Result<Option<JobNode>> {
+        let (project, job) = (project.to_owned(), job.to_owned());
+        self.transact_pg(true, move |tx| {
+            let timeout = timeout.as_secs_f64();
+            Ok(tx
+                .opt(
+                    "SELECT n.name, n.url, n.alive AND n.heartbeat > now() - make_interval(secs => $3)
+                     FROM jobs j JOIN nodes n ON n.name = j.node
+                     WHERE j.project = $1 AND j.job = $2 ORDER BY j.id DESC LIMIT 1",
+                    &[&project, &job, &timeout],
+                )?
+                .map(|r| JobNode {
+                    name: r.get(0),
+                    url: r.get(1),
+                    alive: r.get(2),
+                }))
         })
         .await
     }
