@@ -4,6 +4,10 @@
 //! recorded `lost`, never run again), and wakes its launcher when another node queues a job.
 //! On SQLite there is one node and all of this does nothing.
 //!
+//! A node declares others dead only once its own heartbeats have reached the database for a
+//! whole `node_timeout`: after an outage of the database every heartbeat is old, and the live
+//! nodes get the time to beat again before anyone is declared dead.
+//!
 //! Two processes may not hold one name: a registration that finds the name's heartbeat fresh
 //! waits one heartbeat and looks again; a heartbeat that moved means another process holds
 //! the name, and this one refuses to start. One that did not move was left by a process that
@@ -89,12 +93,22 @@ pub async fn run(
     }
     let mut tick = tokio::time::interval(heartbeat_interval(&config));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Since when this node's heartbeats have all reached the database. It declares others
+    // dead only after a whole `node_timeout` of them: after an outage of the database every
+    // heartbeat is old, and the live nodes must get the time to beat again first.
+    let mut beating_since: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        match storage.heartbeat().await {
+        let beat = storage.heartbeat().await;
+        if beat.is_err() {
+            beating_since = None;
+        } else if beating_since.is_none() {
+            beating_since = Some(tokio::time::Instant::now());
+        }
+        match beat {
             Ok(true) => {}
             Ok(false) => {
                 tracing::error!(
@@ -108,6 +122,9 @@ pub async fn run(
                 }
             }
             Err(e) => tracing::warn!("cannot beat the heartbeat: {e}"),
+        }
+        if beating_since.is_none_or(|t| t.elapsed() < config.node_timeout) {
+            continue;
         }
         match storage
             .sweep_dead_nodes(config.node_timeout, config.finished_to_keep)
