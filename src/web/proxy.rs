@@ -1,13 +1,13 @@
-//! On a cluster, a job's log and items files stay on the disk of the node that ran it; any
-//! other node serves them by forwarding the request there (`node_url`), with the client's own
-//! credentials (the nodes of a cluster share `username` and `password`). A forwarded request
+//! On a cluster, a job's log and items files and its Scrapy Cloud data stay on the disk of the
+//! node that ran it; any other node serves them by forwarding the request there (`node_url`),
+//! with the client's own credentials (the nodes of a cluster share `username` and `password`). A forwarded request
 //! is marked, and never forwarded again. When the owner does not answer, the answer says which
 //! node holds the file.
 
 use crate::AppState;
 use axum::body::Body;
 use axum::extract::Request;
-use axum::http::{HeaderValue, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use std::time::Duration;
 
@@ -32,51 +32,75 @@ fn job_of(mount: &str, path: &str) -> Option<(String, String)> {
     Some((decode(project)?, decode(job)?))
 }
 
-/// The owner's answer for a file this node does not have, or `None` when no other node ran
-/// the job (the caller answers 404 as for any missing file).
+/// The owner's answer for a `/logs/` or `/items/` file this node does not have, or the
+/// request back when no other node ran its job (the caller answers as for any missing file).
 pub async fn forward(state: &AppState, mount: &str, req: Request) -> Result<Response, Request> {
-    if !state.storage.is_shared() || req.headers().contains_key(FORWARDED_BY) {
-        return Err(req);
-    }
     let Some((project, job)) = job_of(mount, req.uri().path()) else {
         return Err(req);
     };
+    match to_job_owner(state, &project, &job, req.uri(), req.headers()).await {
+        Some(response) => Ok(response),
+        None => Err(req),
+    }
+}
+
+/// On a cluster: the answer of the node that ran `job` of `project` to this request (its path,
+/// query and credentials), or `None` when that is this node or no node (or the request was
+/// itself forwarded).
+pub async fn to_job_owner(
+    state: &AppState,
+    project: &str,
+    job: &str,
+    uri: &Uri,
+    headers: &HeaderMap,
+) -> Option<Response> {
+    if !state.storage.is_shared() || headers.contains_key(FORWARDED_BY) {
+        return None;
+    }
     let owner = match state
         .storage
-        .job_node(&project, &job, state.config.node_timeout)
+        .job_node(project, job, state.config.node_timeout)
         .await
     {
         Ok(Some(owner)) if owner.name != state.config.node_name => owner,
-        Ok(_) => return Err(req),
+        Ok(_) => return None,
         Err(e) => {
-            return Ok(unavailable(&format!(
+            return Some(unavailable(&format!(
                 "cannot find the node of job {job}: {e}"
             )));
         }
     };
     if !owner.alive {
-        return Ok(unavailable(&format!(
-            "the file is on node {}, which is not answering (declared dead)",
+        return Some(unavailable(&format!(
+            "the data of job {job} is on node {}, which is not answering (declared dead)",
             owner.name
         )));
     }
-    match tokio::time::timeout(FORWARD_TIMEOUT, send(state, &owner.url, req)).await {
-        Ok(Ok(response)) => Ok(response),
-        Ok(Err(e)) => Ok(unavailable(&format!(
-            "the file is on node {} ({}), which did not answer: {e}",
-            owner.name, owner.url
-        ))),
-        Err(_) => Ok(unavailable(&format!(
-            "the file is on node {} ({}), which did not answer in {} s",
-            owner.name,
-            owner.url,
-            FORWARD_TIMEOUT.as_secs()
-        ))),
-    }
+    Some(
+        match tokio::time::timeout(FORWARD_TIMEOUT, send(state, &owner.url, uri, headers)).await {
+            Ok(Ok(response)) => response,
+            Ok(Err(e)) => unavailable(&format!(
+                "the data of job {job} is on node {} ({}), which did not answer: {e}",
+                owner.name, owner.url
+            )),
+            Err(_) => unavailable(&format!(
+                "the data of job {job} is on node {} ({}), which did not answer in {} s",
+                owner.name,
+                owner.url,
+                FORWARD_TIMEOUT.as_secs()
+            )),
+        },
+    )
 }
 
-/// Sends `req` (its path, query, `Range` and credentials) to the node at `base`.
-async fn send(state: &AppState, base: &str, req: Request) -> Result<Response, String> {
+/// Sends a GET of `uri` (its path and query, with the `Range`, `Accept`, `Accept-Encoding` and
+/// credentials of `headers`) to the node at `base`.
+async fn send(
+    state: &AppState,
+    base: &str,
+    uri: &Uri,
+    headers: &HeaderMap,
+) -> Result<Response, String> {
     let base: Uri = base.parse().map_err(|e| format!("node_url {base}: {e}"))?;
     if base.scheme_str() != Some("http") {
         return Err(format!("node_url {base}: only http:// is forwarded to"));
@@ -92,11 +116,7 @@ async fn send(state: &AppState, base: &str, req: Request) -> Result<Response, St
             .map_err(|e| e.to_string())?;
     tokio::spawn(connection);
     let prefix = base.path().trim_end_matches('/');
-    let target = req
-        .uri()
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_owned();
+    let target = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
     let mut forwarded = axum::http::Request::get(format!("{prefix}{target}"))
         .header(header::HOST, authority.as_str())
         .header(
@@ -109,7 +129,7 @@ async fn send(state: &AppState, base: &str, req: Request) -> Result<Response, St
         header::RANGE,
         header::ACCEPT_ENCODING,
     ] {
-        if let Some(v) = req.headers().get(&name) {
+        if let Some(v) = headers.get(&name) {
             forwarded = forwarded.header(name, v);
         }
     }

@@ -113,6 +113,17 @@ pub(super) async fn stream_read(
     headers: HeaderMap,
 ) -> HubResult {
     let key = parse_key(&p, &s, &j)?;
+    // On a cluster, a job another node ran has its data on that node's disk.
+    if state.storage.is_shared()
+        && !job_dir(&state.config.jobdata_dir, key.project, key.spider, key.n).exists()
+    {
+        let (project, _, job) = job_at(&state, &p, &s, &j).await?;
+        if let Some(answer) =
+            crate::web::proxy::to_job_owner(&state, &project, &job.job, &uri, &headers).await
+        {
+            return Ok(answer);
+        }
+    }
     read_jobs(&state, kind_of(uri.path())?, vec![key], &q.0, &headers)
 }
 
