@@ -3,12 +3,13 @@
 //!
 //! ```sh
 //! cargo run --release --example seed_history -- DBS_DIR COUNT PROJECT SPIDER
+//! cargo run --release --example seed_history -- postgresql://… COUNT PROJECT SPIDER
 //! ```
-//! Durability is relaxed for the seeding only (`Storage::open_for_seeding`): the daemon is not
-//! running.
+//! On SQLite, durability is relaxed for the seeding only (`Storage::open_for_seeding`): the
+//! daemon is not running. On PostgreSQL the jobs are run by a node named `seed`.
 
 use scrapyd_rs::config::DbsDir;
-use scrapyd_rs::storage::model::{Ending, Outcome, PendingJob, Retention, now_micros};
+use scrapyd_rs::storage::model::{Ending, NodeInfo, Outcome, PendingJob, Retention, now_micros};
 use scrapyd_rs::storage::{Storage, StorageError};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -17,8 +18,29 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Err("usage: seed_history DBS_DIR COUNT PROJECT SPIDER".into());
     };
     let count: usize = count.parse()?;
-    let runtime = tokio::runtime::Builder::new_current_thread().build()?;
-    let storage = Storage::open_for_seeding(DbsDir::Dir(std::fs::canonicalize(dir)?))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let storage = if dir.starts_with("postgres") {
+        runtime.block_on(async {
+            // The seeding need not wait for each commit to reach the disk (the daemon is not
+            // running); the server's default is kept for everyone else.
+            let sep = if dir.contains('?') { '&' } else { '?' };
+            let url = format!("{dir}{sep}options=-c%20synchronous_commit%3Doff");
+            let storage = Storage::connect(&url, "seed").await?;
+            let node = NodeInfo {
+                name: "seed".into(),
+                url: String::new(),
+                max_proc: 1,
+            };
+            storage
+                .register_node(node, std::time::Duration::from_secs(1), None)
+                .await?;
+            Ok::<_, StorageError>(storage)
+        })?
+    } else {
+        Storage::open_for_seeding(DbsDir::Dir(std::fs::canonicalize(dir)?))?
+    };
     let retention = Retention {
         finished_to_keep: count,
         jobdata_to_keep: 0,

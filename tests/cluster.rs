@@ -172,6 +172,16 @@ fn three_nodes_share_one_queue_and_run_each_job_once() {
     let through =
         support::daemon::http_get(&format!("{}/logs/p/echo/echo0.log", d(other).url)).unwrap();
     assert_eq!(through, direct, "the log of echo0 read through n{other}");
+    // So are its Scrapy Cloud items (project `p` has the first allocated id; echo0 is the first
+    // job of spider `echo`).
+    let spider =
+        support::daemon::http_get(&format!("{}/storage/ids/1000000000/spider/echo", d(0).url))
+            .unwrap();
+    let items = format!("/storage/items/1000000000/{}/1", spider.trim());
+    let direct = support::daemon::http_get(&format!("{}{items}", d(owner).url)).unwrap();
+    let through = support::daemon::http_get(&format!("{}{items}", d(other).url)).unwrap();
+    assert!(direct.contains("\"pid\""), "echo0's item: {direct}");
+    assert_eq!(through, direct, "the items of echo0 read through n{other}");
     // Each job ran once: one log file across the three nodes' folders.
     for job in &jobs {
         let logs: Vec<PathBuf> = nodes
@@ -300,4 +310,140 @@ fn a_node_lost_with_its_crawls_has_its_jobs_recorded_lost_and_the_queue_carries_
         .unwrap()
         .clone();
     assert_eq!(n1["alive"], true, "{listed}");
+}
+
+/// The configuration of a node of the storm: two slots, every finished job and log kept (the
+/// test counts them all), a `node_timeout` that a loaded machine's heartbeats still meet.
+fn storm_conf(url: &str, name: &str) -> String {
+    format!(
+        "database_url = {url}\nnode_name = {name}\nnode_timeout = 10\nmax_proc = 2\n\
+         finished_to_keep = 1000\njobs_to_keep = 0\n"
+    )
+}
+
+/// Many clients schedule at once, through every node, while crawls run: every job a node
+/// acknowledged runs once, on one node, and every node lists each of them finished, once.
+#[test]
+fn a_storm_of_schedules_through_every_node_loses_none_and_runs_none_twice() {
+    const THREADS: usize = 8;
+    const PER_THREAD: usize = 8;
+    let url = support::postgres::database();
+    let nodes: Vec<(tempfile::TempDir, Daemon)> = (0..3)
+        .map(|i| {
+            let dir = tempfile::tempdir().unwrap();
+            let d = Daemon::start(dir.path(), &storm_conf(&url, &format!("n{i}")));
+            (dir, d)
+        })
+        .collect();
+    let egg = support::build_egg(&support::test_project_dir());
+    assert_eq!(
+        support::upload_egg(&nodes[0].1.url, "p", "1", egg)["spiders"],
+        4
+    );
+    // Crawls running when the storm starts: a long one through each node (half the slots).
+    let release = tempfile::tempdir().unwrap();
+    let until = release.path().join("go").display().to_string();
+    let mut expected = BTreeSet::new();
+    for (i, (_, node)) in nodes.iter().enumerate() {
+        let v = node.post(
+            "schedule.json",
+            &format!("project=p&spider=slow&jobid=slow{i}&until_file={until}"),
+        );
+        assert_eq!(v["status"], "ok", "{v}");
+        expected.insert(format!("slow{i}"));
+    }
+    support::wait_until("the three slow crawls running", LONG, || {
+        let v = nodes[0].1.get("listjobs.json");
+        (ids(&v["running"]).len() == 3).then_some(())
+    });
+    // The storm: every thread sends its requests as fast as they are answered, round-robin
+    // over the nodes, each with a job id of its own.
+    let urls: Vec<String> = nodes.iter().map(|(_, d)| d.url.clone()).collect();
+    let start = std::sync::Barrier::new(THREADS);
+    let answers: Vec<(String, String, Result<Value, String>)> = std::thread::scope(|s| {
+        let threads: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let (urls, start) = (&urls, &start);
+                s.spawn(move || {
+                    start.wait();
+                    (0..PER_THREAD)
+                        .map(|i| {
+                            let job = format!("storm-{t}-{i}");
+                            let node = &urls[(t + i) % urls.len()];
+                            let answer = support::daemon::http_post(
+                                &format!("{node}/schedule.json"),
+                                &format!("project=p&spider=echo&jobid={job}"),
+                            )
+                            .map_err(|e| format!("no answer: {e}"))
+                            .and_then(|body| {
+                                serde_json::from_str::<Value>(&body)
+                                    .map_err(|e| format!("not JSON ({e}): {body}"))
+                            });
+                            (job, node.clone(), answer)
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect()
+    });
+    assert_eq!(answers.len(), THREADS * PER_THREAD);
+    let mut refused = Vec::new();
+    for (job, node, answer) in &answers {
+        match answer {
+            Ok(v) if v["status"] == "ok" => {
+                assert_eq!(v["jobid"], job.as_str(), "{node}: {v}");
+                assert!(expected.insert(job.clone()), "{job} acknowledged twice");
+            }
+            other => refused.push(format!("{job} through {node}: {other:?}")),
+        }
+    }
+    // A healthy database has no reason to refuse a schedule, however many arrive at once.
+    assert!(refused.is_empty(), "schedules refused: {refused:#?}");
+    std::fs::write(release.path().join("go"), "").unwrap();
+    let storm_deadline = Duration::from_secs(600);
+    support::wait_until("every acknowledged job finished", storm_deadline, || {
+        let v = nodes[1].1.get("listjobs.json");
+        let finished = ids(&v["finished"]);
+        expected.is_subset(&finished).then_some(())
+    });
+    for (i, (_, node)) in nodes.iter().enumerate() {
+        let v = node.get("listjobs.json");
+        assert!(v["pending"].as_array().unwrap().is_empty(), "n{i}: {v}");
+        assert!(v["running"].as_array().unwrap().is_empty(), "n{i}: {v}");
+        let finished = v["finished"].as_array().unwrap();
+        let listed: Vec<&str> = finished.iter().map(|e| e["id"].as_str().unwrap()).collect();
+        let once: BTreeSet<String> = listed.iter().map(|&id| id.to_owned()).collect();
+        assert_eq!(
+            listed.len(),
+            once.len(),
+            "n{i} lists a job twice: {listed:?}"
+        );
+        assert_eq!(
+            once, expected,
+            "n{i} lists other jobs than the acknowledged ones"
+        );
+        for e in finished {
+            assert_eq!(e["outcome"], "finished", "n{i}: {e}");
+            assert!(
+                ["n0", "n1", "n2"].contains(&e["node"].as_str().unwrap()),
+                "n{i}: {e}"
+            );
+        }
+        for job in &expected {
+            let status = node.get(&format!("status.json?job={job}"));
+            assert_eq!(status["currstate"], "finished", "n{i}: {status}");
+        }
+    }
+    // Each job ran once: one log file across the three nodes' folders.
+    for job in &expected {
+        let logs: Vec<PathBuf> = nodes
+            .iter()
+            .flat_map(|(dir, _)| log_files(dir.path(), job))
+            .collect();
+        assert_eq!(logs.len(), 1, "{job}: {logs:?}");
+    }
 }

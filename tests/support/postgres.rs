@@ -8,6 +8,9 @@
 //!   exits, however it exits; the data folders of test binaries that are gone are removed at the
 //!   next start.
 //! * [`database()`] gives each test a database of its own and its URL.
+//! * [`Server::stop`] and [`Server::start`] take the server down (fast shutdown) and bring the
+//!   same cluster (data folder, port) back, for a test of a database outage. A test binary that
+//!   does so has the server to itself: put such a test in a binary of its own.
 //!
 //! The binaries are looked for under `/usr/lib/postgresql/<version>/bin` (the newest) or in
 //! `$SCRAPYD_RS_TEST_PG_BIN`; `.ci/run` installs Debian's `postgresql` package when they are
@@ -17,8 +20,8 @@ use std::fs::{self, File};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, OnceLock, PoisonError, mpsc};
 use std::time::{Duration, Instant};
 
 /// Environment variable naming the folder of `initdb`, `postgres` and `psql`.
@@ -27,14 +30,69 @@ pub const PG_BIN_ENV_VAR: &str = "SCRAPYD_RS_TEST_PG_BIN";
 /// The uid and gid the server runs as when the tests run as root (`nobody`, `nogroup`).
 const UNPRIVILEGED: u32 = 65534;
 
-/// The running test server.
+/// The test server (running unless a test stopped it).
 pub struct Server {
     pub bin: PathBuf,
     pub port: u16,
     pub data: PathBuf,
+    /// The `postgres` process while it runs.
+    process: Mutex<Option<Process>>,
+}
+
+/// A running `postgres`: its pid, and a message from its thread when it has exited (reaped).
+struct Process {
+    pid: u32,
+    exited: mpsc::Receiver<()>,
 }
 
 impl Server {
+    /// Stops the server (fast shutdown: open sessions are ended, as when a database server is
+    /// restarted) and waits until it has exited. Panics if it was not running.
+    pub fn stop(&self) {
+        let mut process = self.process.lock().unwrap_or_else(PoisonError::into_inner);
+        let Process { pid, exited } = process
+            .take()
+            .expect("the test PostgreSQL server is not running");
+        // SIGINT is PostgreSQL's fast shutdown.
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGINT,
+        )
+        .unwrap_or_else(|e| panic!("cannot signal the test PostgreSQL server ({pid}): {e}"));
+        if exited.recv_timeout(Duration::from_secs(60)).is_err() {
+            panic!(
+                "the test PostgreSQL server did not stop within 60 s:\n{}",
+                self.log()
+            );
+        }
+    }
+
+    /// Starts the stopped server again: the same cluster on the same port. Returns when it
+    /// accepts connections. Panics if it is running.
+    pub fn start(&self) {
+        let mut process = self.process.lock().unwrap_or_else(PoisonError::into_inner);
+        assert!(
+            process.is_none(),
+            "the test PostgreSQL server is already running"
+        );
+        let started = spawn(&self.bin, &self.data, self.port);
+        wait_ready(self, &started);
+        *process = Some(started);
+    }
+
+    /// Whether the server is running (not stopped by [`Server::stop`]).
+    pub fn is_running(&self) -> bool {
+        self.process
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some()
+    }
+
+    /// The server's log (`server.log` in its data folder), every start of it.
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.data.join("server.log")).unwrap_or_default()
+    }
+
     /// The URL of database `name`.
     pub fn url(&self, name: &str) -> String {
         format!("postgresql://postgres@127.0.0.1:{}/{name}", self.port)
@@ -192,13 +250,36 @@ fn start() -> Server {
         .and_then(|l| l.local_addr())
         .expect("a free port")
         .port();
-    let log = File::create(data.join("server.log")).expect("the server's log");
+    let _ = fs::remove_file(data.join("server.log"));
+    let process = spawn(&bin, &data, port);
+    let server = Server {
+        bin,
+        port,
+        data,
+        process: Mutex::new(None),
+    };
+    wait_ready(&server, &process);
+    *server
+        .process
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner) = Some(process);
+    server
+}
+
+/// Starts `postgres` on the cluster in `data`, listening on `port`; its output is appended to
+/// `server.log` there.
+fn spawn(bin: &Path, data: &Path, port: u16) -> Process {
+    let log = File::options()
+        .create(true)
+        .append(true)
+        .open(data.join("server.log"))
+        .expect("the server's log");
     let mut command = as_server_user(&bin.join("postgres"), true);
     command
         .arg("-D")
-        .arg(&data)
+        .arg(data)
         .args(["-p", &port.to_string(), "-k"])
-        .arg(&data)
+        .arg(data)
         .args(["-c", "listen_addresses=127.0.0.1"])
         .args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
         .args(["-c", "full_page_writes=off", "-c", "max_connections=300"])
@@ -206,26 +287,28 @@ fn start() -> Server {
         .stdout(log.try_clone().unwrap())
         .stderr(log);
     // The parent-death signal follows the thread that spawned the server: spawn it from a
-    // thread that lives as long as the test binary (it reaps the server when it stops).
-    let (tx, rx) = std::sync::mpsc::channel::<std::io::Result<u32>>();
+    // thread that lives as long as the server (it reaps the server when it stops, and lives
+    // until the test binary exits unless a test stops the server).
+    let (tx, rx) = mpsc::channel::<std::io::Result<u32>>();
+    let (exited_tx, exited) = mpsc::channel::<()>();
     std::thread::Builder::new()
         .name("test-postgres".into())
         .spawn(move || match command.spawn() {
             Ok(mut child) => {
                 let _ = tx.send(Ok(child.id()));
                 watch(&mut child);
+                let _ = exited_tx.send(());
             }
             Err(e) => {
                 let _ = tx.send(Err(e));
             }
         })
         .expect("a thread for the test PostgreSQL server");
-    rx.recv()
+    let pid = rx
+        .recv()
         .expect("the server's thread answers")
         .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.join("postgres").display()));
-    let server = Server { bin, port, data };
-    wait_ready(&server);
-    server
+    Process { pid, exited }
 }
 
 /// Reaps the server when it exits (a test that stops it on purpose restarts it itself).
@@ -233,9 +316,15 @@ fn watch(child: &mut Child) {
     let _ = child.wait();
 }
 
-fn wait_ready(server: &Server) {
+fn wait_ready(server: &Server, process: &Process) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
+        if process.exited.try_recv().is_ok() {
+            panic!(
+                "the test PostgreSQL server exited as it started:\n{}",
+                server.log()
+            );
+        }
         let ready = TcpStream::connect(("127.0.0.1", server.port)).is_ok()
             && Command::new(server.bin.join("pg_isready"))
                 .args(["-q", "-h", "127.0.0.1", "-p", &server.port.to_string()])
@@ -245,8 +334,10 @@ fn wait_ready(server: &Server) {
             return;
         }
         if Instant::now() > deadline {
-            let log = fs::read_to_string(server.data.join("server.log")).unwrap_or_default();
-            panic!("the test PostgreSQL server did not start within 60 s:\n{log}");
+            panic!(
+                "the test PostgreSQL server did not start within 60 s:\n{}",
+                server.log()
+            );
         }
         std::thread::sleep(super::POLL_INTERVAL);
     }

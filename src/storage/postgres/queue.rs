@@ -253,16 +253,31 @@ impl JobRows for PgTx<'_> {
         };
         self.jobs_changed = true;
         self.finished.push(FinishedChange::Added(id));
-        let keep = keep as i64;
-        let pruned = self.query(
-            "DELETE FROM jobs WHERE id IN (
-                 SELECT id FROM jobs WHERE state = 'finished'
-                 ORDER BY end_time DESC, id DESC OFFSET $1)
-             RETURNING id",
-            &[&keep],
-        )?;
-        self.finished
-            .extend(pruned.iter().map(|r| FinishedChange::Removed(r.get(0))));
+        // The retention removes the oldest beyond `keep`, counted by the feed's counter (the
+        // row is locked to the end of the transaction, as `publish` locks it anyway).
+        let count: i64 = self
+            .one(
+                "UPDATE change_feed SET finished_count = finished_count + 1 RETURNING finished_count",
+                &[],
+            )?
+            .get(0);
+        let excess = count - keep as i64;
+        if excess > 0 {
+            let pruned = self.query(
+                "DELETE FROM jobs WHERE id IN (
+                     SELECT id FROM jobs WHERE state = 'finished'
+                     ORDER BY end_time, id LIMIT $1)
+                 RETURNING id",
+                &[&excess],
+            )?;
+            let n = pruned.len() as i64;
+            self.exec(
+                "UPDATE change_feed SET finished_count = finished_count - $1",
+                &[&n],
+            )?;
+            self.finished
+                .extend(pruned.iter().map(|r| FinishedChange::Removed(r.get(0))));
+        }
         Ok(Some((who.get(0), who.get(1))))
     }
 
