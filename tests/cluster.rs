@@ -7,7 +7,7 @@ mod support;
 
 use serde_json::Value;
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 use support::daemon::Daemon;
 
@@ -35,14 +35,6 @@ fn ids(entries: &Value) -> BTreeSet<String> {
         .unwrap()
         .iter()
         .map(|e| e["id"].as_str().unwrap().to_owned())
-        .collect()
-}
-
-fn log_files(dir: &Path, job: &str) -> Vec<PathBuf> {
-    ["slow", "echo"]
-        .iter()
-        .map(|spider| dir.join(format!("logs/p/{spider}/{job}.log")))
-        .filter(|p| p.is_file())
         .collect()
 }
 
@@ -186,7 +178,7 @@ fn three_nodes_share_one_queue_and_run_each_job_once() {
     for job in &jobs {
         let logs: Vec<PathBuf> = nodes
             .iter()
-            .flat_map(|(dir, _)| log_files(dir.path(), job))
+            .flat_map(|(dir, _)| support::daemon::log_files(dir.path(), job))
             .collect();
         assert_eq!(logs.len(), 1, "{job}: {logs:?}");
     }
@@ -287,7 +279,7 @@ fn a_node_lost_with_its_crawls_has_its_jobs_recorded_lost_and_the_queue_carries_
     // The lost job never ran again anywhere.
     let logs: Vec<PathBuf> = nodes
         .iter()
-        .flat_map(|(dir, _)| log_files(dir.path(), &job))
+        .flat_map(|(dir, _)| support::daemon::log_files(dir.path(), &job))
         .collect();
     assert_eq!(logs.len(), 1, "{logs:?}");
     // Its files are on a machine that is gone: the answer says so.
@@ -442,7 +434,7 @@ fn a_storm_of_schedules_through_every_node_loses_none_and_runs_none_twice() {
     for job in &expected {
         let logs: Vec<PathBuf> = nodes
             .iter()
-            .flat_map(|(dir, _)| log_files(dir.path(), job))
+            .flat_map(|(dir, _)| support::daemon::log_files(dir.path(), job))
             .collect();
         assert_eq!(logs.len(), 1, "{job}: {logs:?}");
     }

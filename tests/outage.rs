@@ -12,7 +12,7 @@ use nix::sys::signal::kill;
 use nix::unistd::Pid;
 use serde_json::Value;
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 use support::daemon::Daemon;
 
@@ -33,14 +33,6 @@ fn ids(entries: &Value) -> Vec<String> {
         .unwrap()
         .iter()
         .map(|e| e["id"].as_str().unwrap().to_owned())
-        .collect()
-}
-
-fn log_files(dir: &Path, job: &str) -> Vec<PathBuf> {
-    ["slow", "echo"]
-        .iter()
-        .map(|spider| dir.join(format!("logs/p/{spider}/{job}.log")))
-        .filter(|p| p.is_file())
         .collect()
 }
 
@@ -214,7 +206,7 @@ fn postgresql_stopped_and_started_while_nodes_run_loses_nothing_acknowledged() {
     {
         let logs: Vec<PathBuf> = nodes
             .iter()
-            .flat_map(|(dir, _)| log_files(dir.path(), job))
+            .flat_map(|(dir, _)| support::daemon::log_files(dir.path(), job))
             .collect();
         let expected = usize::from(acknowledged.contains(job));
         assert_eq!(logs.len(), expected, "{job}: {logs:?}");

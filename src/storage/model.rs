@@ -25,6 +25,15 @@ pub enum JobState {
 
 impl JobState {
     /// The word Scrapyd uses.
+    /// The state a job row's `state` column holds (`running` or `finished`).
+    pub fn of_row(state: &str) -> JobState {
+        if state == "running" {
+            JobState::Running
+        } else {
+            JobState::Finished
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             JobState::Pending => "pending",

@@ -251,3 +251,13 @@ pub fn http_post(url: &str, body: &str) -> std::io::Result<String> {
         ),
     )
 }
+
+/// The log files of `job` of project `p` (spider `slow` or `echo`) in a daemon's folder `dir`:
+/// one when it ran there, none when it did not.
+pub fn log_files(dir: &Path, job: &str) -> Vec<std::path::PathBuf> {
+    ["slow", "echo"]
+        .iter()
+        .map(|spider| dir.join(format!("logs/p/{spider}/{job}.log")))
+        .filter(|p| p.is_file())
+        .collect()
+}

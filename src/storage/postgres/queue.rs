@@ -128,11 +128,7 @@ fn record_of(r: &Row) -> JobRecord {
         settings: json_pairs(r.get(5)),
         args: json_pairs(r.get(6)),
         priority: r.get(7),
-        state: if state == "running" {
-            JobState::Running
-        } else {
-            JobState::Finished
-        },
+        state: JobState::of_row(&state),
         pid: r.get::<_, Option<i32>>(9).map(|p| p as u32),
         start_time: r.get(10),
         end_time: r.get(11),
@@ -431,13 +427,7 @@ impl JobRows for PgTx<'_> {
                 &[&job, &project],
             )?
             .map(|r| r.get(0));
-        Ok(state.map(|s| {
-            if s == "finished" {
-                JobState::Finished
-            } else {
-                JobState::Running
-            }
-        }))
+        Ok(state.as_deref().map(JobState::of_row))
     }
 }
 

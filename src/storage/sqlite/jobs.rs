@@ -99,11 +99,7 @@ fn row_to_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRecord> {
         settings: json_pairs(&r.get::<_, String>(5)?),
         args: json_pairs(&r.get::<_, String>(6)?),
         priority: r.get(7)?,
-        state: if state == "running" {
-            JobState::Running
-        } else {
-            JobState::Finished
-        },
+        state: JobState::of_row(&state),
         pid: r.get::<_, Option<i64>>(9)?.map(|p| p as u32),
         start_time: r.get(10)?,
         end_time: r.get(11)?,
@@ -377,13 +373,7 @@ impl JobRows for Db {
                 |r| r.get(0),
             )
             .optional()?;
-        Ok(state.map(|s| {
-            if s == "finished" {
-                JobState::Finished
-            } else {
-                JobState::Running
-            }
-        }))
+        Ok(state.as_deref().map(JobState::of_row))
     }
 }
 
