@@ -148,6 +148,19 @@ pub enum FinishedChange {
     Removed(i64),
 }
 
+impl FinishedChange {
+    /// The rows that these changes added (to read them).
+    pub fn added(changes: &[FinishedChange]) -> Vec<i64> {
+        changes
+            .iter()
+            .filter_map(|c| match c {
+                FinishedChange::Added(id) => Some(*id),
+                FinishedChange::Removed(_) => None,
+            })
+            .collect()
+    }
+}
+
 /// How a finished job ended, as listed.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Ended {

@@ -396,13 +396,7 @@ impl JobRows for PgTx<'_> {
                         _ => None,
                     })
                     .collect();
-                let added: Vec<i64> = changes
-                    .iter()
-                    .filter_map(|c| match c {
-                        FinishedChange::Added(id) => Some(*id),
-                        FinishedChange::Removed(_) => None,
-                    })
-                    .collect();
+                let added = FinishedChange::added(&changes);
                 let rows = self.query(
                     &format!(
                         "SELECT {BRIEF_COLUMNS} FROM jobs WHERE state = 'finished' AND id = ANY($1)"

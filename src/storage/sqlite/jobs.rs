@@ -342,13 +342,7 @@ impl JobRows for Db {
         let version = self.finished_log.version();
         match since.and_then(|v| self.finished_log.since(v)) {
             Some(changes) => {
-                let added: Vec<i64> = changes
-                    .iter()
-                    .filter_map(|c| match c {
-                        FinishedChange::Added(id) => Some(*id),
-                        FinishedChange::Removed(_) => None,
-                    })
-                    .collect();
+                let added = FinishedChange::added(&changes);
                 let rows = self.finished_by_ids(&added)?;
                 Ok(FinishedUpdate::Changes(version, changes, rows))
             }
