@@ -179,8 +179,25 @@ pub trait CollectionRows {
     fn collection_delete_keys(&mut self, c: &CollectionRef, keys: &[String]) -> Result<usize>;
     /// Deletes every type of a collection name; returns how many collections went.
     fn collection_drop(&mut self, project: &str, name: &str) -> Result<usize>;
-    /// Renames every type of a collection name.
-    fn collection_rename(&mut self, project: &str, from: &str, to: &str) -> Result<RenameOutcome>;
+    /// Whether a project has a collection of this name (of any type).
+    fn collection_name_exists(&mut self, project: &str, name: &str) -> Result<bool>;
+    /// Gives every type of a collection name another name.
+    fn collection_set_name(&mut self, project: &str, from: &str, to: &str) -> Result<()>;
+    /// Renames every type of a collection name: `NotFound` when there is none, `Taken` when
+    /// the new name has a collection already (nothing moves then).
+    fn collection_rename(&mut self, project: &str, from: &str, to: &str) -> Result<RenameOutcome> {
+        if !self.collection_name_exists(project, from)? {
+            return Ok(RenameOutcome::NotFound);
+        }
+        if from == to {
+            return Ok(RenameOutcome::Renamed);
+        }
+        if self.collection_name_exists(project, to)? {
+            return Ok(RenameOutcome::Taken);
+        }
+        self.collection_set_name(project, from, to)?;
+        Ok(RenameOutcome::Renamed)
+    }
     /// One page of a scan, by key.
     fn collection_page(&mut self, req: &PageRequest) -> Result<Vec<StoredRecord>>;
 }

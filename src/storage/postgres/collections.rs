@@ -8,8 +8,8 @@
 
 use super::tx::{PgTx, Result};
 use crate::storage::model::{
-    Batch, CollectionRef, NewRecord, NewRequest, PURGE_INTERVAL_MS, PageRequest, RenameOutcome,
-    SlotRef, StoredRecord, plan_batches,
+    Batch, CollectionRef, NewRecord, NewRequest, PURGE_INTERVAL_MS, PageRequest, SlotRef,
+    StoredRecord, plan_batches,
 };
 #[cfg(test)]
 use crate::storage::rows::versions_of;
@@ -252,29 +252,21 @@ impl CollectionRows for PgTx<'_> {
         Ok(ids.len())
     }
 
-    fn collection_rename(&mut self, project: &str, from: &str, to: &str) -> Result<RenameOutcome> {
-        let count = |n: &str| -> Result<i64> {
-            Ok(self
-                .one(
-                    "SELECT count(*) FROM cloud_collection WHERE project = $1 AND name = $2",
-                    &[&project, &n],
-                )?
-                .get(0))
-        };
-        if count(from)? == 0 {
-            return Ok(RenameOutcome::NotFound);
-        }
-        if from == to {
-            return Ok(RenameOutcome::Renamed);
-        }
-        if count(to)? > 0 {
-            return Ok(RenameOutcome::Taken);
-        }
+    fn collection_name_exists(&mut self, project: &str, name: &str) -> Result<bool> {
+        Ok(self
+            .opt(
+                "SELECT 1 FROM cloud_collection WHERE project = $1 AND name = $2 LIMIT 1",
+                &[&project, &name],
+            )?
+            .is_some())
+    }
+
+    fn collection_set_name(&mut self, project: &str, from: &str, to: &str) -> Result<()> {
         self.exec(
             "UPDATE cloud_collection SET name = $3 WHERE project = $1 AND name = $2",
             &[&project, &from, &to],
         )?;
-        Ok(RenameOutcome::Renamed)
+        Ok(())
     }
 
     fn collection_page(&mut self, req: &PageRequest) -> Result<Vec<StoredRecord>> {

@@ -7,7 +7,7 @@
 use super::{Db, JOBS_DB};
 use crate::storage::StorageError;
 use crate::storage::model::{
-    CollectionRef, NewRecord, PURGE_INTERVAL_MS, PageRequest, RenameOutcome, StoredRecord,
+    CollectionRef, NewRecord, PURGE_INTERVAL_MS, PageRequest, StoredRecord,
 };
 #[cfg(test)]
 use crate::storage::rows::versions_of;
@@ -210,34 +210,24 @@ impl CollectionRows for Db {
     }
 
     /// Renames every collection of the project with this name, whatever its type.
-    fn collection_rename(
+    fn collection_name_exists(&mut self, project: &str, name: &str) -> Result<bool, StorageError> {
+        Ok(self
+            .conn(JOBS_DB)?
+            .prepare_cached("SELECT 1 FROM cloud_collection WHERE project = ?1 AND name = ?2")?
+            .exists(params![project, name])?)
+    }
+
+    fn collection_set_name(
         &mut self,
         project: &str,
-        name: &str,
-        new_name: &str,
-    ) -> Result<RenameOutcome, StorageError> {
-        let conn = self.conn(JOBS_DB)?;
-        let count = |n: &str| -> rusqlite::Result<i64> {
-            conn.query_row(
-                "SELECT count(*) FROM cloud_collection WHERE project = ?1 AND name = ?2",
-                params![project, n],
-                |r| r.get(0),
-            )
-        };
-        if count(name)? == 0 {
-            return Ok(RenameOutcome::NotFound);
-        }
-        if name == new_name {
-            return Ok(RenameOutcome::Renamed);
-        }
-        if count(new_name)? > 0 {
-            return Ok(RenameOutcome::Taken);
-        }
-        conn.execute(
+        from: &str,
+        to: &str,
+    ) -> Result<(), StorageError> {
+        self.conn(JOBS_DB)?.execute(
             "UPDATE cloud_collection SET name = ?3 WHERE project = ?1 AND name = ?2",
-            params![project, name, new_name],
+            params![project, from, to],
         )?;
-        Ok(RenameOutcome::Renamed)
+        Ok(())
     }
 
     /// One page of records, by key.
